@@ -1,0 +1,284 @@
+"""The embedded graph store: one SQLite file in WAL mode, the default on one machine.
+
+SQLite calls run on the event loop's thread. Each statement is an indexed lookup on a
+local file taking microseconds, and a hop to a worker thread per call would cost more
+than the call itself; a batch of events is one ``BEGIN IMMEDIATE`` transaction, so a
+second process sharing the file waits for it rather than interleaving.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import orjson
+
+from graph.sqlite_schema import migrate
+from graph.store import GraphStore, Outcome, ProfileSnapshot, StoreError, StoreTransaction, TimelineEntry
+from identity.deltas import IdentityDelta
+from identity.features import PreparedEvent, split_key
+from identity.model import MatchRecord, ProfileState, ResolutionContext, TraitValue
+from identity.plan import ChangeSet
+from identity.rules import Rules
+
+#: Earlier records compared per strongly-matched profile; the most recent ones carry the most.
+RECORDS_PER_PROFILE = 20
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _traits_from_json(raw: str) -> dict[str, TraitValue]:
+    return {name: TraitValue(**t) for name, t in orjson.loads(raw).items()}
+
+
+class SQLiteTransaction(StoreTransaction):
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def outcome(self, event_id: str) -> Outcome | None:
+        row = self._db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
+        if row is None:
+            return None
+        deltas = [
+            IdentityDelta.model_validate_json(d)
+            for (d,) in self._db.execute("SELECT delta FROM outbox WHERE event_id = ? ORDER BY seq", (event_id,))
+        ]
+        return Outcome(event_id, orjson.loads(row[0]), deltas, duplicate=True)
+
+    async def context(self, prepared: PreparedEvent, rules: Rules) -> ResolutionContext:
+        db = self._db
+        generic_after = rules.identifiers.generic_after_profiles
+        holders: dict[str, tuple[str, ...]] = {}
+        for key in prepared.identifier_keys:
+            # One holder past the limit is enough to know a value is generic; a shop phone
+            # on thousands of profiles must not load them all for every event.
+            rows = db.execute(
+                "SELECT profile_id FROM identifiers WHERE key = ? LIMIT ?", (key, generic_after + 1)
+            ).fetchall()
+            if rows:
+                holders[key] = tuple(r[0] for r in rows)
+        records: dict[str, MatchRecord] = {}
+        for key in prepared.blocking_keys:
+            for event_id, profile_id, features in db.execute(
+                "SELECT t.event_id, t.profile_id, t.features FROM blocking b JOIN touchpoints t ON t.seq = b.seq "
+                "WHERE b.key = ? ORDER BY b.seq DESC LIMIT ?",
+                (key, rules.candidates_per_key),
+            ):
+                if event_id not in records:
+                    records[event_id] = MatchRecord(event_id, profile_id, orjson.loads(features))
+        strong = {p for ps in holders.values() if len(ps) <= generic_after for p in ps}
+        for profile_id in strong:
+            for event_id, features in db.execute(
+                "SELECT event_id, features FROM touchpoints WHERE profile_id = ? ORDER BY seq DESC LIMIT ?",
+                (profile_id, RECORDS_PER_PROFILE),
+            ):
+                records.setdefault(event_id, MatchRecord(event_id, profile_id, orjson.loads(features)))
+        profile_ids = strong | {r.profile_id for r in records.values()}
+        return ResolutionContext(holders, tuple(records.values()), self._profiles(profile_ids))
+
+    def _profiles(self, ids: set[str]) -> dict[str, ProfileState]:
+        if not ids:
+            return {}
+        marks = _placeholders(len(ids))
+        profiles = {
+            pid: ProfileState(pid, version, created_at, set(), _traits_from_json(traits))
+            for pid, version, created_at, traits in self._db.execute(
+                f"SELECT id, version, created_at, traits FROM profiles WHERE id IN ({marks})", tuple(ids)
+            )
+        }
+        for key, pid in self._db.execute(
+            f"SELECT key, profile_id FROM identifiers WHERE profile_id IN ({marks})", tuple(ids)
+        ):
+            profiles[pid].identifiers.add(key)
+        return profiles
+
+    async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
+        now = _now()
+        for survivor in changes.profiles:
+            self._upsert_profile(survivor, now)
+        for retired, survivor in changes.retired.items():
+            self._retire(retired, survivor, prepared.event_id, now)
+        source = prepared.event.scenario
+        self._db.executemany(
+            "INSERT OR IGNORE INTO identifiers (key, type, profile_id, first_seen, source) VALUES (?, ?, ?, ?, ?)",
+            [(key, split_key(key)[0], pid, now, source) for key, pid in changes.attachments],
+        )
+        self._insert_touchpoint(prepared, changes, now)
+        decision = changes.decision
+        self._db.execute(
+            "INSERT INTO decisions (event_id, profile_id, action, confidence, rule_version, decided_at, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (decision.event_id, decision.profile_id, decision.action, decision.confidence,
+             decision.rule_version, now, orjson.dumps(decision.as_dict())),
+        )
+        if decision.review is not None:
+            self._db.execute(
+                "INSERT INTO reviews (event_id, profile_ids, reason, confidence, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'open', ?)",
+                (decision.event_id, orjson.dumps(list(decision.review.profile_ids)), decision.review.reason,
+                 decision.review.confidence, now),
+            )
+        self._db.executemany(
+            "INSERT INTO outbox (delta_id, event_id, profile_id, delta) VALUES (?, ?, ?, ?)",
+            [(d.delta_id, prepared.event_id, d.profile_id, d.to_json()) for d in changes.deltas],
+        )
+
+    def _upsert_profile(self, profile: ProfileState, now: str) -> None:
+        traits = orjson.dumps({name: t.as_dict() for name, t in profile.traits.items()})
+        self._db.execute(
+            "INSERT INTO profiles (id, version, created_at, updated_at, traits) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, "
+            "traits = excluded.traits",
+            (profile.id, profile.version, profile.created_at, now, traits),
+        )
+
+    def _retire(self, retired: str, survivor: str, event_id: str, now: str) -> None:
+        """Point everything of a merged profile at its survivor; lineage stays one hop deep."""
+        db = self._db
+        db.execute("UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ?", (survivor, now, retired))
+        db.execute("UPDATE profiles SET merged_into = ? WHERE merged_into = ?", (survivor, retired))
+        db.execute("UPDATE lineage SET survivor_id = ? WHERE survivor_id = ?", (survivor, retired))
+        db.execute(
+            "INSERT INTO lineage (retired_id, survivor_id, event_id, merged_at) VALUES (?, ?, ?, ?)",
+            (retired, survivor, event_id, now),
+        )
+        db.execute("UPDATE OR IGNORE identifiers SET profile_id = ? WHERE profile_id = ?", (survivor, retired))
+        db.execute("DELETE FROM identifiers WHERE profile_id = ?", (retired,))
+        db.execute("UPDATE touchpoints SET profile_id = ? WHERE profile_id = ?", (survivor, retired))
+
+    def _insert_touchpoint(self, prepared: PreparedEvent, changes: ChangeSet, now: str) -> None:
+        event = prepared.event
+        cursor = self._db.execute(
+            "INSERT INTO touchpoints (event_id, profile_id, scenario, type, occurred_at, ingested_at, event, features) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.event_id, changes.decision.profile_id, event.scenario, event.type,
+             event.occurred_at.isoformat(), now, event.to_json(), orjson.dumps(prepared.features)),
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO blocking (key, seq) VALUES (?, ?)",
+            [(key, cursor.lastrowid) for key in prepared.blocking_keys],
+        )
+
+
+class SQLiteStore(GraphStore):
+    """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode survives a process crash (kill -9); only power loss can drop the
+            # last commits, never tear one.
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the SQLite store is not open; call open() or use 'async with'")
+        return self._db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield SQLiteTransaction(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def survivor(self, profile_id: str) -> str | None:
+        row = self.db.execute("SELECT id, merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        if row is None:
+            return None
+        return row[1] or row[0]
+
+    async def profile(self, profile_id: str) -> ProfileSnapshot | None:
+        live = await self.survivor(profile_id)
+        if live is None:
+            return None
+        version, created_at, updated_at, traits = self.db.execute(
+            "SELECT version, created_at, updated_at, traits FROM profiles WHERE id = ?", (live,)
+        ).fetchone()
+        identifiers: dict[str, list[str]] = {}
+        for (key,) in self.db.execute("SELECT key FROM identifiers WHERE profile_id = ? ORDER BY key", (live,)):
+            type_, value = split_key(key)
+            identifiers.setdefault(type_, []).append(value)
+        merged_from = [r[0] for r in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,))]
+        return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from)
+
+    async def decision(self, event_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+        live = await self.survivor(profile_id) or profile_id
+        rows = self.db.execute(
+            "SELECT d.record FROM decisions d JOIN touchpoints t ON t.event_id = d.event_id "
+            "WHERE t.profile_id = ? ORDER BY t.seq",
+            (live,),
+        )
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def timeline(self, profile_id: str) -> list[TimelineEntry]:
+        live = await self.survivor(profile_id) or profile_id
+        rows = self.db.execute(
+            "SELECT event_id, scenario, type, occurred_at, event FROM touchpoints "
+            "WHERE profile_id = ? ORDER BY occurred_at, seq",
+            (live,),
+        )
+        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
+
+    async def assignments(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
+
+    async def unpublished_deltas(self, limit: int = 1000) -> list[IdentityDelta]:
+        rows = self.db.execute("SELECT delta FROM outbox WHERE published = 0 ORDER BY seq LIMIT ?", (limit,))
+        return [IdentityDelta.model_validate_json(r[0]) for r in rows]
+
+    async def mark_published(self, delta_ids: list[str]) -> None:
+        self.db.executemany("UPDATE outbox SET published = 1 WHERE delta_id = ?", [(d,) for d in delta_ids])
+
+    async def open_reviews(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, event_id, profile_ids, reason, confidence, created_at FROM reviews "
+            "WHERE status = 'open' ORDER BY id"
+        )
+        return [
+            {"id": i, "event_id": e, "profile_ids": orjson.loads(p), "reason": r, "confidence": c, "created_at": t}
+            for i, e, p, r, c, t in rows
+        ]
+
+    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
+        return list(self.db.execute(
+            "SELECT key, COUNT(*) AS n FROM identifiers GROUP BY key HAVING n > ? ORDER BY n DESC, key",
+            (rules.identifiers.generic_after_profiles,),
+        ))

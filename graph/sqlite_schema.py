@@ -1,0 +1,106 @@
+"""Schema of the embedded store, created and migrated by the store itself.
+
+Each migration is applied once, in order, inside a transaction, and recorded in
+``PRAGMA user_version``; a file written by a newer release is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: profiles, identifiers, touchpoints with their features and blocking keys,
+    #    decisions, merge lineage, reviews and the delta outbox.
+    """
+    CREATE TABLE profiles (
+        id          TEXT PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        merged_into TEXT REFERENCES profiles (id),
+        traits      TEXT NOT NULL
+    );
+    CREATE INDEX profiles_merged_into ON profiles (merged_into) WHERE merged_into IS NOT NULL;
+    CREATE TABLE identifiers (
+        key         TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        profile_id  TEXT NOT NULL REFERENCES profiles (id),
+        first_seen  TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        PRIMARY KEY (key, profile_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX identifiers_profile ON identifiers (profile_id);
+    CREATE TABLE touchpoints (
+        seq         INTEGER PRIMARY KEY,
+        event_id    TEXT NOT NULL UNIQUE,
+        profile_id  TEXT NOT NULL REFERENCES profiles (id),
+        scenario    TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        ingested_at TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        features    TEXT NOT NULL
+    );
+    CREATE INDEX touchpoints_profile ON touchpoints (profile_id, seq);
+    CREATE TABLE blocking (
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES touchpoints (seq),
+        PRIMARY KEY (key, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE decisions (
+        event_id     TEXT PRIMARY KEY REFERENCES touchpoints (event_id),
+        profile_id   TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        confidence   REAL NOT NULL,
+        rule_version TEXT NOT NULL,
+        decided_at   TEXT NOT NULL,
+        record       TEXT NOT NULL
+    );
+    CREATE TABLE lineage (
+        retired_id  TEXT PRIMARY KEY REFERENCES profiles (id),
+        survivor_id TEXT NOT NULL REFERENCES profiles (id),
+        event_id    TEXT NOT NULL,
+        merged_at   TEXT NOT NULL
+    );
+    CREATE INDEX lineage_survivor ON lineage (survivor_id);
+    CREATE TABLE reviews (
+        id          INTEGER PRIMARY KEY,
+        event_id    TEXT NOT NULL,
+        profile_ids TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        confidence  REAL NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY,
+        delta_id   TEXT NOT NULL UNIQUE,
+        event_id   TEXT NOT NULL,
+        profile_id TEXT NOT NULL,
+        delta      TEXT NOT NULL,
+        published  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_event ON outbox (event_id);
+    CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published = 0;
+    """,
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the file's schema up to date."""
+    (current,) = db.execute("PRAGMA user_version").fetchone()
+    if current > len(MIGRATIONS):
+        raise sqlite3.DatabaseError(
+            f"schema version {current} is newer than this release knows ({len(MIGRATIONS)}); upgrade idgraph"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

@@ -1,0 +1,139 @@
+"""The graph store interface every backend implements (embedded SQLite, Neo4j).
+
+Resolution needs three things from a store, all inside one transaction so that what was
+read is still true when the result is written: the prior outcome of an event (idempotency),
+the event's neighbourhood (profiles holding its identifiers, earlier records sharing its
+blocking keys), and an atomic write of the planned changes. Everything else here serves
+people and publishers: profiles, timelines, decisions, the delta outbox.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from identity.deltas import IdentityDelta
+from identity.features import PreparedEvent
+from identity.plan import ChangeSet
+from identity.model import ResolutionContext
+from identity.rules import Rules
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened or used, with what to do about it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What resolving one event produced; a redelivered event returns its original outcome."""
+
+    event_id: str
+    decision: dict[str, Any]
+    deltas: list[IdentityDelta]
+    duplicate: bool = False
+
+    @property
+    def profile_id(self) -> str:
+        return self.decision["profile_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSnapshot:
+    """A profile as people and APIs see it, with provenance for each trait."""
+
+    id: str
+    version: int
+    created_at: str
+    updated_at: str
+    identifiers: dict[str, list[str]]
+    traits: dict[str, dict[str, Any]]
+    merged_from: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    event_id: str
+    scenario: str
+    type: str
+    occurred_at: str
+    event: dict[str, Any]
+
+
+class StoreTransaction(ABC):
+    """One atomic unit of resolution work; see :meth:`GraphStore.transaction`."""
+
+    @abstractmethod
+    async def outcome(self, event_id: str) -> Outcome | None:
+        """The stored outcome of an already-applied event, or None."""
+
+    @abstractmethod
+    async def context(self, prepared: PreparedEvent, rules: Rules) -> ResolutionContext:
+        """The event's neighbourhood, found by identifier keys and blocking keys only."""
+
+    @abstractmethod
+    async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
+        """Write one event's changes, its decision and its deltas (the outbox)."""
+
+
+class GraphStore(ABC):
+    """A durable identity graph. Implementations must be safe to reopen after a crash."""
+
+    #: Short name for metrics and logs ("sqlite", "neo4j").
+    kind: str
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A transaction: committed when the block exits normally, rolled back on error."""
+
+    @abstractmethod
+    async def survivor(self, profile_id: str) -> str | None:
+        """The live profile an id resolves to, following merge lineage; None if unknown."""
+
+    @abstractmethod
+    async def profile(self, profile_id: str) -> ProfileSnapshot | None:
+        """The live profile for an id (a merged id answers with its survivor)."""
+
+    @abstractmethod
+    async def decision(self, event_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+        """Every decision that touched the profile or a profile merged into it, oldest first."""
+
+    @abstractmethod
+    async def timeline(self, profile_id: str) -> list[TimelineEntry]:
+        """The customer's touchpoints across scenarios, in the order they occurred."""
+
+    @abstractmethod
+    async def assignments(self) -> list[tuple[str, str]]:
+        """(event_id, live profile id) for every applied event, in arrival order."""
+
+    @abstractmethod
+    async def unpublished_deltas(self, limit: int = 1000) -> list[IdentityDelta]:
+        """Deltas written but not yet confirmed as published, oldest first."""
+
+    @abstractmethod
+    async def mark_published(self, delta_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    async def open_reviews(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
+        """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+
+    async def __aenter__(self) -> "GraphStore":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

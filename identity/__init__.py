@@ -1,0 +1,1 @@
+"""Identity resolution domain logic: contracts, normalisation, matching, decisions. Pure, no I/O."""

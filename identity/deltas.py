@@ -1,0 +1,69 @@
+"""The identity delta contract (``schema_version`` 1): one change to one customer's identity.
+
+Deltas are what scenarios consume. Each carries the changed fields with old and new
+values, the profile's new version (strictly increasing per profile, so consumers can
+drop stale or repeated deltas), what caused it, and timestamps along the way so any
+consumer can measure propagation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+DeltaKind = Literal["profile.created", "profile.updated", "profile.merged", "profile.split", "profile.erased"]
+DELTA_KINDS: tuple[str, ...] = DeltaKind.__args__  # type: ignore[attr-defined]
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    old: Any = None
+    new: Any = None
+
+
+class Cause(BaseModel):
+    """The event and decision behind a delta."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_id: str
+    scenario: str
+    event_type: str
+    action: str
+    confidence: float = Field(ge=0, le=1)
+
+
+class DeltaTimes(BaseModel):
+    """Wall-clock times (RFC 3339, UTC) along the event's path; ``emitted_at`` is set on publish."""
+
+    model_config = ConfigDict(extra="forbid")
+    occurred_at: str
+    ingested_at: str | None = None
+    resolved_at: str
+    emitted_at: str | None = None
+
+
+class IdentityDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    delta_id: str
+    profile_id: str
+    profile_version: int = Field(ge=1)
+    kind: DeltaKind
+    #: ``traits.<name>`` or ``identifiers.<type>`` -> old and new value.
+    changes: dict[str, FieldChange] = Field(default_factory=dict)
+    merged_from: list[str] = Field(default_factory=list)
+    #: The profile after the change (``traits`` name -> value, ``identifiers`` type -> values);
+    #: subscriptions filter on it and project it down to the fields they are entitled to.
+    profile: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cause: Cause
+    times: DeltaTimes
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "IdentityDelta":
+        return cls.model_validate(orjson.loads(raw))

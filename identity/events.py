@@ -1,0 +1,144 @@
+"""The touchpoint event contract (``schema_version`` 1).
+
+A touchpoint is one moment in which a business scenario saw a customer. Platforms
+produce them as JSON; everything downstream (resolution, deltas, the timeline) is
+derived from them, so this is the one place the shape is defined and checked.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 256 * 1024
+
+#: Strong identifier types known to the product; any ``namespace:name`` type is accepted too.
+KNOWN_IDENTIFIER_TYPES = frozenset(
+    {"email", "phone", "wechat_openid", "device_id", "crm_id", "national_id"}
+)
+CONSENT_PURPOSES = ("marketing", "ai_training", "analytics", "third_party_sharing")
+
+_SCENARIO = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_CUSTOM_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}:[a-z0-9][a-z0-9_.-]{0,63}$")
+_TRAIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+Scalar = str | int | float | bool | None
+IdentifierValue = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class FieldError(BaseModel):
+    """One reason an event was refused, with the path of the offending field."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class EventRejected(ValueError):
+    """An event that cannot be accepted; ``reason_class`` is a bounded label for metrics."""
+
+    def __init__(self, reason_class: str, errors: list[FieldError]) -> None:
+        self.reason_class = reason_class
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reason_class": self.reason_class, "errors": [e.model_dump() for e in self.errors]}
+
+
+class Causation(BaseModel):
+    """What caused a scenario to emit this event, so flows across scenarios can be traced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str | None = None
+    delta_id: str | None = None
+    hops: int = Field(default=0, ge=0)
+
+
+class TouchpointEvent(BaseModel):
+    """One touchpoint as produced by a platform."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(min_length=1, max_length=128)
+    scenario: str = Field(pattern=_SCENARIO)
+    type: str = Field(min_length=1, max_length=128)
+    occurred_at: datetime
+    identifiers: dict[str, IdentifierValue | list[IdentifierValue]] = Field(default_factory=dict)
+    traits: dict[str, Scalar] = Field(default_factory=dict)
+    consent: dict[Literal["marketing", "ai_training", "analytics", "third_party_sharing"], bool] | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    causation: Causation | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _needs_offset(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("RFC 3339 timestamps need a UTC offset, e.g. 2026-01-31T09:30:00+08:00")
+        return value
+
+    @field_validator("identifiers")
+    @classmethod
+    def _identifier_types(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for type_ in value:
+            if type_ not in KNOWN_IDENTIFIER_TYPES and not _CUSTOM_TYPE.match(type_):
+                raise ValueError(
+                    f"unknown identifier type {type_!r}: use one of {sorted(KNOWN_IDENTIFIER_TYPES)} "
+                    "or a custom 'namespace:name' type"
+                )
+        return value
+
+    @field_validator("traits")
+    @classmethod
+    def _trait_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _TRAIT_NAME.match(name):
+                raise ValueError(f"trait name {name!r} must be lower_snake_case")
+        return value
+
+    def identifier_pairs(self) -> list[tuple[str, str]]:
+        """(type, raw value) for every identifier, lists flattened, in a stable order."""
+        pairs: list[tuple[str, str]] = []
+        for type_, raw in sorted(self.identifiers.items()):
+            for value in raw if isinstance(raw, list) else [raw]:
+                pairs.append((type_, value))
+        return pairs
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse_event(raw: bytes | str | dict[str, Any]) -> TouchpointEvent:
+    """Decode and check one event; raise :class:`EventRejected` naming every bad field."""
+    if isinstance(raw, (bytes, str)):
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > MAX_EVENT_BYTES:
+            raise EventRejected(
+                "oversized", [FieldError(path="", reason=f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")]
+            )
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EventRejected("not_json", [FieldError(path="", reason=f"not valid JSON: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise EventRejected("schema", [FieldError(path="", reason="an event must be a JSON object")])
+    try:
+        return TouchpointEvent.model_validate(raw)
+    except ValidationError as exc:
+        errors = [FieldError(path=_path(e["loc"]), reason=e["msg"]) for e in exc.errors()]
+        raise EventRejected("schema", errors) from None

@@ -1,0 +1,150 @@
+"""Turn a touchpoint event into what matching works on: identifier keys, features, blocking keys.
+
+Features are the normalised, comparable form of the traits a rule set compares. They are
+plain JSON values so a store can keep them beside each touchpoint and compare later
+events against them without normalising again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from identity.events import KNOWN_IDENTIFIER_TYPES, EventRejected, FieldError, TouchpointEvent
+from identity.normalize import (
+    InvalidIdentifier,
+    normalize_address,
+    normalize_company,
+    normalize_date,
+    normalize_identifier,
+    normalize_name,
+    normalize_text,
+)
+from identity.rules import Comparison, Rules
+
+Features = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An accepted event with everything resolution needs computed once."""
+
+    event: TouchpointEvent
+    #: Normalised ``type:value`` keys, deduplicated, in a stable order.
+    identifier_keys: tuple[str, ...]
+    features: Features
+    blocking_keys: tuple[str, ...]
+    #: Traits left out of matching because they could not be normalised (kept on the profile as given).
+    unmatchable: tuple[FieldError, ...] = ()
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+
+def identifier_key(type_: str, value: str) -> str:
+    return f"{type_}:{value}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`identifier_key`: known types have no colon, custom ones exactly one."""
+    type_, _, value = key.partition(":")
+    if type_ in KNOWN_IDENTIFIER_TYPES:
+        return type_, value
+    name, _, value = value.partition(":")
+    return f"{type_}:{name}", value
+
+
+def _feature(comparison: Comparison, raw: Any) -> Any:
+    """The comparable form of one trait value, or None when nothing usable remains."""
+    text = str(raw).strip()
+    if not text:
+        return None
+    if comparison.kind == "name":
+        form = normalize_name(text)
+        if form is None:
+            return None
+        return {"text": form.text, "latin": form.latin, "tokens": " ".join(form.tokens), "phonetic": " ".join(form.phonetic)}
+    if comparison.kind == "date":
+        return normalize_date(text)
+    if comparison.kind == "company":
+        return normalize_company(text)
+    if comparison.kind == "code":
+        return normalize_text(text).replace(" ", "") or None
+    if comparison.field == "address":
+        return normalize_address(text)
+    return normalize_text(text) or None
+
+
+def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, list[FieldError]]:
+    features: Features = {}
+    errors: list[FieldError] = []
+    for comparison in rules.comparisons:
+        raw = event.traits.get(comparison.field)
+        if raw is None or isinstance(raw, bool):
+            continue
+        try:
+            value = _feature(comparison, raw)
+        except ValueError as exc:
+            errors.append(FieldError(path=f"traits.{comparison.field}", reason=str(exc)))
+            continue
+        if value is not None:
+            features[comparison.field] = value
+    return features, errors
+
+
+def _normalise_identifiers(event: TouchpointEvent, rules: Rules) -> tuple[list[str], list[FieldError]]:
+    keys: list[str] = []
+    errors: list[FieldError] = []
+    norm = rules.normalization_rules
+    for type_, raw in event.identifier_pairs():
+        try:
+            key = identifier_key(type_, normalize_identifier(type_, raw, norm))
+        except InvalidIdentifier as exc:
+            errors.append(FieldError(path=f"identifiers.{type_}", reason=str(exc)))
+            continue
+        if key not in keys:
+            keys.append(key)
+    return keys, errors
+
+
+def blocking_value(features: Features, name: str) -> str | None:
+    """One blocking component: ``field`` or ``field.phonetic`` / ``field.year`` of a feature."""
+    field, _, part = name.partition(".")
+    value = features.get(field)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get(part or "tokens") or None
+    if part == "year":
+        return str(value)[:4]
+    return str(value)
+
+
+def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
+    keys: list[str] = []
+    for index, rule in enumerate(rules.blocking):
+        parts = [blocking_value(features, name) for name in rule]
+        if all(parts):
+            keys.append(f"b{index}:" + "|".join(parts))  # type: ignore[arg-type]
+    return tuple(keys)
+
+
+def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:
+    """Normalise an event; raise :class:`EventRejected` naming every identifier that is bad.
+
+    A bad identifier refuses the event, because identifiers link profiles exactly. A weak
+    trait that cannot be normalised (a mistyped birth date on a form) does not: the touchpoint
+    is still worth keeping, so the trait is left out of matching and named in the decision.
+    """
+    keys, id_errors = _normalise_identifiers(event, rules)
+    if id_errors:
+        raise EventRejected("invalid_identifier", id_errors)
+    features, trait_errors = extract_features(event, rules)
+    return PreparedEvent(
+        event=event,
+        identifier_keys=tuple(keys),
+        features=features,
+        blocking_keys=blocking_keys(features, rules),
+        unmatchable=tuple(trait_errors),
+    )

@@ -1,0 +1,133 @@
+"""From a decision to the exact changes a store must write, and the deltas they cause.
+
+Planning is pure so that every store applies the same changes and emits the same deltas;
+a store only decides how to write them atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
+from identity.features import PreparedEvent, split_key
+from identity.model import Decision, MatchRecord, ProfileState, TraitValue, stable_id
+
+
+@dataclass(slots=True)
+class ChangeSet:
+    """Everything one event changes, to be written in one transaction."""
+
+    decision: Decision
+    #: Profiles created or changed, with their new versions.
+    profiles: list[ProfileState]
+    #: Retired profile id -> the survivor it was merged into.
+    retired: dict[str, str] = field(default_factory=dict)
+    #: (identifier key, profile id) attachments that did not exist before.
+    attachments: list[tuple[str, str]] = field(default_factory=list)
+    record: MatchRecord | None = None
+    deltas: list[IdentityDelta] = field(default_factory=list)
+
+
+def profile_view(profile: ProfileState) -> dict[str, dict[str, Any]]:
+    """The profile as deltas carry it: trait values and identifier values by type."""
+    identifiers: dict[str, list[str]] = {}
+    for key in sorted(profile.identifiers):
+        type_, value = split_key(key)
+        identifiers.setdefault(type_, []).append(value)
+    return {"traits": {name: t.value for name, t in sorted(profile.traits.items())}, "identifiers": identifiers}
+
+
+def _flat(view: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{section}.{name}": value for section, fields in view.items() for name, value in fields.items()}
+
+
+def diff_views(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, FieldChange]:
+    old, new = _flat(before), _flat(after)
+    return {
+        name: FieldChange(old=old.get(name), new=new.get(name))
+        for name in sorted(old.keys() | new.keys())
+        if old.get(name) != new.get(name)
+    }
+
+
+def _absorb_traits(profile: ProfileState, prepared: PreparedEvent, confidence: float) -> None:
+    """Take the event's traits where they are newer than what the profile holds."""
+    event = prepared.event
+    observed = event.occurred_at.isoformat()
+    for name, value in event.traits.items():
+        if value is None:
+            continue
+        current = profile.traits.get(name)
+        if current is None or current.observed_at <= observed:
+            profile.traits[name] = TraitValue(value, event.scenario, event.event_id, observed, round(confidence, 6))
+
+
+def _merge_into(survivor: ProfileState, losers: list[ProfileState]) -> None:
+    """Fold retired profiles into the survivor: identifiers unite, the newest trait value wins."""
+    for loser in losers:
+        survivor.identifiers |= loser.identifiers
+        for name, trait in loser.traits.items():
+            current = survivor.traits.get(name)
+            if current is None or current.observed_at < trait.observed_at:
+                survivor.traits[name] = trait
+
+
+def plan_changes(
+    prepared: PreparedEvent,
+    decision: Decision,
+    profiles: dict[str, ProfileState],
+    *,
+    resolved_at: str,
+    ingested_at: str | None = None,
+) -> ChangeSet:
+    """Apply ``decision`` to copies of ``profiles`` and describe the result."""
+    before = profiles.get(decision.profile_id)
+    if before is None:
+        target = ProfileState(decision.profile_id, 0, prepared.event.occurred_at.isoformat())
+        before_view: dict[str, dict[str, Any]] = {}
+    else:
+        target = ProfileState(before.id, before.version, before.created_at, set(before.identifiers), dict(before.traits))
+        before_view = profile_view(before)
+    losers = [profiles[pid] for pid in decision.merged_from]
+    _merge_into(target, losers)
+    new_keys = [k for k in prepared.identifier_keys if k not in target.identifiers]
+    target.identifiers.update(prepared.identifier_keys)
+    _absorb_traits(target, prepared, decision.confidence)
+
+    changes = ChangeSet(
+        decision=decision,
+        profiles=[],
+        retired={loser.id: target.id for loser in losers},
+        attachments=[(key, target.id) for key in new_keys],
+        record=MatchRecord(prepared.event_id, target.id, prepared.features),
+    )
+    after_view = profile_view(target)
+    field_changes = diff_views(before_view, after_view)
+    if before is None or field_changes or losers:
+        target.version += 1
+        kind = "profile.created" if before is None else ("profile.merged" if losers else "profile.updated")
+        changes.deltas.append(_delta(prepared, decision, target, kind, field_changes, after_view, resolved_at, ingested_at))
+    changes.profiles.append(target)
+    return changes
+
+
+def _delta(prepared, decision, target, kind, field_changes, view, resolved_at, ingested_at) -> IdentityDelta:  # type: ignore[no-untyped-def]
+    event = prepared.event
+    return IdentityDelta(
+        delta_id=stable_id("d", event.event_id, target.id, str(target.version)),
+        profile_id=target.id,
+        profile_version=target.version,
+        kind=kind,
+        changes=field_changes,
+        merged_from=list(decision.merged_from),
+        profile=view,
+        cause=Cause(
+            event_id=event.event_id,
+            scenario=event.scenario,
+            event_type=event.type,
+            action=decision.action,
+            confidence=round(decision.confidence, 6),
+        ),
+        times=DeltaTimes(occurred_at=event.occurred_at.isoformat(), ingested_at=ingested_at, resolved_at=resolved_at),
+    )

@@ -1,0 +1,1 @@
+"""The runtime: broker, Faust app and agents, and the ``idgraph`` command line."""

@@ -1,0 +1,91 @@
+"""Resolving a JSON-lines file of events through the same engine and store as the stream worker."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+import orjson
+
+from graph.resolver import Resolver
+from graph.store import GraphStore
+from identity.events import EventRejected, parse_event
+from identity.features import PreparedEvent, prepare
+from identity.rules import Rules
+
+
+@dataclass(slots=True)
+class BatchReport:
+    events: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    deltas: int = 0
+    event_ids: list[str] = field(default_factory=list)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line.rstrip(b"\r\n")
+
+
+def _reject(rejects: IO[bytes] | None, number: int, line: bytes, error: EventRejected) -> None:
+    if rejects is not None:
+        record = {"line": number, **error.as_dict(), "original": line.decode("utf-8", "replace")}
+        rejects.write(orjson.dumps(record) + b"\n")
+
+
+async def resolve_lines(
+    lines: Iterable[tuple[int, bytes]],
+    store: GraphStore,
+    rules: Rules,
+    *,
+    batch_size: int = 200,
+    rejects: IO[bytes] | None = None,
+) -> BatchReport:
+    """Resolve events in file order; bad lines go to ``rejects`` with their reason, never dropped silently."""
+    resolver = Resolver(store, rules)
+    report = BatchReport()
+    batch: list[PreparedEvent] = []
+
+    async def flush() -> None:
+        outcomes = await resolver.resolve(batch, ingested_at=datetime.now(timezone.utc).isoformat())
+        for outcome in outcomes:
+            report.duplicates += outcome.duplicate
+            action = outcome.decision["action"]
+            report.actions[action] = report.actions.get(action, 0) + (not outcome.duplicate)
+            report.deltas += 0 if outcome.duplicate else len(outcome.deltas)
+        batch.clear()
+
+    for number, line in lines:
+        report.events += 1
+        try:
+            prepared = prepare(parse_event(line), rules)
+        except EventRejected as error:
+            report.rejected += 1
+            _reject(rejects, number, line, error)
+            continue
+        report.event_ids.append(prepared.event_id)
+        batch.append(prepared)
+        if len(batch) >= batch_size:
+            await flush()
+    if batch:
+        await flush()
+    return report
+
+
+async def write_assignments(store: GraphStore, event_ids: list[str], output: IO[str]) -> None:
+    """``event_id,profile_id`` for each event, with the profile it belongs to now (after later merges)."""
+    current = dict(await store.assignments())
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow(["event_id", "profile_id"])
+    seen: set[str] = set()
+    for event_id in event_ids:
+        if event_id not in seen:
+            seen.add(event_id)
+            writer.writerow([event_id, current[event_id]])
