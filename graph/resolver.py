@@ -26,6 +26,7 @@ class Resolver:
         """Resolve a batch atomically: every event in it is applied, or none is."""
         outcomes: list[Outcome] = []
         async with self.store.transaction() as tx:
+            await tx.prefetch(batch, self.rules)
             for prepared in batch:
                 prior = await tx.outcome(prepared.event_id)
                 if prior is not None:

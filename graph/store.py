@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent
@@ -63,6 +63,14 @@ class TimelineEntry:
 
 class StoreTransaction(ABC):
     """One atomic unit of resolution work; see :meth:`GraphStore.transaction`."""
+
+    async def prefetch(self, batch: Sequence[PreparedEvent], rules: Rules) -> None:
+        """Load the whole batch's neighbourhood up front.
+
+        A remote store answers the per-event calls that follow from what this loaded plus its
+        own pending writes, so a batch costs a few round trips instead of several per event.
+        A local store has nothing to gain and keeps this no-op.
+        """
 
     @abstractmethod
     async def outcome(self, event_id: str) -> Outcome | None:

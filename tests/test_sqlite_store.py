@@ -1,0 +1,131 @@
+"""The embedded store's own guarantees: schema, atomic batches, idempotency, crash consistency."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+import identity.decide
+from graph.resolver import Resolver
+from graph.sqlite import SQLiteStore
+from graph.sqlite_schema import MIGRATIONS
+from graph.store import StoreError
+from identity.features import prepare
+from streams.workload import synthetic_events
+from tests.conftest import make_event
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def test_schema_is_created_and_versioned_on_open(tmp_path):
+    async with SQLiteStore(tmp_path / "g.db"):
+        pass
+    db = sqlite3.connect(tmp_path / "g.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_file_from_a_newer_release_is_refused(tmp_path):
+    db = sqlite3.connect(tmp_path / "g.db")
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this release"):
+        await SQLiteStore(tmp_path / "g.db").open()
+
+
+async def test_redelivered_event_changes_nothing_and_returns_the_original_outcome(engine, store):
+    event = make_event({"phone": "13800138000"}, {"name": "张伟"})
+    first = await engine.resolve(event)
+    again = await engine.resolve(event)
+    assert again.duplicate and not first.duplicate
+    assert again.decision == first.decision
+    assert [d.delta_id for d in again.deltas] == [d.delta_id for d in first.deltas]
+    assert len(await store.assignments()) == 1
+    assert (await store.profile(first.profile_id)).version == 1
+
+
+async def test_duplicate_inside_one_batch_is_applied_once(store, rules):
+    event = prepare(make_event({"phone": "13800138000"}), rules)
+    first, second = await Resolver(store, rules).resolve([event, event])
+    assert second.duplicate and second.profile_id == first.profile_id
+    assert len(await store.unpublished_deltas()) == 1
+
+
+async def test_failure_mid_batch_rolls_back_every_event_of_the_batch(store, rules, monkeypatch):
+    batch = [prepare(make_event({"crm_id": f"c-{i}"}), rules) for i in range(3)]
+    real = identity.decide.decide
+    calls = []
+
+    def failing_third(prepared, ctx, r):
+        calls.append(prepared.event_id)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return real(prepared, ctx, r)
+
+    monkeypatch.setattr("graph.resolver.decide", failing_third)
+    with pytest.raises(RuntimeError):
+        await Resolver(store, rules).resolve(batch)
+    assert await store.assignments() == []
+    assert await store.unpublished_deltas() == []
+
+
+async def test_published_deltas_leave_the_outbox(engine, store):
+    await engine.resolve(make_event({"phone": "13800138000"}))
+    (pending,) = await store.unpublished_deltas()
+    await store.mark_published([pending.delta_id])
+    assert await store.unpublished_deltas() == []
+
+
+def _write_workload(path: Path, events: int) -> None:
+    with path.open("wb") as out:
+        for _, event in synthetic_events(customers=events // 10, events=events, seed=11):
+            out.write(orjson.dumps(event) + b"\n")
+
+
+def _resolve_cmd(tmp: Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "streams.cli", "resolve", "--input", str(tmp / "events.jsonl"),
+            "--output", str(tmp / f"{name}.csv"), "--store", f"sqlite:///{tmp / name}.db", "--batch-size", "25"]
+
+
+def _applied(db_path: Path) -> int:
+    try:
+        with sqlite3.connect(db_path, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_store_killed_mid_batch_reopens_consistent_and_resumes_to_the_same_result(tmp_path):
+    _write_workload(tmp_path / "events.jsonl", 4000)
+    subprocess.run(_resolve_cmd(tmp_path, "clean"), check=True, cwd=REPO, capture_output=True)
+
+    victim = subprocess.Popen(_resolve_cmd(tmp_path, "crashed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while _applied(tmp_path / "crashed.db") < 1000 and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+    db = sqlite3.connect(tmp_path / "crashed.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    applied = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert 1000 <= applied < 4000, "the kill must land mid-run for this test to mean anything"
+    assert applied % 25 == 0, "batches are atomic: never part of one"
+    assert db.execute("SELECT COUNT(*) FROM touchpoints").fetchone()[0] == applied
+    orphans = db.execute("SELECT COUNT(*) FROM outbox WHERE event_id NOT IN (SELECT event_id FROM decisions)")
+    assert orphans.fetchone()[0] == 0
+    stale = db.execute(
+        "SELECT COUNT(*) FROM profiles p WHERE p.merged_into IS NULL AND p.version != "
+        "(SELECT MAX(json_extract(delta, '$.profile_version')) FROM outbox o WHERE o.profile_id = p.id)"
+    )
+    assert stale.fetchone()[0] == 0, "every live profile's version is its latest delta's"
+    db.close()
+
+    subprocess.run(_resolve_cmd(tmp_path, "crashed"), check=True, cwd=REPO, capture_output=True)
+    assert (tmp_path / "crashed.csv").read_text() == (tmp_path / "clean.csv").read_text()
