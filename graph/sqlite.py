@@ -12,12 +12,12 @@ import sqlite3
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import orjson
 
 from graph.sqlite_schema import migrate
-from graph.store import GraphStore, Outcome, ProfileSnapshot, StoreError, StoreTransaction, TimelineEntry
+from graph.store import GraphStore, Outcome, ProfileSnapshot, StoreError, StoreTransaction, StoreUnavailable, TimelineEntry
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent, split_key
 from identity.model import MatchRecord, ProfileState, ResolutionContext, TraitValue
@@ -207,13 +207,20 @@ class SQLiteStore(GraphStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked by another process past the busy timeout
+            raise StoreUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
         try:
             yield SQLiteTransaction(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            db.execute("ROLLBACK")
+            raise StoreUnavailable(f"SQLite store {self.path} could not commit: {exc}") from exc
 
     async def survivor(self, profile_id: str) -> str | None:
         row = self.db.execute("SELECT id, merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
@@ -260,8 +267,15 @@ class SQLiteStore(GraphStore):
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
 
-    async def unpublished_deltas(self, limit: int = 1000) -> list[IdentityDelta]:
-        rows = self.db.execute("SELECT delta FROM outbox WHERE published = 0 ORDER BY seq LIMIT ?", (limit,))
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
+        if event_ids is None:
+            rows = self.db.execute("SELECT delta FROM outbox WHERE published = 0 ORDER BY seq LIMIT ?", (limit,))
+        else:
+            rows = self.db.execute(
+                f"SELECT delta FROM outbox WHERE published = 0 AND event_id IN ({_placeholders(len(event_ids))}) "
+                "ORDER BY seq LIMIT ?",
+                (*event_ids, limit),
+            )
         return [IdentityDelta.model_validate_json(r[0]) for r in rows]
 
     async def mark_published(self, delta_ids: list[str]) -> None:
@@ -282,3 +296,17 @@ class SQLiteStore(GraphStore):
             "SELECT key, COUNT(*) AS n FROM identifiers GROUP BY key HAVING n > ? ORDER BY n DESC, key",
             (rules.identifiers.generic_after_profiles,),
         ))
+
+    async def subscription_documents(self) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT name, document FROM subscriptions ORDER BY name")
+        return {name: orjson.loads(document) for name, document in rows}
+
+    async def put_subscription(self, name: str, document: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO subscriptions (name, document, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            (name, orjson.dumps(document), _now()),
+        )
+
+    async def delete_subscription(self, name: str) -> bool:
+        return self.db.execute("DELETE FROM subscriptions WHERE name = ?", (name,)).rowcount > 0

@@ -83,6 +83,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_event ON outbox (event_id);
     CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published = 0;
     """,
+    # 2: scenario subscriptions, kept with the graph so every worker sees the same registry.
+    """
+    CREATE TABLE subscriptions (
+        name       TEXT PRIMARY KEY,
+        document   TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 

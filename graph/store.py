@@ -25,6 +25,21 @@ class StoreError(RuntimeError):
     """A store that cannot be opened or used, with what to do about it."""
 
 
+class StoreConflict(StoreError):
+    """Another writer changed what a batch read before the batch could write; nothing was written.
+
+    Raised when a transaction commits. The batch is still valid input: re-run it whole (read
+    again, decide again), which :class:`graph.resolver.Resolver` does a bounded number of times.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or is busy right now; the same work may succeed later.
+
+    Workers retry on this instead of dead-lettering: the events are fine, the store is not.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What resolving one event produced; a redelivered event returns its original outcome."""
@@ -126,8 +141,8 @@ class GraphStore(ABC):
         """(event_id, live profile id) for every applied event, in arrival order."""
 
     @abstractmethod
-    async def unpublished_deltas(self, limit: int = 1000) -> list[IdentityDelta]:
-        """Deltas written but not yet confirmed as published, oldest first."""
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
+        """Deltas written but not yet confirmed as published, oldest first (of ``event_ids`` if given)."""
 
     @abstractmethod
     async def mark_published(self, delta_ids: list[str]) -> None: ...
@@ -138,6 +153,18 @@ class GraphStore(ABC):
     @abstractmethod
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+
+    @abstractmethod
+    async def subscription_documents(self) -> dict[str, dict[str, Any]]:
+        """Registered subscriptions by name, as the documents they were saved as."""
+
+    @abstractmethod
+    async def put_subscription(self, name: str, document: dict[str, Any]) -> None:
+        """Register or replace a subscription."""
+
+    @abstractmethod
+    async def delete_subscription(self, name: str) -> bool:
+        """Remove a subscription; False when there was none of that name."""
 
     async def __aenter__(self) -> "GraphStore":
         await self.open()

@@ -126,6 +126,26 @@ def demo(store: Optional[str] = typer.Option(None, "--store", help="Store URL (d
         raise _fail(str(exc)) from None
 
 
+def _settings(**overrides: object) -> "Settings":
+    from streams.settings import Settings, SettingsError
+
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise _fail(f"bad configuration: {exc}") from None
+
+
+@app.command()
+def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+    """Run a stream worker against IDGRAPH_BROKER (see streams/settings.py for every IDGRAPH_* variable)."""
+    from streams.app import run_worker
+
+    settings = _settings()
+    if settings.broker is None:
+        raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start an embedded broker with a worker")
+    run_worker(settings, loglevel=loglevel)
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app(prog_name="idgraph")
 

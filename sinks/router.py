@@ -1,0 +1,111 @@
+"""Routing each delta to every subscription entitled to it, through that subscription's sink.
+
+A delta counts as handled — its offset may be committed — once every sink has finished
+with it: Kafka sinks when the broker acknowledged the projected record, webhook sinks when
+the POST succeeded or the delivery was dead-lettered. Webhooks deliver from their own
+queues, so the router never waits on one endpoint to serve the next delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import httpx
+import orjson
+import structlog
+
+from identity.deltas import IdentityDelta
+from sinks.subscriptions import KafkaSink, Subscription, project
+from sinks.webhook import WebhookSender
+from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from streams.pipeline import Publisher
+
+log = structlog.get_logger("idgraph.router")
+OnDone = Callable[[], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Counts a delta's outstanding sinks and fires ``on_done`` when the last one finishes."""
+
+    remaining: int
+    on_done: OnDone
+
+    async def finish(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            await self.on_done()
+
+
+class Router:
+    def __init__(self, publish: Publisher, http: httpx.AsyncClient) -> None:
+        self._publish = publish
+        self._http = http
+        self._subscriptions: dict[str, Subscription] = {}
+        self._webhooks: dict[str, WebhookSender] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions.values())
+
+    @property
+    def webhooks(self) -> dict[str, WebhookSender]:
+        return dict(self._webhooks)
+
+    async def update(self, subscriptions: list[Subscription]) -> None:
+        """Adopt a new set of subscriptions; webhook senders start and stop to match."""
+        wanted = {s.name: s for s in subscriptions}
+        for name, sender in list(self._webhooks.items()):
+            if wanted.get(name) != sender.subscription:
+                await sender.stop()
+                del self._webhooks[name]
+        for name, subscription in wanted.items():
+            if not isinstance(subscription.sink, KafkaSink) and name not in self._webhooks:
+                sender = WebhookSender(subscription, self._http, self._dead_letter_delivery)
+                sender.start()
+                self._webhooks[name] = sender
+        if set(wanted) != set(self._subscriptions):
+            log.info("subscriptions updated", subscriptions=sorted(wanted))
+        self._subscriptions = wanted
+
+    async def stop(self) -> None:
+        for sender in self._webhooks.values():
+            await sender.stop()
+        self._webhooks.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def route(self, delta: IdentityDelta, on_done: OnDone) -> list[str]:
+        """Hand the delta to each entitled subscription's sink; returns their names."""
+        targets = [(s, body) for s in self._subscriptions.values() if (body := project(delta, s)) is not None]
+        if not targets:
+            await on_done()
+            return []
+        pending = _Pending(len(targets), on_done)
+        key = delta.profile_id.encode()
+        for subscription, body in targets:
+            if isinstance(subscription.sink, KafkaSink):
+                ack = await self._publish(subscription.topic, key, orjson.dumps(body))
+                self._spawn(self._after_ack(ack, pending))
+            else:
+                await self._webhooks[subscription.name].submit(body, lambda _reason: pending.finish())
+        return [s.name for s, _ in targets]
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _after_ack(self, ack: Awaitable[Any], pending: _Pending) -> None:
+        await ack
+        await pending.finish()
+
+    async def _dead_letter_delivery(self, subscription: Subscription, body: dict[str, Any], reason: str, attempts: int) -> None:
+        source = {"subscription": subscription.name, "sink": "webhook", "attempts": attempts, "delta_id": body.get("delta_id")}
+        letter = DeadLetter.build(orjson.dumps(body), "delivery_failed", [{"path": "", "reason": reason}], source)
+        log.warning("delivery dead-lettered", subscription=subscription.name, delta_id=body.get("delta_id"), reason=reason)
+        await (await self._publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))

@@ -1,0 +1,142 @@
+"""The subscription contract: what a scenario receives, and the projection that enforces it.
+
+A scenario is entitled to the fields it declared and nothing else (the connector principle):
+every delta is cut down to those fields before it leaves idgraph, whichever sink carries it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+from identity.deltas import DELTA_KINDS, DeltaKind, IdentityDelta
+
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_FIELD = re.compile(r"^(traits|identifiers)\.([a-z][a-z0-9_]*(:[a-z0-9_.-]+)?|\*)$")
+
+
+class SubscriptionError(ValueError):
+    """A subscription declaration that cannot be used, with the reason."""
+
+
+class KafkaSink(BaseModel):
+    """Deliver to a Kafka topic of the scenario's own (default ``scenario.<name>``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["kafka"] = "kafka"
+    topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+
+
+class WebhookSink(BaseModel):
+    """POST each delta as JSON; retried with exponential backoff, then dead-lettered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["webhook"]
+    url: HttpUrl
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.2, gt=0, le=60)
+    backoff_max_s: float = Field(default=10.0, gt=0, le=600)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class TraitFilter(BaseModel):
+    """Deliver only deltas whose profile's trait equals one of ``any_of`` (or merely has it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    trait: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    any_of: tuple[Any, ...] | None = None
+
+    def accepts(self, traits: dict[str, Any]) -> bool:
+        if self.trait not in traits:
+            return False
+        return self.any_of is None or traits[self.trait] in self.any_of
+
+
+class Subscription(BaseModel):
+    """One scenario's declaration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME, description="the subscribing scenario")
+    kinds: tuple[DeltaKind, ...] = Field(default=DELTA_KINDS, min_length=1)
+    #: ``traits.<name>``, ``identifiers.<type>``, or ``traits.*`` / ``identifiers.*``.
+    fields: tuple[str, ...] = Field(min_length=1)
+    filters: tuple[TraitFilter, ...] = ()
+    sink: Annotated[KafkaSink | WebhookSink, Field(discriminator="type")] = KafkaSink()
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _FIELD.match(name):
+                raise ValueError(f"field {name!r} must be traits.<name>, identifiers.<type> or a section's '*'")
+        return value
+
+    @property
+    def topic(self) -> str:
+        """The Kafka topic of a Kafka sink (also where a webhook's queue lives)."""
+        return self.sink.topic if isinstance(self.sink, KafkaSink) and self.sink.topic else f"scenario.{self.name}"
+
+    def allows(self, field: str) -> bool:
+        section = field.split(".", 1)[0]
+        return field in self.fields or f"{section}.*" in self.fields
+
+
+def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] | None:
+    """The delta as this subscription may see it, or None when it is not for this subscription.
+
+    An update none of whose visible fields changed is not delivered: the scenario has no
+    right to learn that something it cannot see has changed.
+    """
+    if delta.kind not in subscription.kinds:
+        return None
+    if not all(f.accepts(delta.profile.get("traits", {})) for f in subscription.filters):
+        return None
+    changes = {name: change for name, change in delta.changes.items() if subscription.allows(name)}
+    if delta.kind == "profile.updated" and not changes:
+        return None
+    profile = {
+        section: {name: value for name, value in values.items() if subscription.allows(f"{section}.{name}")}
+        for section, values in delta.profile.items()
+    }
+    body = delta.model_dump(mode="json")
+    body["changes"] = {name: change.model_dump(mode="json") for name, change in changes.items()}
+    body["profile"] = profile
+    body["subscription"] = subscription.name
+    return body
+
+
+def parse_subscriptions(data: Any, source: str) -> list[Subscription]:
+    """Subscriptions from a YAML document: a list, or a mapping with a ``subscriptions`` list."""
+    if isinstance(data, dict):
+        data = data.get("subscriptions")
+    if not isinstance(data, list):
+        raise SubscriptionError(f"{source}: expected a list of subscriptions (or 'subscriptions:' holding one)")
+    subscriptions: list[Subscription] = []
+    for index, item in enumerate(data):
+        try:
+            subscriptions.append(Subscription.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SubscriptionError(f"{source}: subscription #{index + 1}: {problems}") from None
+    names = [s.name for s in subscriptions]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise SubscriptionError(f"{source}: subscriptions declared twice: {', '.join(duplicated)}")
+    return subscriptions
+
+
+def load_subscriptions(path: str | Path) -> list[Subscription]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SubscriptionError(f"cannot read subscriptions file {path}: {exc.strerror}") from None
+    try:
+        return parse_subscriptions(yaml.safe_load(text), str(path))
+    except yaml.YAMLError as exc:
+        raise SubscriptionError(f"{path}: not valid YAML: {exc}") from None

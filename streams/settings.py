@@ -1,0 +1,97 @@
+"""Worker configuration from ``IDGRAPH_*`` environment variables, checked once at start.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| IDGRAPH_BROKER | (unset) | ``kafka://host:port[,host:port]``; unset means ``idgraph up`` starts an embedded broker |
+| IDGRAPH_STORE | sqlite:///data/idgraph.db | graph store URL |
+| IDGRAPH_RULES | bundled rules | resolution rule file (YAML) |
+| IDGRAPH_SUBSCRIPTIONS | (unset) | subscriptions YAML registered at start |
+| IDGRAPH_APP_ID | idgraph | Kafka consumer group and topic namespace of the worker |
+| IDGRAPH_PARTITIONS | 4 | partitions of the topics the worker creates |
+| IDGRAPH_BATCH_MAX | 200 | events per store transaction at most |
+| IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for more events |
+| IDGRAPH_FETCH_WAIT_MS | 10 | longest a consumer fetch waits for data (Faust's own default is 1500) |
+| IDGRAPH_MAX_EVENT_BYTES | 262144 | larger events are dead-lettered as oversized |
+| IDGRAPH_SESSION_TIMEOUT_S | 10 | consumer group session timeout (also the rebalance timeout) |
+| IDGRAPH_DATA_DIR | data | where the worker keeps local files |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from graph.factory import DEFAULT_STORE
+
+PREFIX = "IDGRAPH_"
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot work, naming the variable and what is wrong with it."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: str | None = None
+    store: str = DEFAULT_STORE
+    rules: Path | None = None
+    subscriptions: Path | None = None
+    app_id: str = Field(default="idgraph", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    batch_max: int = Field(default=200, ge=1, le=10_000)
+    batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
+    fetch_wait_ms: int = Field(default=10, ge=1, le=30_000)
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    session_timeout_s: float = Field(default=10.0, ge=1, le=300)
+    data_dir: Path = Path("data")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("kafka://") or not value.removeprefix("kafka://").strip():
+            raise ValueError("must look like kafka://host:9092 (several hosts separated by commas)")
+        for host in value.removeprefix("kafka://").split(","):
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"{host!r} is not host:port")
+        return value
+
+    @field_validator("rules", "subscriptions")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.broker is None:
+            raise SettingsError("IDGRAPH_BROKER is not set and no embedded broker was started")
+        return self.broker.removeprefix("kafka://")
+
+    def with_broker(self, url: str) -> "Settings":
+        return self.model_copy(update={"broker": url})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Read ``IDGRAPH_*`` variables; raise :class:`SettingsError` naming each bad one."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = environ.get(PREFIX + name.upper())
+            if raw not in (None, ""):
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+            )
+            raise SettingsError(problems) from None
