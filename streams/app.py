@@ -94,6 +94,10 @@ class IdgraphApp(faust.App):
         self.router = Router(self.publish, self._http)
         await self.refresh_subscriptions()
 
+    async def on_started(self) -> None:
+        await super().on_started()
+        log.info("worker ready", app_id=self.settings.app_id, store=self.store.kind, broker=self.settings.broker)
+
     async def on_stop(self) -> None:
         await self.router.stop()
         if self._http is not None:
@@ -112,7 +116,8 @@ class IdgraphApp(faust.App):
         subscriptions = parse_subscriptions(list(documents.values()), "store")
         plan = {t: n for t, n in topic_plan(self.settings, subscriptions).items() if t not in self._topics_ready}
         if plan:
-            await ensure_topics(self.settings.bootstrap_servers, plan)
+            for topic, have in (await ensure_topics(self.settings.bootstrap_servers, plan)).items():
+                log.warning("topic exists with another partition count", topic=topic, partitions=have, configured=plan[topic])
             self._topics_ready.update(plan)
         await self.router.update(subscriptions)
         return subscriptions

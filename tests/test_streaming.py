@@ -1,0 +1,204 @@
+"""End to end on the real embedded broker with real worker processes: events in, deltas out."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import orjson
+import pytest
+
+from streams.broker import EmbeddedBroker
+from streams.deadletter import DeadLetter
+from streams.demo import sample_events_path
+from tests.conftest import cn_national_id
+from tests.streaming_support import WorkerProcess, produce, read_topic, wait_until
+
+SALES = {"name": "sales", "kinds": ["profile.created", "profile.merged"], "fields": ["traits.name", "identifiers.phone"]}
+SERVICE = {"name": "service", "fields": ["traits.*"]}
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def worker_factory(broker, tmp_path):
+    started: list[WorkerProcess] = []
+
+    async def start(subscriptions: list[dict], name: str = "w", **env: str) -> WorkerProcess:
+        worker = WorkerProcess(broker.url, tmp_path / name, subscriptions, env).start()
+        started.append(worker)
+        return await worker.ready()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def event(event_id: str, identifiers: dict, traits: dict | None = None, minute: int = 0) -> dict:
+    return {"event_id": event_id, "scenario": "sales.crm", "type": "lead_created",
+            "occurred_at": f"2026-03-01T09:{minute:02d}:00+08:00", "identifiers": identifiers, "traits": traits or {}}
+
+
+def decisions(worker: WorkerProcess) -> int:
+    try:
+        with sqlite3.connect(worker.store_path, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+async def test_each_scenario_receives_only_its_delta_kinds_and_fields(broker, worker_factory):
+    await worker_factory([SALES, SERVICE])
+    await produce(broker.bootstrap, [
+        event("e1", {"phone": "13800138000", "email": "zw@example.com"}, {"name": "张伟", "city": "上海"}, minute=1),
+        event("e2", {"phone": "13800138000"}, {"city": "北京"}, minute=2),
+    ])
+    sales = await read_topic(broker.bootstrap, "scenario.sales", expect=1)
+    service = await read_topic(broker.bootstrap, "scenario.service", expect=2)
+    assert [r.json()["kind"] for r in sales] == ["profile.created"]
+    assert sales[0].json()["profile"] == {"traits": {"name": "张伟"}, "identifiers": {"phone": ["+8613800138000"]}}
+    assert set(sales[0].json()["changes"]) == {"traits.name", "identifiers.phone"}
+    assert [r.json()["kind"] for r in service] == ["profile.created", "profile.updated"]
+    assert service[1].json()["changes"] == {"traits.city": {"old": "上海", "new": "北京"}}
+    assert service[1].json()["profile"] == {"traits": {"name": "张伟", "city": "北京"}, "identifiers": {}}
+    assert sales[0].key == service[0].key == sales[0].json()["profile_id"].encode()
+
+
+async def test_bridging_event_produces_profile_merged_with_merged_from(broker, worker_factory):
+    await worker_factory([SALES])
+    await produce(broker.bootstrap, [
+        event("m1", {"phone": "13800138000"}, minute=1),
+        event("m2", {"email": "zw@example.com"}, minute=2),
+        event("m3", {"phone": "13800138000", "email": "zw@example.com"}, minute=3),
+    ])
+    records = [r.json() for r in await read_topic(broker.bootstrap, "scenario.sales", expect=3)]
+    created = {r["cause"]["event_id"]: r["profile_id"] for r in records if r["kind"] == "profile.created"}
+    (merged,) = [r for r in records if r["kind"] == "profile.merged"]
+    assert merged["profile_id"] == created["m1"]
+    assert merged["merged_from"] == [created["m2"]]
+
+
+async def test_redelivered_event_yields_no_second_delta(broker, worker_factory):
+    worker = await worker_factory([SERVICE])
+    duplicate = event("d1", {"phone": "13800138000"}, {"name": "Li Na"})
+    await produce(broker.bootstrap, [duplicate, duplicate, event("d2", {"crm_id": "c-1"}, {"name": "Wang Fang"})])
+    await wait_until(lambda: decisions(worker) == 2, what="both distinct events resolved")
+    deltas = await read_topic(broker.bootstrap, "identity.deltas", settle_s=2)
+    assert sorted(r.json()["cause"]["event_id"] for r in deltas) == ["d1", "d2"]
+
+
+async def test_bad_input_is_dead_lettered_with_its_reason_and_the_worker_keeps_going(broker, worker_factory):
+    worker = await worker_factory([SERVICE], IDGRAPH_MAX_EVENT_BYTES="2048")
+    bad = [b"{not json", orjson.dumps({"event_id": "x"}), orjson.dumps(event("p1", {"phone": "12345"})),
+           orjson.dumps(event("big", {"crm_id": "c"}, {"note": "x" * 4000}))]
+    await produce(broker.bootstrap, [*bad, event("ok", {"crm_id": "c-2"}, {"name": "Zhao Lei"})])
+    letters = [DeadLetter.from_message(r.value, r.headers) for r in await read_topic(broker.bootstrap, "idgraph.dead-letter", expect=4)]
+    by_value = {letter.value: letter for letter in letters}
+    assert {value: by_value[value].reason_class for value in bad} == dict(
+        zip(bad, ["not_json", "schema", "invalid_identifier", "oversized"]))
+    assert by_value[bad[2]].errors == [{"path": "identifiers.phone", "reason": "not a valid number for region CN"}]
+    assert {letter.source["topic"] for letter in letters} == {"touchpoints"}
+    (delivered,) = await read_topic(broker.bootstrap, "scenario.service", expect=1)
+    assert delivered.json()["cause"]["event_id"] == "ok"
+    worker.assert_alive()
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    status = 200
+    received: list
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.received.append(orjson.loads(body))
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_endpoint():
+    """A real HTTP server on a loopback port; ``status`` sets what it answers."""
+    servers = []
+
+    def start(status: int) -> tuple[str, list]:
+        received: list = []
+        handler = type("Handler", (_Endpoint,), {"status": status, "received": received})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/deltas", received
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+async def test_failing_webhook_is_retried_then_dead_lettered_while_others_keep_receiving(broker, worker_factory, http_endpoint):
+    failing_url, failing_seen = http_endpoint(503)
+    healthy_url, healthy_seen = http_endpoint(200)
+    sink = {"type": "webhook", "max_attempts": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2}
+    await worker_factory([
+        {"name": "quotes", "fields": ["traits.name"], "sink": {**sink, "url": failing_url}},
+        {"name": "inspection", "fields": ["traits.name"], "sink": {**sink, "url": healthy_url}},
+        SERVICE,
+    ])
+    await produce(broker.bootstrap, [event(f"w{i}", {"crm_id": f"c-{i}"}, {"name": f"Customer {i}"}) for i in range(3)])
+    letters = [DeadLetter.from_message(r.value, r.headers) for r in await read_topic(broker.bootstrap, "idgraph.dead-letter", expect=3)]
+    assert {letter.reason_class for letter in letters} == {"delivery_failed"}
+    assert {letter.source["subscription"] for letter in letters} == {"quotes"}
+    assert all("HTTP 503" in letter.errors[0]["reason"] for letter in letters)
+    assert len(failing_seen) == 9, "three attempts for each of three deltas"
+    assert sorted(d["cause"]["event_id"] for d in healthy_seen) == ["w0", "w1", "w2"]
+    assert all(set(d["profile"]["traits"]) == {"name"} for d in healthy_seen)
+    assert len(await read_topic(broker.bootstrap, "scenario.service", expect=3)) == 3
+
+
+async def test_merge_protection_holds_in_the_stream(broker, worker_factory):
+    worker = await worker_factory([SERVICE])
+    await produce(broker.bootstrap, [
+        event("n1", {"phone": "13800138000", "national_id": cn_national_id(1)}),
+        event("n2", {"phone": "13800138000", "national_id": cn_national_id(2)}),
+    ])
+    await wait_until(lambda: decisions(worker) == 2, what="both events resolved")
+    kinds = Counter(r.json()["kind"] for r in await read_topic(broker.bootstrap, "identity.deltas", expect=2))
+    assert kinds == {"profile.created": 2}
+
+
+async def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(broker, worker_factory, tmp_path):
+    from streams.workload import synthetic_events
+
+    events = [e for _, e in synthetic_events(customers=150, events=1500, seed=5)]
+    first = await worker_factory([SERVICE], name="crashing", IDGRAPH_PARTITIONS="1")
+    producing = produce(broker.bootstrap, events)
+    import asyncio
+
+    producer_task = asyncio.ensure_future(producing)
+    await wait_until(lambda: decisions(first) >= 300, what="some events resolved before the crash")
+    first.kill()
+    crashed_at = decisions(first)
+    await producer_task
+    second = await WorkerProcess(broker.url, first.workdir, first.subscriptions, first.extra_env).start().ready()
+    try:
+        await wait_until(lambda: decisions(second) == len(events), timeout_s=120, what="every event resolved after restart")
+        deltas = [r.json() for r in await read_topic(broker.bootstrap, "identity.deltas", settle_s=3)]
+    finally:
+        second.stop()
+    assert crashed_at < len(events), "the crash must happen mid-stream for this test to mean anything"
+    with sqlite3.connect(first.store_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM touchpoints").fetchone()[0] == len(events)
+        stored = {row[0] for row in db.execute("SELECT delta_id FROM outbox")}
+        assert db.execute("SELECT COUNT(*) FROM outbox WHERE published = 0").fetchone()[0] == 0
+    published = Counter(d["delta_id"] for d in deltas)
+    assert set(published) == stored, "every stored delta was published, and nothing else"
+    versions = Counter((d["profile_id"], d["profile_version"]) for d in deltas)
+    assert all(published[d["delta_id"]] == versions[(d["profile_id"], d["profile_version"])] for d in deltas), \
+        "one delta per profile version: a re-sent delta keeps its id"
