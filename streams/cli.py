@@ -18,6 +18,7 @@ from identity.explain import render_decision
 from identity.features import prepare
 from identity.rules import Rules, RulesError, load_rules
 from streams.batch import read_lines, resolve_lines, write_assignments
+from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_is_help=True, add_completion=False)
 
@@ -116,19 +117,20 @@ def estimate_command(
 
 
 @app.command()
-def demo(store: Optional[str] = typer.Option(None, "--store", help="Store URL (default: a fresh file under data/)")) -> None:
-    """Resolve the bundled sample events and explain what happened."""
-    from streams.demo import run_batch_demo
+def demo(
+    customers: int = typer.Option(300, min=1, help="Synthetic customers"),
+    events: int = typer.Option(1500, min=1, help="Touchpoints to play"),
+    rate: float = typer.Option(300.0, min=1, help="Events per second"),
+    workdir: Optional[Path] = typer.Option(None, help="Where the store and logs go (default: a new temp dir)"),
+) -> None:
+    """Run the embedded stack with three scenarios and a realistic workload; report propagation."""
+    from streams.demo import run_demo
 
-    try:
-        asyncio.run(run_batch_demo(store))
-    except StoreError as exc:
-        raise _fail(str(exc)) from None
+    settings = _settings()
+    asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir))
 
 
-def _settings(**overrides: object) -> "Settings":
-    from streams.settings import Settings, SettingsError
-
+def _settings(**overrides: object) -> Settings:
     try:
         return Settings.from_env(**overrides)
     except SettingsError as exc:

@@ -1,39 +1,114 @@
-"""``idgraph demo``: the bundled sample resolved end to end, with each decision explained."""
+"""``idgraph demo``: the whole product on one machine, end to end, in under a minute.
+
+Starts the embedded broker (or uses ``IDGRAPH_BROKER``) and a worker on a fresh embedded
+store, registers three scenario subscriptions, plays a few hundred synthetic customers
+through five scenarios — Chinese and English names, typos, identifiers that force merges,
+a few malformed events — and shows deltas arriving per scenario, then propagation latency,
+throughput, what resolution decided, and one merge explained.
+"""
 
 from __future__ import annotations
 
-import io
+import sqlite3
+import sys
 import tempfile
+import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import orjson
 import typer
 
-from graph.factory import store_from_url
 from identity.explain import render_decision
-from identity.rules import load_rules
-from streams.batch import read_lines, resolve_lines, write_assignments
+from streams.probe import PropagationProbe, ProbeResult
+from streams.stack import LocalStack
+from streams.workload import synthetic_events
+
+SUBSCRIPTIONS: list[dict[str, Any]] = [
+    {"name": "sales", "kinds": ["profile.created", "profile.updated", "profile.merged"],
+     "fields": ["traits.name", "identifiers.phone", "identifiers.email"]},
+    {"name": "service", "fields": ["traits.*", "identifiers.phone"]},
+    {"name": "marketing", "kinds": ["profile.created", "profile.merged"], "fields": ["traits.name", "traits.city"],
+     "filters": [{"trait": "city", "any_of": ["上海", "北京", "深圳", "London"]}]},
+]
+TOPICS = [f"scenario.{s['name']}" for s in SUBSCRIPTIONS]
 
 
 def sample_events_path() -> Path:
+    """A handful of hand-written events (Chinese and English names), shipped with the package."""
     return Path(str(resources.files("streams").joinpath("samples", "touchpoints.jsonl")))
 
 
-async def run_batch_demo(store_url: str | None = None) -> None:
-    rules = load_rules()
-    workdir = Path(tempfile.mkdtemp(prefix="idgraph-demo-"))
-    store_url = store_url or f"sqlite:///{workdir / 'demo.db'}"
-    rejects = io.BytesIO()
-    async with store_from_url(store_url) as store:
-        report = await resolve_lines(read_lines(sample_events_path()), store, rules, rejects=rejects)
-        typer.secho(f"Resolved {report.events} sample events into {store_url}", bold=True)
-        for event_id in dict.fromkeys(report.event_ids):
+def _malformed(count: int) -> list[dict[str, Any]]:
+    return [{"event_id": f"bad-{i}", "scenario": "battery-recycling.site-intake", "type": "recycling_requested",
+             "occurred_at": "2026-03-01T09:00:00+08:00", "identifiers": {"phone": "12345"}} for i in range(count)]
+
+
+class _Progress:
+    """Live counters: redrawn in place on a terminal, a line every few seconds in a log."""
+
+    def __init__(self, probe: PropagationProbe, total: int) -> None:
+        self.probe, self.total = probe, total
+        self.tty = sys.stdout.isatty()
+        self._last_line, self._last_at = "", 0.0
+
+    def __call__(self, sent: int) -> None:
+        counts = "  ".join(f"{t.removeprefix('scenario.')} {self.probe.delivered_to(t):>5}" for t in TOPICS)
+        line = f"  events sent {sent:>5}/{self.total}   deltas delivered: {counts}"
+        if line == self._last_line or (not self.tty and time.monotonic() - self._last_at < 2):
+            return
+        self._last_line, self._last_at = line, time.monotonic()
+        typer.echo(f"\r{line}" if self.tty else line, nl=not self.tty)
+
+
+def _store_summary(path: Path) -> tuple[Counter[str], int, str | None]:
+    with sqlite3.connect(path) as db:
+        actions = Counter(dict(db.execute("SELECT action, COUNT(*) FROM decisions GROUP BY action")))
+        reviews = db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
+        merge = db.execute("SELECT record FROM decisions WHERE action = 'merge' ORDER BY rowid LIMIT 1").fetchone()
+    return actions, reviews, merge[0] if merge else None
+
+
+def _report(result: ProbeResult, store: Path) -> None:
+    typer.secho("\nPropagation (event produced -> delta consumed by the scenario)", bold=True)
+    for topic in [None, *TOPICS]:
+        label = "all scenarios" if topic is None else topic.removeprefix("scenario.")
+        n = len(result.latencies(topic))
+        typer.echo(f"  {label:<14} {n:>5} deltas   p50 {result.percentile(50, topic):7.1f} ms   "
+                   f"p95 {result.percentile(95, topic):7.1f} ms   p99 {result.percentile(99, topic):7.1f} ms")
+    typer.echo(f"  producer sent {result.sent} events in {result.send_seconds:.1f} s ({result.events_per_s:.0f} events/s)")
+    actions, reviews, merge = _store_summary(store)
+    typer.secho("\nResolution", bold=True)
+    typer.echo("  " + ", ".join(f"{action} {count}" for action, count in sorted(actions.items()))
+               + f"; {reviews} review proposals")
+    kinds = Counter(d.delta["kind"] for d in result.deliveries if d.topic == "scenario.sales")
+    typer.echo(f"  sales received {dict(kinds)}")
+    for topic in TOPICS:
+        example = next((d.delta for d in result.deliveries if d.topic == topic), None)
+        if example:
+            typer.echo(f"  {topic} sees only: {orjson.dumps(example['profile']).decode()}")
+    if merge:
+        typer.secho("\nOne merge, explained (idgraph explain):", bold=True)
+        typer.echo(render_decision(orjson.loads(merge)))
+
+
+async def run_demo(*, customers: int, events: int, rate: float, broker_url: str | None, workdir: Path | None) -> ProbeResult:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-demo-"))
+    workload = [e for _, e in synthetic_events(customers, events, seed=2026)] + _malformed(5)
+    typer.secho(f"Starting the embedded stack in {workdir} ...", bold=True)
+    async with LocalStack(workdir, SUBSCRIPTIONS, broker_url=broker_url) as stack:
+        assert stack.worker is not None
+        typer.echo(f"  broker {stack.broker_url}, worker pid {stack.worker.pid}, store {stack.worker.store_path}")
+        typer.echo(f"  subscriptions: {', '.join(s['name'] for s in SUBSCRIPTIONS)}")
+        typer.secho(f"Playing {len(workload)} touchpoints of {customers} customers at {rate:.0f} events/s", bold=True)
+        async with PropagationProbe(stack.bootstrap, TOPICS) as probe:
+            progress = _Progress(probe, len(workload))
+            seconds = await probe.send(workload, rate, on_progress=progress)
+            await probe.settle(quiet_s=1.5, on_progress=lambda: progress(len(workload)))
+            result = probe.result(seconds)
+        if progress.tty:
             typer.echo("")
-            typer.echo(render_decision(await store.decision(event_id)))
-        assignments = io.StringIO()
-        await write_assignments(store, report.event_ids, assignments)
-    typer.secho("\nAssignments (event_id,profile_id):", bold=True)
-    typer.echo(assignments.getvalue().strip())
-    typer.secho(f"\nRefused {report.rejected} event(s):", bold=True)
-    typer.echo(rejects.getvalue().decode().strip() or "none")
-    typer.echo(f"Duplicates ignored: {report.duplicates}. Actions: {report.actions}. Deltas: {report.deltas}.")
+    _report(result, stack.worker.store_path)
+    return result

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real SQLite store in a temporary file and a small event builder."""
+"""Shared fixtures: a real store (SQLite in a temporary file, or Neo4j) and a small event builder.
+
+A test module marked ``pytestmark = pytest.mark.every_store`` runs each of its tests against
+every store: SQLite always, Neo4j when ``NEO4J_URI`` is set (tests/neo4j_support.py). Other
+modules get SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import pytest
 
 from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore
-from graph.store import Outcome
+from graph.store import GraphStore, Outcome
+from tests import neo4j_support
 from identity.events import TouchpointEvent, parse_event
 from identity.features import prepare
 from identity.rules import Rules, load_rules
@@ -36,16 +42,47 @@ def rules() -> Rules:
     return load_rules()
 
 
+STORE_KINDS = ("sqlite", "neo4j")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_store: run against SQLite and, when NEO4J_URI is set, Neo4j")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if neo4j_support.configured():
+        return f"graph stores under contract: sqlite, neo4j at {neo4j_support.settings_from_env().url}"
+    return f"graph stores under contract: sqlite only ({neo4j_support.SKIPPED})"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_store"):
+        metafunc.parametrize("store_kind", STORE_KINDS, indirect=True)
+
+
 @pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    async with SQLiteStore(tmp_path / "graph.db") as opened:
-        yield opened
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind = getattr(request, "param", "sqlite")
+    if kind == "neo4j" and not neo4j_support.configured():
+        # Skipped here rather than by a mark, so the report sums every such test in one line.
+        pytest.skip(neo4j_support.SKIPPED)
+    return kind
+
+
+@pytest.fixture
+async def store(tmp_path, store_kind: str) -> AsyncIterator[GraphStore]:
+    if store_kind == "neo4j":
+        async with neo4j_support.empty_store() as opened:
+            yield opened
+    else:
+        async with SQLiteStore(tmp_path / "graph.db") as opened:
+            yield opened
 
 
 class Engine:
     """Resolve events one at a time against a store, as the stream worker does."""
 
-    def __init__(self, store: SQLiteStore, rules: Rules) -> None:
+    def __init__(self, store: GraphStore, rules: Rules) -> None:
         self.store = store
         self.rules = rules
         self.resolver = Resolver(store, rules)
@@ -56,7 +93,7 @@ class Engine:
 
 
 @pytest.fixture
-def engine(store: SQLiteStore, rules: Rules) -> Engine:
+def engine(store: GraphStore, rules: Rules) -> Engine:
     return Engine(store, rules)
 
 

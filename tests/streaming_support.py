@@ -1,86 +1,14 @@
-"""Real components for streaming tests: the embedded broker, worker processes, topic readers."""
+"""Reading and writing topics in streaming tests; the broker and workers come from streams.stack."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import orjson
-import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class WorkerProcess:
-    """``idgraph worker`` as a child process, with its own store file and log."""
-
-    broker_url: str
-    workdir: Path
-    subscriptions: list[dict[str, Any]] = field(default_factory=list)
-    extra_env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def store_path(self) -> Path:
-        return self.workdir / "graph.db"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "worker.log"
-
-    def env(self) -> dict[str, str]:
-        subs = self.workdir / "subscriptions.yaml"
-        subs.write_text(yaml.safe_dump({"subscriptions": self.subscriptions}))
-        return {
-            **os.environ,
-            "IDGRAPH_BROKER": self.broker_url,
-            "IDGRAPH_STORE": f"sqlite:///{self.store_path}",
-            "IDGRAPH_SUBSCRIPTIONS": str(subs),
-            "IDGRAPH_SESSION_TIMEOUT_S": "2",
-            "IDGRAPH_PARTITIONS": "2",
-            **self.extra_env,
-        }
-
-    def start(self) -> "WorkerProcess":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-                                     cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    async def ready(self, timeout_s: float = 60) -> "WorkerProcess":
-        """Wait for the worker's 'worker ready' log line: its topics exist from then on."""
-        await wait_until(lambda: self.log_path.exists() and b"worker ready" in self.log_path.read_bytes(),
-                         timeout_s=timeout_s, what=f"worker ready in {self.log_path}")
-        self.assert_alive()
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no final commit — a crash."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def assert_alive(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
 
 
 async def produce(bootstrap: str, events: Iterable[bytes | dict[str, Any]], topic: str = "touchpoints",
@@ -88,7 +16,7 @@ async def produce(bootstrap: str, events: Iterable[bytes | dict[str, Any]], topi
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
-        for i, event in enumerate(events):
+        for event in events:
             value = event if isinstance(event, bytes) else orjson.dumps(event)
             await producer.send_and_wait(topic, value)
             if rate_per_s:
@@ -135,12 +63,3 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, s
         return records
     finally:
         await consumer.stop()
-
-
-async def wait_until(predicate, timeout_s: float = 60, interval_s: float = 0.1, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -1,6 +1,11 @@
 """How events become profiles: create, link, merge with lineage, review, and merge protection."""
 
+import pytest
+
 from tests.conftest import cn_national_id, make_event
+
+# Part of the store contract: every GraphStore must resolve these the same way.
+pytestmark = pytest.mark.every_store
 
 
 async def test_first_event_creates_a_profile_at_version_one(engine):

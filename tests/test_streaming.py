@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections import Counter
@@ -13,9 +14,10 @@ import pytest
 
 from streams.broker import EmbeddedBroker
 from streams.deadletter import DeadLetter
-from streams.demo import sample_events_path
+from streams.workload import synthetic_events
 from tests.conftest import cn_national_id
-from tests.streaming_support import WorkerProcess, produce, read_topic, wait_until
+from streams.stack import WorkerProcess, wait_until
+from tests.streaming_support import produce, read_topic
 
 SALES = {"name": "sales", "kinds": ["profile.created", "profile.merged"], "fields": ["traits.name", "identifiers.phone"]}
 SERVICE = {"name": "service", "fields": ["traits.*"]}
@@ -174,14 +176,9 @@ async def test_merge_protection_holds_in_the_stream(broker, worker_factory):
 
 
 async def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(broker, worker_factory, tmp_path):
-    from streams.workload import synthetic_events
-
     events = [e for _, e in synthetic_events(customers=150, events=1500, seed=5)]
     first = await worker_factory([SERVICE], name="crashing", IDGRAPH_PARTITIONS="1")
-    producing = produce(broker.bootstrap, events)
-    import asyncio
-
-    producer_task = asyncio.ensure_future(producing)
+    producer_task = asyncio.ensure_future(produce(broker.bootstrap, events))
     await wait_until(lambda: decisions(first) >= 300, what="some events resolved before the crash")
     first.kill()
     crashed_at = decisions(first)

@@ -1,0 +1,122 @@
+"""Measuring propagation as a subscriber sees it: event produced -> delta consumed.
+
+A paced producer stamps each event's send time; a consumer on the scenario topics matches
+every delta it receives to its cause event and records the difference. Used by the demo
+and by ``perf.propagation``, so both report the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.app import TOUCHPOINTS_TOPIC
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    topic: str
+    delta: dict[str, Any]
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    sent: int
+    send_seconds: float
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def latencies(self, topic: str | None = None) -> list[float]:
+        return sorted(d.latency_ms for d in self.deliveries if topic is None or d.topic == topic)
+
+    def percentile(self, q: float, topic: str | None = None) -> float:
+        values = self.latencies(topic)
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, max(0, round(q / 100 * len(values)) - 1))]
+
+    @property
+    def events_per_s(self) -> float:
+        return self.sent / self.send_seconds if self.send_seconds else 0.0
+
+
+class PropagationProbe:
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self._sent_at: dict[str, float] = {}
+        self._deliveries: list[Delivery] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def delivered(self) -> int:
+        return len(self._deliveries)
+
+    def delivered_to(self, topic: str) -> int:
+        return sum(1 for d in self._deliveries if d.topic == topic)
+
+    async def __aenter__(self) -> "PropagationProbe":
+        self._consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.bootstrap, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5)
+        await self._consumer.start()
+        self._reader = asyncio.ensure_future(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            for messages in (await self._consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for message in messages:
+                    delta = orjson.loads(message.value)
+                    sent = self._sent_at.get(delta["cause"]["event_id"])
+                    if sent is not None:
+                        self._deliveries.append(Delivery(message.topic, delta, (now - sent) * 1000))
+
+    async def send(self, events: Sequence[dict[str, Any]], rate_per_s: float,
+                   on_progress: Callable[[int], None] | None = None) -> float:
+        """Produce ``events`` at a steady rate; returns the seconds it took."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, acks=1)
+        await producer.start()
+        acks = []
+        started = time.perf_counter()
+        try:
+            for i, event in enumerate(events):
+                due = started + i / rate_per_s
+                if (delay := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                self._sent_at[event["event_id"]] = time.time()
+                acks.append(await producer.send(TOUCHPOINTS_TOPIC, orjson.dumps(event)))
+                if on_progress is not None and i % 50 == 0:
+                    on_progress(i)
+            await asyncio.gather(*acks)
+        finally:
+            await producer.stop()
+        return time.perf_counter() - started
+
+    async def settle(self, quiet_s: float = 1.0, timeout_s: float = 60, on_progress: Callable[[], None] | None = None) -> None:
+        """Wait until no delivery has arrived for ``quiet_s``."""
+        deadline = time.monotonic() + timeout_s
+        seen, last_change = self.delivered, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_change < quiet_s:
+            await asyncio.sleep(0.05)
+            if self.delivered != seen:
+                seen, last_change = self.delivered, time.monotonic()
+            if on_progress is not None:
+                on_progress()
+
+    def result(self, send_seconds: float) -> ProbeResult:
+        return ProbeResult(len(self._sent_at), send_seconds, list(self._deliveries))
