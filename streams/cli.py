@@ -131,6 +131,8 @@ def demo(
 
 
 def _settings(**overrides: object) -> Settings:
+    for name in Settings.unknown_variables():
+        typer.secho(f"warning: {name} is not a setting idgraph knows; see streams/settings.py", err=True, fg=typer.colors.YELLOW)
     try:
         return Settings.from_env(**overrides)
     except SettingsError as exc:
@@ -146,6 +148,103 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
     if settings.broker is None:
         raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start an embedded broker with a worker")
     run_worker(settings, loglevel=loglevel)
+
+
+@app.command()
+def up(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+    """Run everything on this machine: an embedded broker (unless IDGRAPH_BROKER is set) and a worker."""
+    from streams.app import run_worker
+    from streams.broker import BrokerError, EmbeddedBroker
+
+    settings = _settings()
+    broker = None
+    if settings.broker is None:
+        try:
+            broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
+        except BrokerError as exc:
+            raise _fail(str(exc)) from None
+        settings = settings.with_broker(broker.url)
+        typer.secho(f"Embedded broker on {broker.url} (in memory). Produce touchpoints there, e.g.", bold=True)
+        typer.echo(f"  export IDGRAPH_BROKER={broker.url}")
+    typer.echo(f"Worker: store {settings.store}; Ctrl-C stops everything.")
+    try:
+        run_worker(settings, loglevel=loglevel)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _with_store(action):  # type: ignore[no-untyped-def]
+    """Run ``action(store)`` on the configured store, turning store errors into a clean exit."""
+    async def run():  # type: ignore[no-untyped-def]
+        async with store_from_url(_settings().store) as store:
+            return await action(store)
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def subscribe(
+    file: Optional[Path] = typer.Option(None, "--file", "-f", exists=True, dir_okay=False, help="Subscriptions YAML"),
+    name: Optional[str] = typer.Option(None, help="Scenario name (instead of --file)"),
+    field: list[str] = typer.Option([], "--field", help="traits.<name>, identifiers.<type>, or traits.* (repeatable)"),
+    kind: list[str] = typer.Option([], "--kind", help="Delta kind to receive (repeatable; default all)"),
+    webhook: Optional[str] = typer.Option(None, help="Deliver by HTTP POST to this URL instead of a Kafka topic"),
+) -> None:
+    """Register (or replace) scenario subscriptions; running workers pick them up within a second."""
+    from sinks.subscriptions import SubscriptionError, load_subscriptions, parse_subscriptions
+
+    try:
+        if file is not None:
+            subscriptions = load_subscriptions(file)
+        elif name:
+            declared: dict = {"name": name, "fields": field}
+            if kind:
+                declared["kinds"] = kind
+            if webhook:
+                declared["sink"] = {"type": "webhook", "url": webhook}
+            subscriptions = parse_subscriptions([declared], "command line")
+        else:
+            raise _fail("give --file, or --name with at least one --field")
+    except SubscriptionError as exc:
+        raise _fail(str(exc)) from None
+
+    async def save(store):  # type: ignore[no-untyped-def]
+        for subscription in subscriptions:
+            await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
+
+    _with_store(save)
+    for subscription in subscriptions:
+        typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
+
+
+def _sink_text(subscription) -> str:  # type: ignore[no-untyped-def]
+    sink = subscription.sink
+    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {subscription.topic}"
+
+
+@app.command()
+def subscriptions() -> None:
+    """List the registered scenario subscriptions."""
+    from sinks.subscriptions import parse_subscriptions
+
+    documents = _with_store(lambda store: store.subscription_documents())
+    if not documents:
+        typer.echo("no subscriptions")
+    for subscription in parse_subscriptions(list(documents.values()), "store"):
+        kinds = ", ".join(subscription.kinds)
+        typer.echo(f"{subscription.name:<24} {_sink_text(subscription):<40} kinds: {kinds}; fields: {', '.join(subscription.fields)}")
+
+
+@app.command()
+def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscription to remove")) -> None:
+    """Remove a scenario's subscription."""
+    if not _with_store(lambda store: store.delete_subscription(name)):
+        raise _fail(f"no subscription named {name!r}")
+    typer.echo(f"unsubscribed {name}")
 
 
 def main() -> None:  # pragma: no cover - console script shim

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from graph.factory import DEFAULT_STORE
 
 PREFIX = "IDGRAPH_"
+#: Variables read by other parts (the Neo4j store's credentials, for one), not by the worker settings.
+OTHER_READERS = ("IDGRAPH_NEO4J_",)
 
 
 class SettingsError(ValueError):
@@ -77,6 +79,14 @@ class Settings(BaseModel):
 
     def with_broker(self, url: str) -> "Settings":
         return self.model_copy(update={"broker": url})
+
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``IDGRAPH_*`` variables nothing reads: usually a typo worth warning about."""
+        environ = os.environ if environ is None else environ
+        known = {PREFIX + name.upper() for name in cls.model_fields}
+        return sorted(k for k in environ if k.startswith(PREFIX) and k not in known
+                      and not k.startswith(OTHER_READERS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,3 +204,39 @@ async def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
     versions = Counter((d["profile_id"], d["profile_version"]) for d in deltas)
     assert all(published[d["delta_id"]] == versions[(d["profile_id"], d["profile_version"])] for d in deltas), \
         "one delta per profile version: a re-sent delta keeps its id"
+
+
+async def test_subscription_registered_while_running_starts_receiving(broker, worker_factory):
+    worker = await worker_factory([SERVICE])
+    env = {**os.environ, "IDGRAPH_STORE": f"sqlite:///{worker.store_path}"}
+    registered = subprocess.run([sys.executable, "-m", "streams.cli", "subscribe", "--name", "late", "--field", "traits.name"],
+                                env=env, capture_output=True, text=True)
+    assert registered.returncode == 0, registered.stderr
+    await asyncio.sleep(1.5)  # workers re-read the registry every second
+    await produce(broker.bootstrap, [event("late-1", {"crm_id": "c-9"}, {"name": "Sun Li", "city": "Xi'an"})])
+    (record,) = await read_topic(broker.bootstrap, "scenario.late", expect=1)
+    assert record.json()["profile"]["traits"] == {"name": "Sun Li"}
+
+
+async def test_up_runs_an_embedded_broker_and_a_worker_and_ctrl_c_stops_both(tmp_path):
+    subscriptions = tmp_path / "subs.yaml"
+    subscriptions.write_text("- {name: service, fields: ['traits.*']}\n")
+    env = {k: v for k, v in os.environ.items() if k != "IDGRAPH_BROKER"}
+    env.update(IDGRAPH_STORE=f"sqlite:///{tmp_path / 'g.db'}", IDGRAPH_SUBSCRIPTIONS=str(subscriptions),
+               IDGRAPH_DATA_DIR=str(tmp_path), IDGRAPH_SESSION_TIMEOUT_S="2", PYTHONUNBUFFERED="1")
+    up = subprocess.Popen([sys.executable, "-m", "streams.cli", "up", "--loglevel", "info"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = up.stdout.readline().decode().split(" on ")[1].split(" ")[0]
+        assert url.startswith("kafka://127.0.0.1:")
+        bootstrap = url.removeprefix("kafka://")
+        await produce(bootstrap, [event("up-1", {"crm_id": "c-1"}, {"name": "Qian Yu"})])
+        (record,) = await read_topic(bootstrap, "scenario.service", expect=1)
+        assert record.json()["cause"]["event_id"] == "up-1"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(bootstrap.rsplit(":", 1)[1])), timeout=1)
+    finally:
+        if up.poll() is None:
+            up.kill()
