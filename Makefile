@@ -2,8 +2,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SYSTEM := $(VENV)/.system-deps
 
-.PHONY: test demo install clean
+# Debian packages the tests run for real: Prometheus and promtool (metrics, alert rules,
+# dashboard queries) and docker-compose (validates docker-compose.yml offline).
+APT_PACKAGES := prometheus docker-compose
+APT_COMMANDS := promtool prometheus docker-compose
+
+.PHONY: test demo install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -11,9 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(SYSTEM):
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@mkdir -p $(VENV) && touch $(SYSTEM)
+
 install: $(STAMP)
 
-test: $(STAMP)
+system-deps: $(SYSTEM)
+
+test: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

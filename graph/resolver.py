@@ -3,27 +3,55 @@
 Per event, inside the batch's transaction: look up the prior outcome (a redelivery changes
 nothing and returns it), gather the neighbourhood, decide, plan, write. Reads and writes
 share the transaction, so a later event in the same batch sees the earlier ones.
+
+A store that checks optimistically (Neo4j) may refuse the batch at commit because another
+worker changed what it read (:class:`StoreConflict`); nothing was written, so the batch is
+re-run from the read, a bounded number of times, after a short random pause that keeps two
+conflicting workers from colliding again in step.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from datetime import datetime, timezone
 from typing import Sequence
 
-from graph.store import GraphStore, Outcome
+from graph.store import GraphStore, Outcome, StoreConflict
 from identity.decide import decide
 from identity.features import PreparedEvent
 from identity.plan import plan_changes
+from identity.policy import Policy, load_policy
 from identity.rules import Rules
 
 
+#: Runs of one batch before a conflict is passed on to the caller.
+CONFLICT_ATTEMPTS = 5
+#: Upper bound of the first pause after a conflict; it doubles with each further attempt.
+CONFLICT_PAUSE_S = 0.02
+
+
 class Resolver:
-    def __init__(self, store: GraphStore, rules: Rules) -> None:
+    def __init__(self, store: GraphStore, rules: Rules, *, policy: Policy | None = None,
+                 attempts: int = CONFLICT_ATTEMPTS) -> None:
         self.store = store
         self.rules = rules
+        self.policy = policy or load_policy()
+        self.attempts = attempts
+        self._jitter = random.Random()
 
     async def resolve(self, batch: Sequence[PreparedEvent], *, ingested_at: str | None = None) -> list[Outcome]:
         """Resolve a batch atomically: every event in it is applied, or none is."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._resolve_once(batch, ingested_at)
+            except StoreConflict:
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(self._jitter.uniform(0, CONFLICT_PAUSE_S * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _resolve_once(self, batch: Sequence[PreparedEvent], ingested_at: str | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
         async with self.store.transaction() as tx:
             await tx.prefetch(batch, self.rules)
@@ -36,8 +64,8 @@ class Resolver:
                 decision = decide(prepared, context, self.rules)
                 resolved_at = datetime.now(timezone.utc).isoformat()
                 changes = plan_changes(
-                    prepared, decision, context.profiles, resolved_at=resolved_at, ingested_at=ingested_at
+                    prepared, decision, context.profiles, policy=self.policy, resolved_at=resolved_at, ingested_at=ingested_at
                 )
                 await tx.apply(prepared, changes)
-                outcomes.append(Outcome(prepared.event_id, decision.as_dict(), changes.deltas))
+                outcomes.append(Outcome(prepared.event_id, changes.decision.as_dict(), changes.deltas))
         return outcomes

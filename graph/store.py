@@ -25,18 +25,19 @@ class StoreError(RuntimeError):
     """A store that cannot be opened or used, with what to do about it."""
 
 
-class StoreConflict(StoreError):
-    """Another writer changed what a batch read before the batch could write; nothing was written.
-
-    Raised when a transaction commits. The batch is still valid input: re-run it whole (read
-    again, decide again), which :class:`graph.resolver.Resolver` does a bounded number of times.
-    """
-
-
 class StoreUnavailable(StoreError):
     """The store cannot be reached or is busy right now; the same work may succeed later.
 
     Workers retry on this instead of dead-lettering: the events are fine, the store is not.
+    """
+
+
+class StoreConflict(StoreUnavailable):
+    """Another writer changed what a batch read before the batch could write; nothing was written.
+
+    Raised when a transaction commits. The batch is still valid input: re-run it whole (read
+    again, decide again), which :class:`graph.resolver.Resolver` does a bounded number of times;
+    past that it is contention, so callers treat it like any other busy store.
     """
 
 

@@ -49,6 +49,12 @@ def render_decision(record: dict[str, Any]) -> str:
     evidence = record.get("evidence", {})
     lines += _identifier_lines(evidence.get("identifiers", []))
     lines += _candidate_lines(evidence.get("candidates", []))
+    sovereignty = evidence.get("sovereignty") or {}
+    for conflict in sovereignty.get("conflicts", []):
+        lines.append(f"Sovereignty conflict on {conflict['trait']}: {conflict['scenario']} wrote {conflict['attempted']!r}, "
+                     f"kept {conflict['kept']!r} ({conflict['reason']}; policy {sovereignty['policy_version']})")
+    if sovereignty.get("default_rule_traits"):
+        lines.append(f"Default rule applied to undeclared traits: {', '.join(sovereignty['default_rule_traits'])}")
     for trait in evidence.get("unmatchable_traits", []):
         lines.append(f"Not used for matching: {trait['path']}: {trait['reason']}")
     return "\n".join(lines)

@@ -6,12 +6,13 @@ a store only decides how to write them atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
 from identity.features import PreparedEvent, split_key
 from identity.model import Decision, MatchRecord, ProfileState, TraitValue, stable_id
+from identity.policy import Policy
 
 
 @dataclass(slots=True)
@@ -51,25 +52,37 @@ def diff_views(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any
     }
 
 
-def _absorb_traits(profile: ProfileState, prepared: PreparedEvent, confidence: float) -> None:
-    """Take the event's traits where they are newer than what the profile holds."""
+def _absorb_traits(profile: ProfileState, prepared: PreparedEvent, confidence: float, policy: Policy) -> dict[str, Any]:
+    """Take the event's traits where the policy lets them win; report what it refused and why."""
     event = prepared.event
     observed = event.occurred_at.isoformat()
-    for name, value in event.traits.items():
-        if value is None:
-            continue
+    conflicts: list[dict[str, Any]] = []
+    defaulted: list[str] = []
+    for name, value in sorted(event.traits.items()):
         current = profile.traits.get(name)
-        if current is None or current.observed_at <= observed:
-            profile.traits[name] = TraitValue(value, event.scenario, event.event_id, observed, round(confidence, 6))
+        if value is None or (current is not None and current.value == value):
+            continue
+        candidate = TraitValue(value, event.scenario, event.event_id, observed, round(confidence, 6))
+        verdict = policy.arbitrate(name, current, candidate)
+        if verdict.applies:
+            profile.traits[name] = candidate
+        elif verdict.declared:
+            conflicts.append({
+                "trait": name, "scenario": event.scenario, "attempted": value, "reason": verdict.reason,
+                "kept": None if current is None else current.value,
+                "kept_from": None if current is None else current.scenario, "at": observed,
+            })
+        if not verdict.declared:
+            defaulted.append(name)
+    return {"policy_version": policy.version, "conflicts": conflicts, "default_rule_traits": defaulted}
 
 
-def _merge_into(survivor: ProfileState, losers: list[ProfileState]) -> None:
-    """Fold retired profiles into the survivor: identifiers unite, the newest trait value wins."""
+def _merge_into(survivor: ProfileState, losers: list[ProfileState], policy: Policy) -> None:
+    """Fold retired profiles into the survivor: identifiers unite, traits by the policy's rules."""
     for loser in losers:
         survivor.identifiers |= loser.identifiers
         for name, trait in loser.traits.items():
-            current = survivor.traits.get(name)
-            if current is None or current.observed_at < trait.observed_at:
+            if policy.arbitrate(name, survivor.traits.get(name), trait).applies:
                 survivor.traits[name] = trait
 
 
@@ -78,10 +91,14 @@ def plan_changes(
     decision: Decision,
     profiles: dict[str, ProfileState],
     *,
+    policy: Policy,
     resolved_at: str,
     ingested_at: str | None = None,
 ) -> ChangeSet:
-    """Apply ``decision`` to copies of ``profiles`` and describe the result."""
+    """Apply ``decision`` to copies of ``profiles`` under ``policy`` and describe the result.
+
+    The returned change set's decision carries the sovereignty outcome in its evidence.
+    """
     before = profiles.get(decision.profile_id)
     if before is None:
         target = ProfileState(decision.profile_id, 0, prepared.event.occurred_at.isoformat())
@@ -90,10 +107,11 @@ def plan_changes(
         target = ProfileState(before.id, before.version, before.created_at, set(before.identifiers), dict(before.traits))
         before_view = profile_view(before)
     losers = [profiles[pid] for pid in decision.merged_from]
-    _merge_into(target, losers)
+    _merge_into(target, losers, policy)
     new_keys = [k for k in prepared.identifier_keys if k not in target.identifiers]
     target.identifiers.update(prepared.identifier_keys)
-    _absorb_traits(target, prepared, decision.confidence)
+    sovereignty = _absorb_traits(target, prepared, decision.confidence, policy)
+    decision = replace(decision, evidence={**decision.evidence, "sovereignty": sovereignty})
 
     changes = ChangeSet(
         decision=decision,

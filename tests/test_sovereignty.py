@@ -1,0 +1,69 @@
+"""Sovereignty in resolution: refused writes keep the stored value and are recorded and explained."""
+
+import pytest
+
+from graph.resolver import Resolver
+from identity.explain import render_decision
+from identity.features import prepare
+from identity.policy import Policy
+from tests.conftest import make_event
+
+POLICY = Policy.model_validate({
+    "version": "tiers-1",
+    "traits": {
+        "value_tier": {"owners": ["service"], "readers": ["sales", "marketing"], "rule": "owner_wins"},
+        "preferred_name": {"rule": ["customer", "sales"]},
+    },
+})
+
+
+@pytest.fixture
+def resolve(store, rules):
+    resolver = Resolver(store, rules, policy=POLICY)
+
+    async def run(event):
+        (outcome,) = await resolver.resolve([prepare(event, rules)])
+        return outcome
+
+    return run
+
+
+async def test_owner_sets_an_owned_trait(resolve, store):
+    outcome = await resolve(make_event({"crm_id": "c-1"}, {"value_tier": "high"}, scenario="service.ltv"))
+    assert (await store.profile(outcome.profile_id)).traits["value_tier"]["value"] == "high"
+    assert outcome.decision["evidence"]["sovereignty"]["conflicts"] == []
+
+
+async def test_other_scenario_cannot_overwrite_it_and_the_conflict_is_recorded(resolve, store):
+    owner = await resolve(make_event({"crm_id": "c-1"}, {"value_tier": "high"}, scenario="service.ltv"))
+    campaign = await resolve(make_event({"crm_id": "c-1"}, {"value_tier": "bronze", "city": "上海"}, scenario="marketing.campaign"))
+    profile = await store.profile(owner.profile_id)
+    assert profile.traits["value_tier"]["value"] == "high"
+    assert profile.traits["city"]["value"] == "上海", "the rest of the write still applies"
+    (conflict,) = (await store.decision(campaign.event_id))["evidence"]["sovereignty"]["conflicts"]
+    assert conflict == {"trait": "value_tier", "scenario": "marketing.campaign", "attempted": "bronze",
+                        "kept": "high", "kept_from": "service.ltv",
+                        "reason": "marketing.campaign may not set value_tier: owned by service",
+                        "at": campaign.deltas[0].times.occurred_at}
+    assert [c for c in campaign.deltas[0].changes] == ["traits.city"]
+
+
+async def test_refused_write_is_explained(resolve, store):
+    await resolve(make_event({"crm_id": "c-1"}, {"value_tier": "high"}, scenario="service.ltv"))
+    campaign = await resolve(make_event({"crm_id": "c-1"}, {"value_tier": "bronze"}, scenario="marketing.campaign"))
+    text = render_decision(await store.decision(campaign.event_id))
+    assert "Sovereignty conflict on value_tier: marketing.campaign wrote 'bronze', kept 'high'" in text
+
+
+async def test_undeclared_traits_follow_the_default_rule_and_are_noted(resolve):
+    outcome = await resolve(make_event({"crm_id": "c-1"}, {"city": "上海"}, scenario="unknown.app"))
+    assert outcome.decision["evidence"]["sovereignty"]["default_rule_traits"] == ["city"]
+
+
+async def test_merge_arbitrates_traits_by_policy_not_by_recency(resolve, store):
+    corrected = await resolve(make_event({"phone": "13800138000"}, {"preferred_name": "Wei"}, scenario="customer",
+                                         occurred_at="2026-01-01T00:00:00Z"))
+    await resolve(make_event({"email": "zw@example.com"}, {"preferred_name": "Mr Zhang"}, scenario="sales.crm",
+                             occurred_at="2026-02-01T00:00:00Z"))
+    await resolve(make_event({"phone": "13800138000", "email": "zw@example.com"}, occurred_at="2026-03-01T00:00:00Z"))
+    assert (await store.profile(corrected.profile_id)).traits["preferred_name"]["value"] == "Wei"
