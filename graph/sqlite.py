@@ -19,7 +19,7 @@ import orjson
 from graph.sqlite_schema import migrate
 from graph.store import GraphStore, Outcome, ProfileSnapshot, StoreError, StoreTransaction, StoreUnavailable, TimelineEntry
 from identity.deltas import IdentityDelta
-from identity.features import PreparedEvent, split_key
+from identity.features import PreparedEvent, identifiers_by_type, split_key
 from identity.model import MatchRecord, ProfileState, ResolutionContext, TraitValue
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -235,10 +235,8 @@ class SQLiteStore(GraphStore):
         version, created_at, updated_at, traits = self.db.execute(
             "SELECT version, created_at, updated_at, traits FROM profiles WHERE id = ?", (live,)
         ).fetchone()
-        identifiers: dict[str, list[str]] = {}
-        for (key,) in self.db.execute("SELECT key FROM identifiers WHERE profile_id = ? ORDER BY key", (live,)):
-            type_, value = split_key(key)
-            identifiers.setdefault(type_, []).append(value)
+        keys = [key for (key,) in self.db.execute("SELECT key FROM identifiers WHERE profile_id = ?", (live,))]
+        identifiers = identifiers_by_type(keys)
         merged_from = [r[0] for r in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,))]
         return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from)
 
@@ -258,11 +256,14 @@ class SQLiteStore(GraphStore):
     async def timeline(self, profile_id: str) -> list[TimelineEntry]:
         live = await self.survivor(profile_id) or profile_id
         rows = self.db.execute(
-            "SELECT event_id, scenario, type, occurred_at, event FROM touchpoints "
-            "WHERE profile_id = ? ORDER BY occurred_at, seq",
+            "SELECT event_id, scenario, type, occurred_at, event FROM touchpoints WHERE profile_id = ? ORDER BY seq",
             (live,),
         )
-        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
+        # occurred_at keeps the offset it was sent with, so as text 09:00+08:00 sorts after
+        # 02:00Z though it happened first: order by the instant (a stable sort keeps arrival
+        # order among touchpoints that occurred together).
+        entries = sorted(rows, key=lambda row: datetime.fromisoformat(row[3]))
+        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in entries]
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))

@@ -21,6 +21,9 @@ MAX_EVENT_BYTES = 256 * 1024
 KNOWN_IDENTIFIER_TYPES = frozenset(
     {"email", "phone", "wechat_openid", "device_id", "crm_id", "national_id"}
 )
+#: Every profile holds its own id under this identifier type, so a profile id resolves like
+#: any identifier: exactly, and through merge lineage to the survivor.
+PROFILE_ID_TYPE = "idgraph:profile"
 CONSENT_PURPOSES = ("marketing", "ai_training", "analytics", "third_party_sharing")
 
 _SCENARIO = r"^[a-z0-9][a-z0-9._-]{0,127}$"
@@ -62,7 +65,11 @@ class Causation(BaseModel):
 
     event_id: str | None = None
     delta_id: str | None = None
+    #: How many scenario hops led here; workers refuse events past their hop limit.
     hops: int = Field(default=0, ge=0)
+    #: The profile the causing delta or touchpoint was about: the event resolves to it (or to
+    #: whatever it was merged into) without needing identifiers of its own.
+    profile_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class TouchpointEvent(BaseModel):

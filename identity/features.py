@@ -8,9 +8,9 @@ events against them without normalising again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
-from identity.events import KNOWN_IDENTIFIER_TYPES, EventRejected, FieldError, TouchpointEvent
+from identity.events import KNOWN_IDENTIFIER_TYPES, PROFILE_ID_TYPE, EventRejected, FieldError, TouchpointEvent
 from identity.normalize import (
     InvalidIdentifier,
     normalize_address,
@@ -53,6 +53,20 @@ def split_key(key: str) -> tuple[str, str]:
         return type_, value
     name, _, value = value.partition(":")
     return f"{type_}:{name}", value
+
+
+def identifiers_by_type(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Identifier values grouped by type, as people and scenarios see them.
+
+    A profile's own ids (``idgraph:profile``) are how it is found, not data about the
+    customer, so they are left out.
+    """
+    grouped: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        type_, value = split_key(key)
+        if type_ != PROFILE_ID_TYPE:
+            grouped.setdefault(type_, []).append(value)
+    return grouped
 
 
 def _feature(comparison: Comparison, raw: Any) -> Any:
@@ -140,6 +154,10 @@ def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:
     keys, id_errors = _normalise_identifiers(event, rules)
     if id_errors:
         raise EventRejected("invalid_identifier", id_errors)
+    if event.causation is not None and event.causation.profile_id:
+        hint = identifier_key(PROFILE_ID_TYPE, event.causation.profile_id)
+        if hint not in keys:
+            keys.append(hint)
     features, trait_errors = extract_features(event, rules)
     return PreparedEvent(
         event=event,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
-from identity.features import PreparedEvent, split_key
+from identity.events import PROFILE_ID_TYPE
+from identity.features import PreparedEvent, identifier_key, identifiers_by_type
 from identity.model import Decision, MatchRecord, ProfileState, TraitValue, stable_id
 from identity.policy import Policy
 
@@ -32,11 +33,8 @@ class ChangeSet:
 
 def profile_view(profile: ProfileState) -> dict[str, dict[str, Any]]:
     """The profile as deltas carry it: trait values and identifier values by type."""
-    identifiers: dict[str, list[str]] = {}
-    for key in sorted(profile.identifiers):
-        type_, value = split_key(key)
-        identifiers.setdefault(type_, []).append(value)
-    return {"traits": {name: t.value for name, t in sorted(profile.traits.items())}, "identifiers": identifiers}
+    traits = {name: t.value for name, t in sorted(profile.traits.items())}
+    return {"traits": traits, "identifiers": identifiers_by_type(profile.identifiers)}
 
 
 def _flat(view: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -101,8 +99,10 @@ def plan_changes(
     """
     before = profiles.get(decision.profile_id)
     if before is None:
+        own_key = identifier_key(PROFILE_ID_TYPE, decision.profile_id)
         target = ProfileState(decision.profile_id, 0, prepared.event.occurred_at.isoformat())
         before_view: dict[str, dict[str, Any]] = {}
+        prepared = replace(prepared, identifier_keys=(*prepared.identifier_keys, own_key))
     else:
         target = ProfileState(before.id, before.version, before.created_at, set(before.identifiers), dict(before.traits))
         before_view = profile_view(before)

@@ -143,3 +143,20 @@ async def test_profile_versions_increase_by_one_with_every_delta(engine):
         outcome = await engine.resolve(make_event({"crm_id": "same"}, {"city": city}, occurred_at=f"2026-01-0{i + 1}T00:00:00Z"))
         versions += [d.profile_version for d in outcome.deltas]
     assert versions == [1, 2, 3]
+
+
+async def test_event_caused_by_a_profile_resolves_to_it_without_identifiers(engine, store):
+    customer = await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
+    assessed = await engine.resolve(make_event(traits={"battery_grade": "A"}, scenario="battery-recycling.assessment",
+                                               causation={"event_id": customer.event_id, "hops": 1, "profile_id": customer.profile_id}))
+    assert assessed.decision["action"] == "link" and assessed.profile_id == customer.profile_id
+    assert {k: v.model_dump() for k, v in assessed.deltas[0].changes.items()} == {"traits.battery_grade": {"old": None, "new": "A"}}
+    assert "idgraph:profile" not in (await store.profile(customer.profile_id)).identifiers
+
+
+async def test_profile_hint_with_a_retired_id_resolves_to_the_survivor(engine):
+    older = await engine.resolve(make_event({"phone": "13800138000"}, occurred_at="2026-01-01T00:00:00Z"))
+    newer = await engine.resolve(make_event({"email": "zw@example.com"}, occurred_at="2026-01-02T00:00:00Z"))
+    await engine.resolve(make_event({"phone": "13800138000", "email": "zw@example.com"}, occurred_at="2026-01-03T00:00:00Z"))
+    late = await engine.resolve(make_event(traits={"quote_tier": "premium"}, causation={"profile_id": newer.profile_id}))
+    assert late.profile_id == older.profile_id
