@@ -32,6 +32,9 @@ class Cause(BaseModel):
     event_type: str
     action: str
     confidence: float = Field(ge=0, le=1)
+    #: Scenario hops behind the causing event (its ``causation.hops``), so a scenario acting on
+    #: this delta emits at ``hops + 1``.
+    hops: int = Field(default=0, ge=0)
 
 
 class DeltaTimes(BaseModel):

@@ -146,6 +146,7 @@ def _delta(prepared, decision, target, kind, field_changes, view, resolved_at, i
             event_type=event.type,
             action=decision.action,
             confidence=round(decision.confidence, 6),
+            hops=event.causation.hops if event.causation else 0,
         ),
         times=DeltaTimes(occurred_at=event.occurred_at.isoformat(), ingested_at=ingested_at, resolved_at=resolved_at),
     )

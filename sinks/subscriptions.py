@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from identity.deltas import DELTA_KINDS, DeltaKind, IdentityDelta
+from identity.notices import TouchpointNotice
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 _FIELD = re.compile(r"^(traits|identifiers)\.([a-z][a-z0-9_]*(:[a-z0-9_.-]+)?|\*)$")
@@ -63,7 +64,9 @@ class Subscription(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=_NAME, description="the subscribing scenario")
-    kinds: tuple[DeltaKind, ...] = Field(default=DELTA_KINDS, min_length=1)
+    kinds: tuple[DeltaKind, ...] = DELTA_KINDS
+    #: Touchpoint types to be notified of once resolved (see identity/notices.py).
+    event_types: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = ()
     #: ``traits.<name>``, ``identifiers.<type>``, or ``traits.*`` / ``identifiers.*``.
     fields: tuple[str, ...] = Field(min_length=1)
     filters: tuple[TraitFilter, ...] = ()
@@ -76,6 +79,12 @@ class Subscription(BaseModel):
             if not _FIELD.match(name):
                 raise ValueError(f"field {name!r} must be traits.<name>, identifiers.<type> or a section's '*'")
         return value
+
+    @model_validator(mode="after")
+    def _receives_something(self) -> "Subscription":
+        if not self.kinds and not self.event_types:
+            raise ValueError("a subscription needs at least one delta kind or event type")
+        return self
 
     @property
     def topic(self) -> str:
@@ -107,6 +116,19 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
     body = delta.model_dump(mode="json")
     body["changes"] = {name: change.model_dump(mode="json") for name, change in changes.items()}
     body["profile"] = profile
+    body["subscription"] = subscription.name
+    return body
+
+
+def project_notice(notice: TouchpointNotice, subscription: Subscription) -> dict[str, Any] | None:
+    """A resolved touchpoint as this subscription may see it, or None when it did not ask for its type."""
+    if notice.event_type not in subscription.event_types:
+        return None
+    if not all(f.accepts(notice.traits) for f in subscription.filters):
+        return None
+    body = notice.model_dump(mode="json", exclude_none=True)
+    body["traits"] = {name: value for name, value in notice.traits.items() if subscription.allows(f"traits.{name}")}
+    body["identifiers"] = {t: v for t, v in notice.identifiers.items() if subscription.allows(f"identifiers.{t}")}
     body["subscription"] = subscription.name
     return body
 
