@@ -6,7 +6,9 @@ Two SQLite stores play two roles:
   answered by SQL after the earlier events of the batch were written;
 * the *server* stands in for Neo4j: it is read the way ``load_neighbourhood`` reads Neo4j
   (:func:`neighbourhood_row` mirrors that statement over the embedded schema) and, like Neo4j
-  under the Neo4j store, it is written only when the batch commits.
+  under the Neo4j store, it is written only when the batch commits, and only from the batch's
+  WritePlan rows (tests/plan_applier.py mirrors the write statements). After every batch its
+  whole state must equal the reference's.
 
 :class:`DifferentialRun` feeds every batch through both and asserts, event by event, that the
 overlay's outcome, context and decision equal the reference's. The engine (decide, plan) is the
@@ -22,14 +24,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from graph.overlay import BatchOverlay, Missing
-from graph.snapshot import RECORDS_PER_PROFILE, NeighbourhoodRequest, Snapshot, snapshot_from_row
-from graph.sqlite import SQLiteStore
+from graph.snapshot import NeighbourhoodRequest, Snapshot, snapshot_from_row
+from graph.sqlite import RECORDS_PER_PROFILE, SQLiteStore
 from graph.store import Outcome
+from graph.write_plan import plan_writes
 from identity.decide import decide
 from identity.features import PreparedEvent
 from identity.model import ResolutionContext
 from identity.plan import plan_changes
+from identity.policy import load_policy
 from identity.rules import Rules
+from tests.plan_applier import apply_plan, graph_state
 
 T = TypeVar("T")
 
@@ -107,6 +112,7 @@ class DifferentialRun:
 
     def __init__(self, directory: Path, rules: Rules) -> None:
         self.rules = rules
+        self.policy = load_policy()
         self.reference = SQLiteStore(directory / "reference.db")
         self.server = SQLiteStore(directory / "server.db")
         #: Every read the overlay needed: one per batch, plus follow-ups.
@@ -151,14 +157,15 @@ class DifferentialRun:
                 decision = decide(prepared, context, self.rules)
                 assert decide(prepared, seen, self.rules).as_dict() == decision.as_dict(), prepared.event_id
                 now = datetime.now(timezone.utc).isoformat()
-                changes = plan_changes(prepared, decision, context.profiles, resolved_at=now)
+                changes = plan_changes(prepared, decision, context.profiles, policy=self.policy, resolved_at=now)
                 await tx.apply(prepared, changes)
                 overlay.apply(prepared, changes, now)
-                outcomes.append(Outcome(prepared.event_id, decision.as_dict(), changes.deltas))
+                outcomes.append(Outcome(prepared.event_id, changes.decision.as_dict(), changes.deltas))
         await self._commit(overlay)
         return outcomes
 
     async def _commit(self, overlay: BatchOverlay) -> None:
-        async with self.server.transaction() as tx:
-            for pending in overlay.events:
-                await tx.apply(pending.prepared, pending.changes)
+        """Write the batch to the server the way the Neo4j store does, from its WritePlan rows
+        alone, and check the server now holds exactly what the reference wrote."""
+        apply_plan(self.server.db, plan_writes(overlay))
+        assert graph_state(self.server.db) == graph_state(self.reference.db)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from graph.write_plan import plan_writes
+from identity.events import PROFILE_ID_TYPE
 from identity.features import prepare
 from identity.model import stable_id
 from tests.conftest import cn_national_id, make_event
@@ -28,6 +29,11 @@ async def resolve(run, rules, *events):
 
 def profile_of(event):
     return stable_id("p", event.event_id)
+
+
+def customer_identifiers(rows):
+    """Identifier rows of the customer's own identifiers (each profile also holds its id as one)."""
+    return [r for r in rows if not r["key"].startswith(PROFILE_ID_TYPE + ":")]
 
 
 async def test_stored_profile_the_batch_changes_is_locked_at_the_version_it_read(run, rules):
@@ -58,12 +64,12 @@ async def test_identifier_read_as_absent_is_created_once_and_a_stored_one_never(
     await resolve(run, rules, make_event({"phone": "13800138000"}))
     _, plan = await resolve(run, rules, make_event({"phone": "13800138000", "email": "a@example.com"}),
                             make_event({"email": "a@example.com"}))
-    assert plan.identifiers == [{"key": "email:a@example.com", "type": "email"}]
+    assert customer_identifiers(plan.identifiers) == [{"key": "email:a@example.com", "type": "email"}]
 
 
 async def test_custom_identifier_type_keeps_its_namespace(run, rules):
     _, plan = await resolve(run, rules, make_event({"loyalty:card": "A-17"}))
-    assert plan.identifiers == [{"key": "loyalty:card:A-17", "type": "loyalty:card"}]
+    assert customer_identifiers(plan.identifiers) == [{"key": "loyalty:card:A-17", "type": "loyalty:card"}]
 
 
 async def test_what_a_batch_gave_a_profile_it_later_merged_lands_on_the_survivor(run, rules):
@@ -75,7 +81,8 @@ async def test_what_a_batch_gave_a_profile_it_later_merged_lands_on_the_survivor
     survivor, retired = profile_of(old), profile_of(new)
     assert plan.merges == [{"retired": retired, "into": survivor, "survivor": survivor,
                             "event_id": bridge.event_id, "merged_at": run.overlays[-1].events[1].now}]
-    assert {(a["key"], a["profile_id"]) for a in plan.attachments} == {("crm_id:B", survivor), ("crm_id:A", survivor)}
+    assert {(a["key"], a["profile_id"]) for a in customer_identifiers(plan.attachments)} == {
+        ("crm_id:B", survivor), ("crm_id:A", survivor)}
     assert [(e["decided_profile_id"], e["profile_id"]) for e in plan.events] == [(retired, survivor), (survivor, survivor)]
     assert [lock["id"] for lock in plan.locks] == [survivor]
 
@@ -93,7 +100,7 @@ async def test_first_sighting_sets_an_attachments_provenance_and_the_last_its_la
     first = make_event({"phone": "13800138000"}, scenario="service.hotline")
     second = make_event({"phone": "13800138000"}, scenario="sales.crm")
     _, plan = await resolve(run, rules, first, second)
-    (row,) = plan.attachments
+    (row,) = customer_identifiers(plan.attachments)
     events = run.overlays[-1].events
     assert (row["source"], row["first_seen"], row["last_seen"]) == ("service.hotline", events[0].now, events[1].now)
 
@@ -114,3 +121,12 @@ async def test_batch_of_redeliveries_writes_nothing(run, rules):
     await resolve(run, rules, event)
     _, plan = await resolve(run, rules, event, event)
     assert plan.empty
+
+
+async def test_every_attachment_the_engine_planned_is_written_on_the_profile_it_ended_on(run, rules):
+    events = [make_event({"crm_id": "a"}), make_event({"crm_id": "b", "email": "b@example.com"}),
+              make_event({"crm_id": ["a", "b"]}), make_event({"email": "b@example.com", "phone": "13800138000"})]
+    _, plan = await resolve(run, rules, *events)
+    overlay = run.overlays[-1]
+    planned = {(key, overlay.live(holder)) for e in overlay.events for key, holder in e.changes.attachments}
+    assert planned <= {(a["key"], a["profile_id"]) for a in plan.attachments}

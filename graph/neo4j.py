@@ -1,0 +1,350 @@
+"""The Neo4j store: the identity graph on a Neo4j 5 server, through the official async driver.
+
+A batch costs a fixed handful of round trips, whatever its size (docs/neo4j.md has the
+numbers): one read of the batch's whole neighbourhood, per-event answers from memory
+(graph/overlay.py), and one managed write transaction of at most eight ``UNWIND`` statements
+(graph/write_plan.py, graph/cypher.py).
+
+Reading and writing in separate transactions keeps locks short, so concurrency is optimistic:
+the write asserts that every profile it changes is still at the version it read, and creates
+each new identifier with ``CREATE`` under a uniqueness constraint. If another worker got there
+first, nothing is written and :class:`StoreConflict` asks the resolver to re-run the batch.
+Transient server errors (deadlocks, leader changes) are retried by the driver itself.
+
+Single statements go through ``driver.execute_query``, which sends BEGIN together with the
+query; a session's ``execute_write`` sends BEGIN on its own, which only the multi-statement
+batch write needs. Both are managed transactions that the driver retries.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
+
+import orjson
+from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, RoutingControl
+from neo4j.exceptions import (
+    AuthError,
+    ClientError,
+    ConstraintError,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+    TransientError,
+)
+
+from graph import cypher
+from graph.cypher import Statement
+from graph.neo4j_settings import Neo4jSettings
+from graph.overlay import BatchOverlay, Missing
+from graph.snapshot import NeighbourhoodRequest, Snapshot, snapshot_from_row
+from graph.store import (
+    GraphStore,
+    Outcome,
+    ProfileSnapshot,
+    StoreConflict,
+    StoreError,
+    StoreTransaction,
+    StoreUnavailable,
+    TimelineEntry,
+)
+from graph.write_plan import WritePlan, plan_writes
+from identity.deltas import IdentityDelta
+from identity.features import PreparedEvent, split_key
+from identity.model import ResolutionContext
+from identity.plan import ChangeSet
+from identity.rules import Rules
+
+T = TypeVar("T")
+Rows = list[dict[str, Any]]
+
+#: Follow-up reads one question may need (each strictly widens what is known; one is typical).
+FOLLOW_UP_READS = 4
+#: How long a worker waits at start for the indexes it created to come online.
+INDEX_WAIT_S = 300
+#: Schema statements racing another worker's identical ones may fail with these; both won.
+_SCHEMA_ALREADY_DONE = {
+    "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+    "Neo.ClientError.Schema.ConstraintAlreadyExists",
+    "Neo.ClientError.Schema.IndexAlreadyExists",
+}
+
+
+@dataclass(slots=True)
+class QueryStats:
+    """What this store cost the server, counted as the driver talks to it."""
+
+    queries: int = 0
+    transactions: int = 0
+    #: Network round trips: a single statement costs two (BEGIN with the query, then COMMIT);
+    #: the batch write one per statement plus BEGIN and COMMIT. Driver-side retries of a
+    #: single statement are not seen here; retried batch writes are.
+    round_trips: int = 0
+    conflicts: int = 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _check_params(statement: Statement, params: dict[str, Any]) -> None:
+    if set(params) != set(statement.params):
+        raise TypeError(f"{statement.name} takes {sorted(statement.params)}, got {sorted(params)}")
+
+
+@contextmanager
+def _outages_as_unavailable(url: str) -> Iterator[None]:
+    """Server down, leader lost or transient errors past the driver's own retries: the work is
+    fine and may succeed later, which workers handle differently from a bad event."""
+    try:
+        yield
+    except (ServiceUnavailable, SessionExpired, TransientError) as exc:
+        raise StoreUnavailable(f"Neo4j at {url} is unavailable: {exc}") from exc
+
+
+async def _run(tx: AsyncManagedTransaction, statement: Statement, stats: QueryStats, rows: str, value: Sequence[Any]) -> Rows:
+    _check_params(statement, {rows: value})
+    stats.queries += 1
+    stats.round_trips += 1
+    result = await tx.run(statement.text, {rows: value})
+    return await result.data()
+
+
+def _check_written(statement: Statement, result: Rows, sent: int) -> None:
+    """Rows that found no node vanish silently in Cypher; here that stops the batch instead.
+    Not a conflict to retry: the nodes were locked or created by this very transaction."""
+    if result and "written" in result[0] and result[0]["written"] != sent:
+        raise StoreError(f"{statement.name} wrote {result[0]['written']} of {sent} rows: "
+                         "a profile or identifier the batch relied on is missing from the graph")
+
+
+async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats) -> None:
+    """The batch's write, in statement order; raising here rolls all of it back."""
+    stats.transactions += 1
+    stats.round_trips += 2  # BEGIN, COMMIT
+    if plan.locks:
+        stale = await _run(tx, cypher.LOCK_PROFILES, stats, "profiles", plan.locks)
+        if stale:
+            ids = ", ".join(sorted(r["id"] for r in stale))
+            raise StoreConflict(f"profiles changed by another writer since this batch read them: {ids}")
+    steps: tuple[tuple[Statement, str, Sequence[Any]], ...] = (
+        (cypher.UPSERT_PROFILES, "profiles", plan.profiles),
+        (cypher.RECORD_MERGES, "merges", plan.merges),
+        (cypher.MOVE_IDENTIFIERS, "merges", plan.merges),
+        (cypher.MOVE_TOUCHPOINTS, "merges", plan.merges),
+        (cypher.CREATE_IDENTIFIERS, "identifiers", plan.identifiers),
+        (cypher.ATTACH_IDENTIFIERS, "attachments", plan.attachments),
+        (cypher.RECORD_EVENTS, "events", plan.events),
+    )
+    for statement, name, rows in steps:
+        if rows:
+            _check_written(statement, await _run(tx, statement, stats, name, rows), len(rows))
+
+
+class Neo4jTransaction(StoreTransaction):
+    """One batch: reads go to the server only when the overlay cannot answer; writes wait for commit."""
+
+    def __init__(self, read: Callable[[NeighbourhoodRequest], Any]) -> None:
+        self._read = read
+        self._overlay = BatchOverlay(Snapshot())
+        self._rules: Rules | None = None
+
+    async def prefetch(self, batch: Sequence[PreparedEvent], rules: Rules) -> None:
+        self._rules = rules
+        self._overlay.snapshot.absorb(await self._read(NeighbourhoodRequest.for_batch(batch, rules)))
+
+    async def outcome(self, event_id: str) -> Outcome | None:
+        return await self._settle(lambda: self._overlay.outcome(event_id))
+
+    async def context(self, prepared: PreparedEvent, rules: Rules) -> ResolutionContext:
+        self._rules = rules
+        return await self._settle(lambda: self._overlay.context(prepared, rules))
+
+    async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
+        self._overlay.apply(prepared, changes, _now())
+
+    def write_plan(self) -> WritePlan:
+        return plan_writes(self._overlay)
+
+    async def _settle(self, ask: Callable[[], T | Missing]) -> T:
+        """Ask the overlay; while it names something missing, read that and ask again."""
+        for _ in range(FOLLOW_UP_READS):
+            answer = ask()
+            if not isinstance(answer, Missing):
+                return answer
+            request = answer.request(self._overlay.snapshot, self._rules, len(self._overlay.retired))
+            self._overlay.snapshot.absorb(await self._read(request))
+        raise StoreError(f"the batch's neighbourhood could not be read completely in {FOLLOW_UP_READS} reads")
+
+
+class Neo4jStore(GraphStore):
+    """The identity graph on Neo4j; see the module docstring and docs/neo4j.md."""
+
+    kind = "neo4j"
+
+    def __init__(self, settings: Neo4jSettings, *, connect: Callable[..., AsyncDriver] = AsyncGraphDatabase.driver) -> None:
+        """``connect`` makes the driver (``AsyncGraphDatabase.driver``; tests pass a stand-in)."""
+        self.settings = settings
+        self.stats = QueryStats()
+        self._connect = connect
+        self._driver: AsyncDriver | None = None
+        # One causal chain per store: a batch's read sees every batch this store committed,
+        # even when a cluster routes the read to a follower.
+        self._bookmarks = AsyncGraphDatabase.bookmark_manager()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        s = self.settings
+        driver = self._connect(s.url, auth=(s.user, s.password))
+        try:
+            await driver.verify_connectivity()
+            self._driver = driver
+            await self._create_schema()
+        except AuthError as exc:
+            await self._abandon(driver)
+            raise StoreError(f"Neo4j at {s.url} refused user {s.user!r}: {exc.message}; check IDGRAPH_NEO4J_USER "
+                             "and IDGRAPH_NEO4J_PASSWORD") from None
+        except (ServiceUnavailable, OSError) as exc:
+            await self._abandon(driver)
+            raise StoreError(f"cannot reach Neo4j at {s.url}: {exc}") from None
+        except Neo4jError as exc:
+            await self._abandon(driver)
+            raise StoreError(f"cannot open database {s.database!r} on Neo4j at {s.url}: {exc.message}") from None
+
+    async def _abandon(self, driver: AsyncDriver) -> None:
+        self._driver = None
+        await driver.close()
+
+    async def _create_schema(self) -> None:
+        """Constraints and indexes, idempotently: every worker runs this at start."""
+        for statement in cypher.SCHEMA:
+            params = {"timeout_s": INDEX_WAIT_S} if statement.params else {}
+            try:
+                await self._query(statement, RoutingControl.WRITE, **params)
+            except ClientError as exc:
+                if exc.code not in _SCHEMA_ALREADY_DONE:
+                    raise
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
+
+    @property
+    def driver(self) -> AsyncDriver:
+        if self._driver is None:
+            raise StoreError("the Neo4j store is not open; call open() or use 'async with'")
+        return self._driver
+
+    # --- talking to the server -------------------------------------------------------------
+
+    async def _query(self, statement: Statement, routing: RoutingControl, **params: Any) -> Rows:
+        """One statement in its own managed transaction (retried by the driver)."""
+        _check_params(statement, params)
+        self.stats.queries += 1
+        self.stats.transactions += 1
+        self.stats.round_trips += 2
+        result = await self.driver.execute_query(
+            statement.text, params, routing_=routing, database_=self.settings.database,
+            bookmark_manager_=self._bookmarks,
+        )
+        return [record.data() for record in result.records]
+
+    async def _read(self, statement: Statement, **params: Any) -> Rows:
+        with _outages_as_unavailable(self.settings.url):
+            return await self._query(statement, RoutingControl.READ, **params)
+
+    async def _write(self, statement: Statement, **params: Any) -> Rows:
+        with _outages_as_unavailable(self.settings.url):
+            return await self._query(statement, RoutingControl.WRITE, **params)
+
+    async def _read_neighbourhood(self, request: NeighbourhoodRequest) -> Snapshot:
+        (row,) = await self._read(cypher.LOAD_NEIGHBOURHOOD, **request.params())
+        return snapshot_from_row(row, request)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+        tx = Neo4jTransaction(self._read_neighbourhood)
+        yield tx
+        plan = tx.write_plan()
+        if not plan.empty:
+            await self._commit(plan)
+
+    async def _commit(self, plan: WritePlan) -> None:
+        with _outages_as_unavailable(self.settings.url):
+            try:
+                async with self.driver.session(database=self.settings.database, bookmark_manager=self._bookmarks) as session:
+                    await session.execute_write(_write_batch, plan, self.stats)
+            except StoreConflict:
+                self.stats.conflicts += 1
+                raise
+            except ConstraintError as exc:
+                self.stats.conflicts += 1
+                raise StoreConflict(f"another writer created the same node first: {exc.message}") from exc
+
+    # --- people, APIs and publishers -------------------------------------------------------
+
+    async def survivor(self, profile_id: str) -> str | None:
+        rows = await self._read(cypher.SURVIVOR, profile_id=profile_id)
+        return rows[0]["id"] if rows else None
+
+    async def profile(self, profile_id: str) -> ProfileSnapshot | None:
+        rows = await self._read(cypher.PROFILE, profile_id=profile_id)
+        if not rows:
+            return None
+        row = rows[0]
+        identifiers: dict[str, list[str]] = {}
+        # Sorted here, not in Cypher: Python orders strings as the embedded store does.
+        for key in sorted(row["identifiers"]):
+            type_, value = split_key(key)
+            identifiers.setdefault(type_, []).append(value)
+        return ProfileSnapshot(row["id"], row["version"], row["created_at"], row["updated_at"], identifiers,
+                               orjson.loads(row["traits"]), list(row["merged_from"]))
+
+    async def decision(self, event_id: str) -> dict[str, Any] | None:
+        rows = await self._read(cypher.DECISION, event_id=event_id)
+        return orjson.loads(rows[0]["record"]) if rows else None
+
+    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(cypher.DECISIONS_FOR, profile_id=profile_id)
+        return [orjson.loads(r["record"]) for r in rows]
+
+    async def timeline(self, profile_id: str) -> list[TimelineEntry]:
+        rows = await self._read(cypher.TIMELINE, profile_id=profile_id)
+        return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
+
+    async def assignments(self) -> list[tuple[str, str]]:
+        return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]
+
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
+        if event_ids is None:
+            rows = await self._read(cypher.UNPUBLISHED_DELTAS, limit=limit)
+        else:
+            rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids), limit=limit)
+        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows]
+
+    async def mark_published(self, delta_ids: list[str]) -> None:
+        if delta_ids:
+            await self._write(cypher.MARK_PUBLISHED, delta_ids=list(delta_ids))
+
+    async def open_reviews(self) -> list[dict[str, Any]]:
+        rows = await self._read(cypher.OPEN_REVIEWS)
+        return [{**r, "profile_ids": list(r["profile_ids"])} for r in rows]
+
+    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
+        rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)
+        return sorted(((r["key"], r["holders"]) for r in rows), key=lambda kn: (-kn[1], kn[0]))
+
+    async def subscription_documents(self) -> dict[str, dict[str, Any]]:
+        rows = await self._read(cypher.SUBSCRIPTIONS)
+        return {r["name"]: orjson.loads(r["document"]) for r in rows}
+
+    async def put_subscription(self, name: str, document: dict[str, Any]) -> None:
+        await self._write(cypher.PUT_SUBSCRIPTION, name=name, document=orjson.dumps(document).decode(), updated_at=_now())
+
+    async def delete_subscription(self, name: str) -> bool:
+        (row,) = await self._write(cypher.DELETE_SUBSCRIPTION, name=name)
+        return int(row["deleted"]) > 0

@@ -1,0 +1,263 @@
+"""What every GraphStore promises beyond resolution itself: snapshots, lineage, timelines,
+decisions, assignments, the outbox, reviews, subscriptions, idempotency and atomic batches.
+
+Runs against SQLite always and against Neo4j when NEO4J_URI is set (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import identity.decide
+from graph.neo4j import Neo4jStore
+from graph.resolver import Resolver
+from graph.sqlite import SQLiteStore
+from identity.events import PROFILE_ID_TYPE
+from identity.features import prepare
+from tests.conftest import cn_national_id, make_event
+
+pytestmark = pytest.mark.every_store
+
+
+@pytest.fixture
+async def second_worker(store):
+    """Another handle on the same graph, as a second worker process holds one."""
+    other = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else Neo4jStore(store.settings)
+    async with other:
+        yield other
+
+
+async def merged_pair(engine):
+    """Two profiles, then an event that merges the newer into the older."""
+    older = await engine.resolve(make_event({"phone": "13800138000"}, {"city": "Shanghai"}))
+    newer = await engine.resolve(make_event({"email": "zw@example.com"}, {"name": "Zhang Wei"}))
+    bridge = await engine.resolve(make_event({"phone": "13800138000", "email": "zw@example.com"}))
+    return older, newer, bridge
+
+
+# --- profiles and lineage -----------------------------------------------------------------
+
+async def test_profile_snapshot_shows_identifiers_by_type_and_traits_with_provenance(engine, store):
+    event = make_event({"phone": "13800138000", "email": "zw@example.com"}, {"city": "Shanghai"}, scenario="service.hotline")
+    outcome = await engine.resolve(event)
+    profile = await store.profile(outcome.profile_id)
+    assert (profile.id, profile.version, profile.merged_from) == (outcome.profile_id, 1, [])
+    customer = {t: values for t, values in profile.identifiers.items() if t != PROFILE_ID_TYPE}
+    assert customer == {"email": ["zw@example.com"], "phone": ["+8613800138000"]}
+    city = profile.traits["city"]
+    assert (city["value"], city["scenario"], city["event_id"]) == ("Shanghai", "service.hotline", event.event_id)
+    assert profile.created_at == event.occurred_at.isoformat()
+
+
+async def test_unknown_profile_has_no_snapshot_and_no_survivor(store):
+    assert await store.profile("p_unknown") is None
+    assert await store.survivor("p_unknown") is None
+
+
+async def test_live_profile_is_its_own_survivor(engine, store):
+    outcome = await engine.resolve(make_event({"crm_id": "c-1"}))
+    assert await store.survivor(outcome.profile_id) == outcome.profile_id
+
+
+async def test_merged_profile_answers_with_its_survivor_and_lineage(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    assert await store.survivor(newer.profile_id) == older.profile_id
+    survivor = await store.profile(newer.profile_id)
+    assert survivor.id == older.profile_id and survivor.version == 2
+    assert survivor.merged_from == [newer.profile_id]
+    assert set(survivor.traits) == {"city", "name"}
+
+
+async def test_lineage_follows_merges_of_merges(engine, store):
+    a = await engine.resolve(make_event({"crm_id": "a"}))
+    b = await engine.resolve(make_event({"crm_id": "b"}))
+    c = await engine.resolve(make_event({"crm_id": "c"}))
+    await engine.resolve(make_event({"crm_id": ["b", "c"]}))
+    await engine.resolve(make_event({"crm_id": ["a", "b"]}))
+    assert await store.survivor(c.profile_id) == a.profile_id
+    assert sorted((await store.profile(c.profile_id)).merged_from) == sorted([b.profile_id, c.profile_id])
+
+
+# --- timelines, decisions, assignments ----------------------------------------------------
+
+async def test_timeline_orders_touchpoints_by_when_they_occurred_not_when_they_arrived(engine, store):
+    late = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at="2026-03-01T00:00:00Z"))
+    early = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at="2026-01-01T00:00:00Z"))
+    timeline = await store.timeline(late.profile_id)
+    assert [e.event_id for e in timeline] == [early.event_id, late.event_id]
+
+
+async def test_timeline_compares_instants_across_utc_offsets(engine, store):
+    # 09:00 in Shanghai is 01:00 UTC: earlier than 02:00 UTC, though it sorts later as text.
+    utc = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at="2026-01-01T02:00:00+00:00"))
+    shanghai = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at="2026-01-01T09:00:00+08:00"))
+    timeline = await store.timeline(utc.profile_id)
+    assert [e.event_id for e in timeline] == [shanghai.event_id, utc.event_id]
+    assert timeline[0].occurred_at == "2026-01-01T09:00:00+08:00"
+
+
+async def test_touchpoints_that_occurred_together_keep_their_arrival_order(engine, store):
+    at = "2026-01-01T00:00:00Z"
+    first = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at=at))
+    second = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at=at, scenario="service.hotline"))
+    timeline = await store.timeline(first.profile_id)
+    assert [(e.event_id, e.scenario) for e in timeline] == [(first.event_id, "sales.crm"), (second.event_id, "service.hotline")]
+    assert timeline[0].event["event_id"] == first.event_id
+
+
+async def test_merged_profiles_share_one_timeline(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    events = [e.event_id for e in await store.timeline(newer.profile_id)]
+    assert events == [older.event_id, newer.event_id, bridge.event_id]
+
+
+async def test_decisions_for_a_profile_include_those_of_profiles_merged_into_it_oldest_first(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    decisions = await store.decisions_for(older.profile_id)
+    assert [(d["event_id"], d["action"]) for d in decisions] == [
+        (older.event_id, "create"), (newer.event_id, "create"), (bridge.event_id, "merge")]
+    assert decisions[2] == bridge.decision
+
+
+async def test_decision_of_an_event_is_its_full_record(engine, store):
+    outcome = await engine.resolve(make_event({"crm_id": "c-1"}))
+    assert await store.decision(outcome.event_id) == outcome.decision
+    assert await store.decision("never-seen") is None
+
+
+async def test_assignments_give_each_event_its_live_profile_in_arrival_order(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    assert await store.assignments() == [
+        (older.event_id, older.profile_id), (newer.event_id, older.profile_id), (bridge.event_id, older.profile_id)]
+
+
+# --- the outbox ---------------------------------------------------------------------------
+
+async def test_deltas_wait_in_the_outbox_oldest_first_until_published(engine, store):
+    outcomes = [await engine.resolve(make_event({"crm_id": f"c-{n}"})) for n in range(3)]
+    pending = await store.unpublished_deltas()
+    assert [d.delta_id for d in pending] == [o.deltas[0].delta_id for o in outcomes]
+    await store.mark_published([pending[0].delta_id])
+    assert [d.delta_id for d in await store.unpublished_deltas()] == [d.delta_id for d in pending[1:]]
+
+
+async def test_outbox_can_be_read_for_some_events_and_in_pages(engine, store):
+    outcomes = [await engine.resolve(make_event({"crm_id": f"c-{n}"})) for n in range(3)]
+    mine = await store.unpublished_deltas([outcomes[2].event_id, outcomes[0].event_id])
+    assert [d.cause.event_id for d in mine] == [
+        outcomes[0].event_id, outcomes[2].event_id]
+    assert len(await store.unpublished_deltas(limit=2)) == 2
+
+
+async def test_published_delta_is_the_one_that_was_written(engine, store):
+    outcome = await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
+    (pending,) = await store.unpublished_deltas()
+    assert pending == outcome.deltas[0]
+
+
+async def test_marking_unknown_deltas_published_changes_nothing(engine, store):
+    await engine.resolve(make_event({"crm_id": "c-1"}))
+    await store.mark_published(["d_unknown"])
+    await store.mark_published([])
+    assert len(await store.unpublished_deltas()) == 1
+
+
+# --- reviews and generic values -----------------------------------------------------------
+
+async def test_open_reviews_name_the_profiles_reason_and_confidence_in_creation_order(engine, store):
+    first = await engine.resolve(make_event({"phone": "13800138000", "national_id": cn_national_id(451)}))
+    one = await engine.resolve(make_event({"phone": "13800138000", "national_id": cn_national_id(671)}))
+    two = await engine.resolve(make_event({"phone": "13800138000", "national_id": cn_national_id(672)}))
+    reviews = await store.open_reviews()
+    assert [r["event_id"] for r in reviews] == [one.event_id, two.event_id]
+    assert reviews[0]["profile_ids"] == one.decision["review"]["profile_ids"]
+    assert first.profile_id in reviews[0]["profile_ids"]
+    assert reviews[0]["reason"] == one.decision["review"]["reason"]
+    assert reviews[0]["confidence"] == pytest.approx(one.decision["review"]["confidence"])
+    assert reviews[0]["id"] < reviews[1]["id"] and reviews[0]["created_at"]
+
+
+async def test_no_reviews_without_doubt(engine, store):
+    await engine.resolve(make_event({"crm_id": "c-1"}))
+    assert await store.open_reviews() == []
+
+
+async def test_generic_identifier_report_counts_holders_most_shared_first(engine, store, rules):
+    for n in range(5):
+        await engine.resolve(make_event({"phone": "02150501234", "national_id": cn_national_id(n)}))
+    for n in range(5, 9):
+        await engine.resolve(make_event({"phone": "02150509999", "national_id": cn_national_id(n)}))
+    assert await store.generic_identifiers(rules) == [("phone:+862150501234", 5), ("phone:+862150509999", 4)]
+
+
+# --- idempotency and atomicity ------------------------------------------------------------
+
+async def test_redelivery_in_a_later_batch_returns_the_original_outcome_with_the_same_deltas(engine, store):
+    event = make_event({"phone": "13800138000"}, {"name": "张伟"})
+    first = await engine.resolve(event)
+    again = await engine.resolve(event)
+    assert again.duplicate and not first.duplicate
+    assert (again.decision, again.deltas) == (first.decision, first.deltas)
+    assert len(await store.assignments()) == 1
+    assert (await store.profile(first.profile_id)).version == 1
+
+
+async def test_redelivery_in_the_same_batch_is_applied_once(store, rules):
+    event = prepare(make_event({"phone": "13800138000"}), rules)
+    first, again = await Resolver(store, rules).resolve([event, event])
+    assert again.duplicate and (again.decision, again.deltas) == (first.decision, first.deltas)
+    assert len(await store.unpublished_deltas()) == 1
+
+
+async def test_later_event_in_a_batch_sees_the_merge_an_earlier_one_made(store, rules):
+    events = [prepare(e, rules) for e in (
+        make_event({"phone": "13800138000"}),
+        make_event({"email": "zw@example.com"}),
+        make_event({"phone": "13800138000", "email": "zw@example.com"}),
+        make_event({"email": "zw@example.com"}, {"city": "Shanghai"}),
+    )]
+    older, _, merged, later = await Resolver(store, rules).resolve(events)
+    assert merged.decision["action"] == "merge"
+    assert later.profile_id == older.profile_id and later.deltas[0].profile_version == 3
+    assert {p for _, p in await store.assignments()} == {older.profile_id}
+
+
+async def test_failure_mid_batch_writes_nothing_of_the_batch(store, rules, monkeypatch):
+    batch = [prepare(make_event({"crm_id": f"c-{i}"}), rules) for i in range(3)]
+    real = identity.decide.decide
+
+    def failing_third(prepared, ctx, r):
+        if prepared.event_id == batch[2].event_id:
+            raise RuntimeError("disk on fire")
+        return real(prepared, ctx, r)
+
+    monkeypatch.setattr("graph.resolver.decide", failing_third)
+    with pytest.raises(RuntimeError):
+        await Resolver(store, rules).resolve(batch)
+    assert await store.assignments() == []
+    assert await store.unpublished_deltas() == []
+
+
+async def test_two_workers_resolving_the_same_new_identifier_at_once_end_with_one_profile(store, second_worker, rules):
+    mine = [prepare(make_event({"email": "new@example.com"}, {"city": "Shanghai"}), rules)]
+    theirs = [prepare(make_event({"email": "new@example.com"}, {"city": "Beijing"}), rules)]
+    (first,), (second,) = await asyncio.gather(
+        Resolver(store, rules).resolve(mine), Resolver(second_worker, rules).resolve(theirs))
+    assert first.profile_id == second.profile_id
+    assert sorted(o.decision["action"] for o in (first, second)) == ["create", "link"]
+    assert len({profile for _, profile in await store.assignments()}) == 1
+
+
+# --- the subscription registry ------------------------------------------------------------
+
+async def test_subscriptions_are_registered_replaced_listed_and_removed(store):
+    await store.put_subscription("crm", {"filter": {"scenario": "sales.crm"}})
+    await store.put_subscription("audit", {"filter": {}})
+    await store.put_subscription("crm", {"filter": {"scenario": "service.hotline"}})
+    assert await store.subscription_documents() == {
+        "audit": {"filter": {}}, "crm": {"filter": {"scenario": "service.hotline"}}}
+    assert await store.delete_subscription("crm") is True
+    assert await store.delete_subscription("crm") is False
+    assert list(await store.subscription_documents()) == ["audit"]
