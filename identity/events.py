@@ -29,6 +29,7 @@ CONSENT_PURPOSES = ("marketing", "ai_training", "analytics", "third_party_sharin
 _SCENARIO = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 _CUSTOM_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}:[a-z0-9][a-z0-9_.-]{0,63}$")
 _TRAIT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
 
 Scalar = str | int | float | bool | None
 IdentifierValue = Annotated[str, Field(min_length=1, max_length=512)]
@@ -88,6 +89,14 @@ class TouchpointEvent(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     causation: Causation | None = None
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        # pydantic would also take epoch numbers (even as strings); the contract says RFC 3339.
+        if not isinstance(value, str) or not _RFC3339.match(value):
+            raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T09:30:00+08:00")
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _needs_offset(cls, value: datetime) -> datetime:
@@ -98,10 +107,12 @@ class TouchpointEvent(BaseModel):
     @field_validator("identifiers")
     @classmethod
     def _identifier_types(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for type_ in value:
+        for position, type_ in enumerate(value, start=1):
             if type_ not in KNOWN_IDENTIFIER_TYPES and not _CUSTOM_TYPE.match(type_):
+                # Named by position, not echoed: a producer that puts a value where a key goes
+                # would otherwise leak it into refusal reasons and logs.
                 raise ValueError(
-                    f"unknown identifier type {type_!r}: use one of {sorted(KNOWN_IDENTIFIER_TYPES)} "
+                    f"identifier #{position} has an unknown type: use one of {sorted(KNOWN_IDENTIFIER_TYPES)} "
                     "or a custom 'namespace:name' type"
                 )
         return value
@@ -109,9 +120,9 @@ class TouchpointEvent(BaseModel):
     @field_validator("traits")
     @classmethod
     def _trait_names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
+        for position, name in enumerate(value, start=1):
             if not _TRAIT_NAME.match(name):
-                raise ValueError(f"trait name {name!r} must be lower_snake_case")
+                raise ValueError(f"trait #{position} has a name that is not lower_snake_case (a-z, 0-9, _)")
         return value
 
     def identifier_pairs(self) -> list[tuple[str, str]]:

@@ -386,4 +386,5 @@ def normalize_date(raw: str) -> str:
                 return date(int(found["y"]), int(found["m"]), int(found["d"])).isoformat()
             except ValueError:
                 break
-    raise ValueError(f"not a date: {raw!r}")
+    # The value itself stays out of the message: reasons end up in decision records and logs.
+    raise ValueError("not a date: expected year first, e.g. 1985-04-12, 1985/4/12 or 19850412")

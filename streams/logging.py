@@ -123,6 +123,9 @@ def configure_logging(level: str | int = "info", *, stream: IO[str] | None = Non
         logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=cache,
     )
+    # httpx logs every request URL at INFO; webhook URLs can carry tokens.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
 _decisions = structlog.get_logger("idgraph.decisions")
