@@ -14,11 +14,17 @@
 | IDGRAPH_MAX_EVENT_BYTES | 262144 | larger events are dead-lettered as oversized |
 | IDGRAPH_SESSION_TIMEOUT_S | 10 | consumer group session timeout (also the rebalance timeout) |
 | IDGRAPH_DATA_DIR | data | where the worker keeps local files |
+| IDGRAPH_POLICY | bundled policy | attribute sovereignty policy (YAML) |
+| IDGRAPH_SCENARIOS | (unset) | ``module:object[,...]`` scenarios to run inside the worker |
+| IDGRAPH_MAX_HOPS | 8 | events caused through more scenario hops are refused (dead-lettered as hop_limit) |
+| IDGRAPH_METRICS_PORT | 9100 | Prometheus ``/metrics`` port of this worker; 0 disables it |
+| IDGRAPH_REPLICATION | 1 | replication factor of the topics the worker creates (3 on a three-broker cluster) |
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -27,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from graph.factory import DEFAULT_STORE
 
 PREFIX = "IDGRAPH_"
+_SCENARIO_SPECS = re.compile(r"^\s*[\w.]+:[\w.]+(\s*,\s*[\w.]+:[\w.]+)*\s*$")
 #: Variables read by other parts (the Neo4j store's credentials, for one), not by the worker settings.
 OTHER_READERS = ("IDGRAPH_NEO4J_",)
 
@@ -50,6 +57,11 @@ class Settings(BaseModel):
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     session_timeout_s: float = Field(default=10.0, ge=1, le=300)
     data_dir: Path = Path("data")
+    policy: Path | None = None
+    scenarios: str | None = None
+    max_hops: int = Field(default=8, ge=1, le=100)
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    replication: int = Field(default=1, ge=1, le=10)
 
     @field_validator("broker")
     @classmethod
@@ -64,7 +76,15 @@ class Settings(BaseModel):
                 raise ValueError(f"{host!r} is not host:port")
         return value
 
-    @field_validator("rules", "subscriptions")
+    @field_validator("scenarios")
+    @classmethod
+    def _scenario_specs(cls, value: str | None) -> str | None:
+        if value is not None and not _SCENARIO_SPECS.match(value):
+            raise ValueError("expected module:object, several separated by commas "
+                             "(e.g. streams.flows.battery_recycling:SCENARIOS)")
+        return value
+
+    @field_validator("rules", "subscriptions", "policy")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

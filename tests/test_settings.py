@@ -33,3 +33,9 @@ def test_bad_values_are_refused_naming_the_variable(variable, value, message):
 def test_misspelt_variables_are_reported_as_unknown():
     environ = {"IDGRAPH_PARTITONS": "8", "IDGRAPH_PARTITIONS": "2", "IDGRAPH_NEO4J_USER": "neo4j", "HOME": "/root"}
     assert Settings.unknown_variables(environ) == ["IDGRAPH_PARTITONS"]
+
+
+def test_scenarios_must_name_module_and_object():
+    with pytest.raises(SettingsError, match="IDGRAPH_SCENARIOS: .*expected module:object"):
+        Settings.from_env({"IDGRAPH_SCENARIOS": "battery_recycling"})
+    assert Settings.from_env({"IDGRAPH_SCENARIOS": "a.b:C, d:E"}).scenarios == "a.b:C, d:E"
