@@ -66,6 +66,20 @@ SCHEMA: tuple[Statement, ...] = (
               "CREATE INDEX unpublished_seq IF NOT EXISTS FOR (d:Unpublished) ON (d.seq)"),
     Statement("index_review_status",
               "CREATE INDEX review_status IF NOT EXISTS FOR (r:Review) ON (r.status)"),
+    Statement("constraint_operation_id",
+              "CREATE CONSTRAINT operation_id IF NOT EXISTS FOR (o:Operation) REQUIRE o.id IS UNIQUE"),
+    Statement("constraint_tombstone_profile_id",
+              "CREATE CONSTRAINT tombstone_profile_id IF NOT EXISTS FOR (t:Tombstone) REQUIRE t.profile_id IS UNIQUE"),
+    Statement("constraint_tombstone_key_hash",
+              "CREATE CONSTRAINT tombstone_key_hash IF NOT EXISTS FOR (k:TombstoneKey) REQUIRE k.hash IS UNIQUE"),
+    Statement("constraint_secret_name",
+              "CREATE CONSTRAINT secret_name IF NOT EXISTS FOR (s:Secret) REQUIRE s.name IS UNIQUE"),
+    Statement("index_delta_profile",
+              "CREATE INDEX delta_profile IF NOT EXISTS FOR (d:Delta) ON (d.profile_id)"),
+    # The key of tombstone hashes: made by whichever worker starts first, read by all.
+    Statement("erasure_key",
+              "MERGE (s:Secret {name: 'erasure_key'}) ON CREATE SET s.value = $value RETURN s.value AS value",
+              ("value",)),
     Statement("await_indexes", "CALL db.awaitIndexes($timeout_s)", ("timeout_s",)),
 )
 
@@ -111,13 +125,24 @@ WITH
         ORDER BY t.seq DESC LIMIT $per_key
       }
     }
-  } AS blocking
-WITH outcomes, identifiers, blocking,
+  } AS blocking,
+  COLLECT {
+    UNWIND $event_ids AS event_id
+    MATCH (r:Refusal {event_id: event_id})
+    RETURN {event_id: event_id, record: r.record}
+  } AS refusals,
+  COLLECT {
+    UNWIND $tombstone_hashes AS hash
+    MATCH (k:TombstoneKey {hash: hash})
+    MATCH (t:Tombstone {profile_id: k.profile_id})
+    RETURN {hash: hash, profile_id: k.profile_id, via: k.via, erased_at: t.erased_at}
+  } AS erased
+WITH outcomes, identifiers, blocking, refusals, erased,
   reduce(owners = $profile_ids, x IN identifiers |
     CASE WHEN size(x.holders) <= $generic_after THEN owners + x.holders ELSE owners END) AS owners
-WITH outcomes, identifiers, blocking, owners,
+WITH outcomes, identifiers, blocking, refusals, erased, owners,
   reduce(ids = owners, x IN blocking | ids + [r IN x.records | r.profile_id]) AS involved
-RETURN outcomes, identifiers, blocking,
+RETURN outcomes, identifiers, blocking, refusals, erased,
   COLLECT {
     UNWIND owners AS owner
     WITH DISTINCT owner
@@ -136,13 +161,18 @@ RETURN outcomes, identifiers, blocking,
     WITH DISTINCT profile_id
     MATCH (p:Profile {id: profile_id})
     RETURN {
-      id: p.id, version: p.version, created_at: p.created_at, traits: p.traits,
-      identifiers: COLLECT { MATCH (p)-[:HAS_IDENTIFIER]->(i:Identifier) RETURN i.key }
+      id: p.id, version: p.version, created_at: p.created_at, traits: p.traits, consent: p.consent,
+      identifiers: COLLECT { MATCH (p)-[:HAS_IDENTIFIER]->(i:Identifier) RETURN i.key },
+      kept_apart: COLLECT {
+        MATCH (p)<-[:MERGED_INTO*0..]-(:Profile)-[:KEPT_APART]-(:Profile)-[:MERGED_INTO*0..]->(other:Profile)
+        WHERE NOT EXISTS { (other)-[:MERGED_INTO]->(:Profile) }
+        RETURN DISTINCT other.id
+      }
     }
   } AS profiles
 """,
     ("event_ids", "identifier_keys", "holder_limit", "blocking_keys", "per_key", "generic_after",
-     "profile_ids", "records_per_profile"),
+     "profile_ids", "records_per_profile", "tombstone_hashes"),
 )
 
 # --- resolution: one write transaction per batch, statements in this order ----------------
@@ -175,7 +205,7 @@ UPSERT_PROFILES = Statement(
 UNWIND $profiles AS row
 MERGE (p:Profile {id: row.id})
   ON CREATE SET p.created_at = row.created_at
-SET p.version = row.version, p.updated_at = row.updated_at, p.traits = row.traits
+SET p.version = row.version, p.updated_at = row.updated_at, p.traits = row.traits, p.consent = row.consent
 """,
     ("profiles",),
 )
@@ -291,6 +321,16 @@ FOREACH (delta IN row.deltas |
 RETURN count(*) AS written
 """,
     ("events",),
+)
+
+# Events refused because they belong to an erased customer: their id and the reason, no more.
+RECORD_REFUSALS = Statement(
+    "record_refusals",
+    """
+UNWIND $refusals AS row
+CREATE (:Refusal {event_id: row.event_id, record: row.record, refused_at: row.refused_at})
+""",
+    ("refusals",),
 )
 
 # --- people, APIs and publishers ----------------------------------------------------------
@@ -443,6 +483,274 @@ RETURN count(s) AS deleted
     ("name",),
 )
 
+# --- operations by people: merge, split, review verdicts (one write transaction each) -------
+
+# The family an operation rewrites: the live profile, everything merged into it (with the last
+# version each had), its touchpoints in arrival order and its identifiers' provenance.
+FAMILY = Statement(
+    "family",
+    _LIVE_PROFILE
+    + """
+RETURN live.id AS id, live.version AS version, live.created_at AS created_at, live.traits AS traits,
+  live.consent AS consent,
+  COLLECT {
+    MATCH (live)-[held:HAS_IDENTIFIER]->(i:Identifier)
+    RETURN {key: i.key, first_seen: held.first_seen, source: held.source}
+  } AS identifiers,
+  COLLECT {
+    MATCH (retired:Profile)-[:MERGED_INTO*]->(live)
+    RETURN {id: retired.id, version: retired.version}
+  } AS retired,
+  COLLECT {
+    MATCH (live)-[:HAS_TOUCHPOINT]->(t:Touchpoint)
+    RETURN {event_id: t.event_id, event: t.event} ORDER BY t.seq
+  } AS touchpoints
+""",
+    ("profile_id",),
+)
+
+# Profiles live after the operation stop pointing anywhere; retired ones point at their survivor.
+REVIVE_PROFILES = Statement(
+    "revive_profiles",
+    """
+UNWIND $ids AS id
+MATCH (:Profile {id: id})-[lineage:MERGED_INTO]->(:Profile)
+DELETE lineage
+""",
+    ("ids",),
+)
+
+RETIRE_PROFILES = Statement(
+    "retire_profiles",
+    """
+UNWIND $retired AS row
+MATCH (retired:Profile {id: row.retired})
+MATCH (survivor:Profile {id: row.survivor})
+OPTIONAL MATCH (retired)-[old:MERGED_INTO]->(:Profile)
+DELETE old
+WITH DISTINCT retired, survivor, row
+CREATE (retired)-[:MERGED_INTO {event_id: row.operation_id, merged_at: row.at}]->(survivor)
+RETURN count(*) AS written
+""",
+    ("retired",),
+)
+
+REASSIGN_TOUCHPOINTS = Statement(
+    "reassign_touchpoints",
+    """
+UNWIND $touchpoints AS row
+MATCH (:Profile)-[old:HAS_TOUCHPOINT]->(t:Touchpoint {event_id: row.event_id})
+MATCH (p:Profile {id: row.profile_id})
+DELETE old
+CREATE (p)-[:HAS_TOUCHPOINT]->(t)
+RETURN count(*) AS written
+""",
+    ("touchpoints",),
+)
+
+DROP_IDENTIFIERS = Statement(
+    "drop_identifiers",
+    """
+UNWIND $ids AS id
+MATCH (:Profile {id: id})-[held:HAS_IDENTIFIER]->(:Identifier)
+DELETE held
+""",
+    ("ids",),
+)
+
+SET_IDENTIFIERS = Statement(
+    "set_identifiers",
+    """
+UNWIND $identifiers AS row
+MATCH (p:Profile {id: row.profile_id})
+MERGE (i:Identifier {key: row.key})
+  ON CREATE SET i.type = row.type
+MERGE (p)-[held:HAS_IDENTIFIER]->(i)
+SET held.first_seen = row.first_seen, held.last_seen = row.at, held.source = row.source, held.confidence = 1.0
+RETURN count(*) AS written
+""",
+    ("identifiers",),
+)
+
+KEEP_APART = Statement(
+    "keep_apart",
+    """
+UNWIND $pairs AS pair
+MATCH (a:Profile {id: pair[0]})
+MATCH (b:Profile {id: pair[1]})
+MERGE (a)-[kept:KEPT_APART]->(b)
+  ON CREATE SET kept.operation_id = $operation_id
+""",
+    ("pairs", "operation_id"),
+)
+
+DECIDE_REVIEW = Statement(
+    "decide_review",
+    """
+MATCH (r:Review {id: $review_id})
+WHERE r.status = 'open'
+SET r.status = $status, r.decided_at = $at, r.decided_by = $actor, r.operation_id = $operation_id
+RETURN count(r) AS decided
+""",
+    ("review_id", "status", "at", "actor", "operation_id"),
+)
+
+# The operation's record and its deltas, in arrival order with every touchpoint's.
+RECORD_OPERATION = Statement(
+    "record_operation",
+    """
+MERGE (sequence:Sequence {name: 'touchpoint'})
+SET sequence.value = coalesce(sequence.value, 0) + 1
+WITH sequence.value AS seq
+CREATE (o:Operation {id: $id, seq: seq, kind: $kind, actor: $actor, at: $at, record: $record,
+                     profile_ids: $profile_ids})
+FOREACH (delta IN $deltas |
+  CREATE (o)-[:EMITTED]->(:Delta:Unpublished {
+    delta_id: delta.delta_id, seq: seq, index: delta.index, event_id: $id,
+    profile_id: delta.profile_id, delta: delta.json, published: false
+  }))
+""",
+    ("id", "kind", "actor", "at", "record", "profile_ids", "deltas"),
+)
+
+# --- erasure: everything of the family goes, in one write transaction ----------------------
+
+# Blocking-key and identifier nodes hold personal values in their keys: those the family alone
+# used go with it; those other customers share stay, for them.
+ERASE_BLOCKING_KEYS = Statement(
+    "erase_blocking_keys",
+    """
+UNWIND $family AS id
+MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(:Touchpoint)-[:BLOCKED_BY]->(b:BlockingKey)
+WITH DISTINCT b
+WHERE NOT EXISTS {
+  MATCH (b)<-[:BLOCKED_BY]-(:Touchpoint)<-[:HAS_TOUCHPOINT]-(other:Profile)
+  WHERE NOT other.id IN $family
+}
+DETACH DELETE b
+""",
+    ("family",),
+)
+
+ERASE_IDENTIFIERS = Statement(
+    "erase_identifiers",
+    """
+UNWIND $family AS id
+MATCH (:Profile {id: id})-[:HAS_IDENTIFIER]->(i:Identifier)
+WITH DISTINCT i
+WHERE NOT EXISTS { MATCH (i)<-[:HAS_IDENTIFIER]-(other:Profile) WHERE NOT other.id IN $family }
+DETACH DELETE i
+""",
+    ("family",),
+)
+
+ERASE_TOUCHPOINTS = Statement(
+    "erase_touchpoints",
+    """
+UNWIND $family AS id
+MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint)
+OPTIONAL MATCH (t)-[:DECIDED_BY]->(d:Decision)
+OPTIONAL MATCH (d)-[:EMITTED|RAISED]->(x)
+DETACH DELETE t, d, x
+""",
+    ("family",),
+)
+
+ERASE_RECORDS = Statement(
+    "erase_records",
+    """
+UNWIND $family AS id
+OPTIONAL MATCH (delta:Delta {profile_id: id})
+DETACH DELETE delta
+WITH DISTINCT id
+MATCH (r:Review)
+WHERE id IN r.profile_ids
+DETACH DELETE r
+""",
+    ("family",),
+)
+
+# Earlier operations on the family may carry an operator's free-text reason about the person.
+ERASE_OPERATIONS = Statement(
+    "erase_operations",
+    """
+MATCH (o:Operation)
+WHERE any(id IN o.profile_ids WHERE id IN $family)
+DETACH DELETE o
+""",
+    ("family",),
+)
+
+ERASE_PROFILES = Statement(
+    "erase_profiles",
+    """
+UNWIND $family AS id
+MATCH (p:Profile {id: id})
+DETACH DELETE p
+""",
+    ("family",),
+)
+
+RECORD_TOMBSTONE = Statement(
+    "record_tombstone",
+    """
+UNWIND $family AS id
+MERGE (t:Tombstone {profile_id: id})
+SET t.erased_at = $erased_at, t.operation_id = $operation_id
+WITH count(*) AS marked
+UNWIND $hashes AS row
+MERGE (k:TombstoneKey {hash: row.hash})
+  ON CREATE SET k.profile_id = $profile_id, k.via = row.via
+""",
+    ("family", "erased_at", "operation_id", "hashes", "profile_id"),
+)
+
+TOMBSTONE = Statement(
+    "tombstone",
+    """
+MATCH (t:Tombstone {profile_id: $profile_id})
+RETURN t.profile_id AS profile_id, t.erased_at AS erased_at, t.operation_id AS operation_id
+""",
+    ("profile_id",),
+)
+
+OPERATIONS_FOR = Statement(
+    "operations_for",
+    _LIVE_PROFILE
+    + """
+WITH [live.id] + COLLECT { MATCH (retired:Profile)-[:MERGED_INTO*]->(live) RETURN retired.id } AS ids
+MATCH (o:Operation)
+WHERE any(id IN o.profile_ids WHERE id IN ids)
+RETURN o.record AS record
+ORDER BY o.seq
+""",
+    ("profile_id",),
+)
+
+REVIEWS = Statement(
+    "reviews",
+    """
+MATCH (r:Review)
+WHERE $status IS NULL OR r.status = $status
+RETURN r.id AS id, r.event_id AS event_id, r.profile_ids AS profile_ids, r.reason AS reason,
+  r.confidence AS confidence, r.created_at AS created_at, r.status AS status, r.decided_at AS decided_at,
+  r.decided_by AS decided_by, r.operation_id AS operation_id
+ORDER BY r.id
+""",
+    ("status",),
+)
+
+IDENTIFIER_HOLDERS = Statement(
+    "identifier_holders",
+    """
+UNWIND $keys AS key
+MATCH (:Identifier {key: key})<-[:HAS_IDENTIFIER]-(p:Profile)
+RETURN key, p.id AS profile_id
+ORDER BY key, profile_id
+""",
+    ("keys",),
+)
+
 # For tests and throwaway demo databases only: the store itself never deletes anything.
 DELETE_EVERYTHING = Statement("delete_everything", "MATCH (n) DETACH DELETE n")
 
@@ -452,7 +760,11 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         *SCHEMA,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
-        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, RECORD_EVENTS,
+        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, RECORD_EVENTS, RECORD_REFUSALS,
+        FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
+        KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
+        ERASE_BLOCKING_KEYS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,
+        RECORD_TOMBSTONE, TOMBSTONE, OPERATIONS_FOR, REVIEWS, IDENTIFIER_HOLDERS,
         SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, ASSIGNMENTS,
         UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, MARK_PUBLISHED, OPEN_REVIEWS, GENERIC_IDENTIFIERS,
         SUBSCRIPTIONS, PUT_SUBSCRIPTION, DELETE_SUBSCRIPTION,

@@ -18,8 +18,9 @@ batch write needs. Both are managed transactions that the driver retries.
 
 from __future__ import annotations
 
+import secrets
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
 
@@ -40,8 +41,12 @@ from graph.cypher import Statement
 from graph.neo4j_settings import Neo4jSettings
 from graph.overlay import BatchOverlay, Missing
 from graph.snapshot import NeighbourhoodRequest, Snapshot, snapshot_from_row
+from graph import neo4j_operations as operations
 from graph.store import (
+    ErasureWrite,
+    Family,
     GraphStore,
+    OperationWrite,
     Outcome,
     ProfileSnapshot,
     StoreConflict,
@@ -52,8 +57,9 @@ from graph.store import (
 )
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
+from graph.tombstones import event_hashes
 from identity.features import PreparedEvent, split_key
-from identity.model import ResolutionContext
+from identity.model import ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -137,6 +143,7 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
         (cypher.CREATE_IDENTIFIERS, "identifiers", plan.identifiers),
         (cypher.ATTACH_IDENTIFIERS, "attachments", plan.attachments),
         (cypher.RECORD_EVENTS, "events", plan.events),
+        (cypher.RECORD_REFUSALS, "refusals", plan.refusals),
     )
     for statement, name, rows in steps:
         if rows:
@@ -146,10 +153,11 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
 class Neo4jTransaction(StoreTransaction):
     """One batch: reads go to the server only when the overlay cannot answer; writes wait for commit."""
 
-    def __init__(self, read: Callable[[NeighbourhoodRequest], Any]) -> None:
+    def __init__(self, read: Callable[[NeighbourhoodRequest], Any], erasure_key: bytes = b"") -> None:
         self._read = read
         self._overlay = BatchOverlay(Snapshot())
         self._rules: Rules | None = None
+        self._erasure_key = erasure_key
 
     async def prefetch(self, batch: Sequence[PreparedEvent], rules: Rules) -> None:
         self._rules = rules
@@ -160,10 +168,17 @@ class Neo4jTransaction(StoreTransaction):
 
     async def context(self, prepared: PreparedEvent, rules: Rules) -> ResolutionContext:
         self._rules = rules
-        return await self._settle(lambda: self._overlay.context(prepared, rules))
+        context = await self._settle(lambda: self._overlay.context(prepared, rules))
+        # The read looked up the tombstone hashes of every event id and key of the batch.
+        erased = self._overlay.snapshot.erased
+        found = [erased[h] for h in event_hashes(self._erasure_key, prepared) if h in erased]
+        return replace(context, erased=tuple(found)) if found else context
 
     async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
         self._overlay.apply(prepared, changes, _now())
+
+    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+        self._overlay.refuse(prepared.event_id, record, _now())
 
     def write_plan(self) -> WritePlan:
         return plan_writes(self._overlay)
@@ -190,6 +205,7 @@ class Neo4jStore(GraphStore):
         self.stats = QueryStats()
         self._connect = connect
         self._driver: AsyncDriver | None = None
+        self._erasure_key = b""
         # One causal chain per store: a batch's read sees every batch this store committed,
         # even when a cluster routes the read to a follower.
         self._bookmarks = AsyncGraphDatabase.bookmark_manager()
@@ -221,6 +237,11 @@ class Neo4jStore(GraphStore):
     async def _create_schema(self) -> None:
         """Constraints and indexes, idempotently: every worker runs this at start."""
         for statement in cypher.SCHEMA:
+            if statement.name == "erasure_key":
+                mine = secrets.token_hex(32)
+                rows = await self._query(statement, RoutingControl.WRITE, value=mine)
+                self._erasure_key = bytes.fromhex(rows[0]["value"] if rows else mine)
+                continue
             params = {"timeout_s": INDEX_WAIT_S} if statement.params else {}
             try:
                 await self._query(statement, RoutingControl.WRITE, **params)
@@ -262,12 +283,14 @@ class Neo4jStore(GraphStore):
             return await self._query(statement, RoutingControl.WRITE, **params)
 
     async def _read_neighbourhood(self, request: NeighbourhoodRequest) -> Snapshot:
-        (row,) = await self._read(cypher.LOAD_NEIGHBOURHOOD, **request.params())
+        hashes = [tombstone_hash(self._erasure_key, k) for k in request.identifier_keys]
+        hashes += [h for e in request.event_ids for h in operations.event_hash(self._erasure_key, e)]
+        (row,) = await self._read(cypher.LOAD_NEIGHBOURHOOD, **request.params(), tombstone_hashes=hashes)
         return snapshot_from_row(row, request)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTransaction]:
-        tx = Neo4jTransaction(self._read_neighbourhood)
+        tx = Neo4jTransaction(self._read_neighbourhood, self._erasure_key)
         yield tx
         plan = tx.write_plan()
         if not plan.empty:
@@ -302,7 +325,8 @@ class Neo4jStore(GraphStore):
             type_, value = split_key(key)
             identifiers.setdefault(type_, []).append(value)
         return ProfileSnapshot(row["id"], row["version"], row["created_at"], row["updated_at"], identifiers,
-                               orjson.loads(row["traits"]), list(row["merged_from"]))
+                               orjson.loads(row["traits"]), list(row["merged_from"]),
+                               orjson.loads(row["consent"]) if row.get("consent") else {})
 
     async def decision(self, event_id: str) -> dict[str, Any] | None:
         rows = await self._read(cypher.DECISION, event_id=event_id)
@@ -348,3 +372,56 @@ class Neo4jStore(GraphStore):
     async def delete_subscription(self, name: str) -> bool:
         (row,) = await self._write(cypher.DELETE_SUBSCRIPTION, name=name)
         return int(row["deleted"]) > 0
+
+    # --- operations by people (graph/neo4j_operations.py) ----------------------------------
+
+    @property
+    def erasure_key(self) -> bytes:
+        self.driver  # noqa: B018 - raises when not open
+        return self._erasure_key
+
+    async def family(self, profile_id: str) -> Family | None:
+        rows = await self._read(cypher.FAMILY, profile_id=profile_id)
+        return operations.family_from_row(rows[0]) if rows else None
+
+    async def apply_operation(self, write: OperationWrite) -> None:
+        await self._commit_steps(operations.operation_steps(write, _now()))
+
+    async def erase(self, write: ErasureWrite) -> None:
+        await self._commit_steps(operations.erasure_steps(write))
+
+    async def _commit_steps(self, steps: list[operations.Step]) -> None:
+        """One managed write transaction of named statements; a step's check raising rolls it back."""
+        async def work(tx: AsyncManagedTransaction) -> None:
+            self.stats.transactions += 1
+            self.stats.round_trips += 2
+            for step in steps:
+                _check_params(step.statement, step.params)
+                self.stats.queries += 1
+                self.stats.round_trips += 1
+                result = await tx.run(step.statement.text, step.params)
+                step.check(await result.data())
+
+        with _outages_as_unavailable(self.settings.url):
+            try:
+                async with self.driver.session(database=self.settings.database, bookmark_manager=self._bookmarks) as session:
+                    await session.execute_write(work)
+            except ConstraintError as exc:
+                raise StoreConflict(f"another writer got there first: {exc.message}") from exc
+
+    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+        rows = await self._read(cypher.TOMBSTONE, profile_id=profile_id)
+        return rows[0] if rows else None
+
+    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(r["record"]) for r in await self._read(cypher.OPERATIONS_FOR, profile_id=profile_id)]
+
+    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+        rows = await self._read(cypher.REVIEWS, status=status)
+        return [{**r, "profile_ids": list(r["profile_ids"])} for r in rows]
+
+    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        holders: dict[str, list[str]] = {}
+        for row in await self._read(cypher.IDENTIFIER_HOLDERS, keys=list(keys)):
+            holders.setdefault(row["key"], []).append(row["profile_id"])
+        return holders

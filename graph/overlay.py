@@ -89,7 +89,7 @@ class PendingEvent:
 
 def _copy(state: ProfileState) -> ProfileState:
     # The engine copies before changing, but a shared set is one refactor away from a bug.
-    return ProfileState(state.id, state.version, state.created_at, set(state.identifiers), dict(state.traits))
+    return state.copy()
 
 
 class BatchOverlay:
@@ -109,6 +109,8 @@ class BatchOverlay:
         #: Pending records by the profile their decision named, and by blocking key.
         self._by_profile: dict[str, list[StoredRecord]] = {}
         self._by_blocking: dict[str, list[StoredRecord]] = {}
+        #: Events refused in this batch (an erased customer's), with their records as JSON.
+        self.refusals: list[tuple[str, str, str]] = []
 
     # --- what the batch changed ------------------------------------------------------------
 
@@ -139,6 +141,12 @@ class BatchOverlay:
             orjson.dumps(decision.as_dict()).decode(), tuple(d.to_json().decode() for d in changes.deltas)
         )
         self.events.append(PendingEvent(prepared, changes, now, len(self.events)))
+
+    def refuse(self, event_id: str, record: dict, now: str) -> None:  # type: ignore[type-arg]
+        """Remember a refused event so a duplicate later in the batch gets the same answer."""
+        text = orjson.dumps(record).decode()
+        self._outcomes[event_id] = StoredOutcome(text, ())
+        self.refusals.append((event_id, text, now))
 
     def _retire(self, retired: str, into: str) -> None:
         survivor = self.live(into)
@@ -171,7 +179,12 @@ class BatchOverlay:
         profiles = self._states(strong | {r.profile_id for r in records.values()}, gaps)
         if gaps:
             return gaps.missing()
-        return ResolutionContext(holders, tuple(records.values()), profiles)
+        return ResolutionContext(holders, tuple(records.values()), profiles, self._kept_apart(set(profiles)))
+
+    def _kept_apart(self, ids: set[str]) -> frozenset[frozenset[str]]:
+        """Pairs kept apart among ``ids``, each side followed through this batch's merges."""
+        pairs = (frozenset(self.live(p) for p in pair) for pair in self.snapshot.kept_apart)
+        return frozenset(p for p in pairs if len(p) == 2 and p <= ids)
 
     def _holders(self, keys: Iterable[str], rules: Rules, gaps: _Gaps) -> dict[str, tuple[str, ...]]:
         limit = rules.identifiers.generic_after_profiles + 1

@@ -20,7 +20,7 @@ from typing import Sequence
 from graph.store import GraphStore, Outcome, StoreConflict
 from identity.decide import decide
 from identity.features import PreparedEvent
-from identity.plan import plan_changes
+from identity.plan import plan_changes, plan_refusal
 from identity.policy import Policy, load_policy
 from identity.rules import Rules
 
@@ -61,6 +61,12 @@ class Resolver:
                     outcomes.append(prior)
                     continue
                 context = await tx.context(prepared, self.rules)
+                refusal = plan_refusal(prepared, context.erased, self.rules.version) if context.erased else None
+                if refusal is not None:
+                    # An erased customer's old event: keep its id and the reason, nothing of it.
+                    await tx.refuse(prepared, refusal)
+                    outcomes.append(Outcome(prepared.event_id, refusal, []))
+                    continue
                 decision = decide(prepared, context, self.rules)
                 resolved_at = datetime.now(timezone.utc).isoformat()
                 changes = plan_changes(

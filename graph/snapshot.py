@@ -18,7 +18,7 @@ from graph.sqlite import RECORDS_PER_PROFILE
 from graph.store import Outcome
 from identity.deltas import IdentityDelta
 from identity.features import Features, PreparedEvent
-from identity.model import ProfileState, TraitValue
+from identity.model import ErasedMatch, ProfileState, TraitValue, consent_from_json
 from identity.rules import Rules
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,10 @@ class Snapshot:
     #: Identifier key -> the holder limit it was read with.
     read_keys: dict[str, int] = field(default_factory=dict)
     read_blocking: set[str] = field(default_factory=set)
+    #: Pairs of profiles (as read) a person kept apart.
+    kept_apart: set[frozenset[str]] = field(default_factory=set)
+    #: Tombstone hash -> the erased customer it points at (hashes of the batch's events and keys).
+    erased: dict[str, ErasedMatch] = field(default_factory=dict)
 
     def absorb(self, later: "Snapshot") -> None:
         """Add a follow-up read. What was already known wins, so one batch sees one state of
@@ -119,6 +123,8 @@ class Snapshot:
         self.read_keys.update(later.read_keys)
         self.read_events |= later.read_events
         self.read_blocking |= later.read_blocking
+        self.kept_apart |= later.kept_apart
+        self.erased = {**later.erased, **self.erased}
 
 
 def _record(raw: Mapping[str, Any]) -> StoredRecord:
@@ -127,14 +133,16 @@ def _record(raw: Mapping[str, Any]) -> StoredRecord:
 
 def _profile(raw: Mapping[str, Any]) -> ProfileState:
     traits = {name: TraitValue(**t) for name, t in orjson.loads(raw["traits"]).items()}
-    return ProfileState(raw["id"], int(raw["version"]), raw["created_at"], set(raw["identifiers"]), traits)
+    consent = consent_from_json(orjson.loads(raw["consent"])) if raw.get("consent") else {}
+    return ProfileState(raw["id"], int(raw["version"]), raw["created_at"], set(raw["identifiers"]), traits, consent)
 
 
 def snapshot_from_row(row: Mapping[str, Any], request: NeighbourhoodRequest) -> Snapshot:
     """Turn ``load_neighbourhood``'s single result row into a snapshot of ``request``."""
     limit = request.holder_limit
+    refusals = {r["event_id"]: StoredOutcome(r["record"], ()) for r in row.get("refusals", [])}
     return Snapshot(
-        outcomes={o["event_id"]: StoredOutcome(o["record"], tuple(o["deltas"])) for o in row["outcomes"]},
+        outcomes={**refusals, **{o["event_id"]: StoredOutcome(o["record"], tuple(o["deltas"])) for o in row["outcomes"]}},
         identifiers={
             i["key"]: Holders(tuple(i["holders"]), truncated=len(i["holders"]) >= limit) for i in row["identifiers"]
         },
@@ -144,4 +152,7 @@ def snapshot_from_row(row: Mapping[str, Any], request: NeighbourhoodRequest) -> 
         read_events=set(request.event_ids),
         read_keys=dict.fromkeys(request.identifier_keys, limit),
         read_blocking=set(request.blocking_keys),
+        kept_apart={frozenset((p["id"], other)) for p in row["profiles"] for other in p.get("kept_apart", ())
+                    if other != p["id"]},
+        erased={e["hash"]: ErasedMatch(e["profile_id"], e["erased_at"], e["via"]) for e in row.get("erased", [])},
     )

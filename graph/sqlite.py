@@ -8,6 +8,7 @@ second process sharing the file waits for it rather than interleaving.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -16,11 +17,24 @@ from typing import Any, AsyncIterator, Sequence
 
 import orjson
 
+from graph import sqlite_operations as operations
 from graph.sqlite_schema import migrate
-from graph.store import GraphStore, Outcome, ProfileSnapshot, StoreError, StoreTransaction, StoreUnavailable, TimelineEntry
+from graph.store import (
+    ErasureWrite,
+    Family,
+    GraphStore,
+    OperationWrite,
+    Outcome,
+    ProfileSnapshot,
+    StoreError,
+    StoreTransaction,
+    StoreUnavailable,
+    TimelineEntry,
+)
+from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent, identifiers_by_type, split_key
-from identity.model import MatchRecord, ProfileState, ResolutionContext, TraitValue
+from identity.model import ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -40,14 +54,46 @@ def _traits_from_json(raw: str) -> dict[str, TraitValue]:
     return {name: TraitValue(**t) for name, t in orjson.loads(raw).items()}
 
 
+def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileState]:
+    """Live states of profiles by id, with their identifiers and consent."""
+    if not ids:
+        return {}
+    marks = _placeholders(len(ids))
+    profiles = {
+        pid: ProfileState(pid, version, created_at, set(), _traits_from_json(traits), consent_from_json(orjson.loads(consent)))
+        for pid, version, created_at, traits, consent in db.execute(
+            f"SELECT id, version, created_at, traits, consent FROM profiles WHERE id IN ({marks})", tuple(ids)
+        )
+    }
+    for key, pid in db.execute(f"SELECT key, profile_id FROM identifiers WHERE profile_id IN ({marks})", tuple(ids)):
+        profiles[pid].identifiers.add(key)
+    return profiles
+
+
+def kept_apart(db: sqlite3.Connection, ids: set[str]) -> frozenset[frozenset[str]]:
+    """Pairs kept apart by people among ``ids``, each side followed to its live profile."""
+    if len(ids) < 2:
+        return frozenset()
+    marks = _placeholders(len(ids))
+    rows = db.execute(
+        "SELECT COALESCE(pa.merged_into, k.a), COALESCE(pb.merged_into, k.b) FROM kept_apart k "
+        "JOIN profiles pa ON pa.id = k.a JOIN profiles pb ON pb.id = k.b "
+        f"WHERE COALESCE(pa.merged_into, k.a) IN ({marks}) AND COALESCE(pb.merged_into, k.b) IN ({marks})",
+        (*ids, *ids),
+    )
+    return frozenset(frozenset(pair) for pair in rows if pair[0] != pair[1])
+
+
 class SQLiteTransaction(StoreTransaction):
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, erasure_key: bytes) -> None:
         self._db = db
+        self._erasure_key = erasure_key
 
     async def outcome(self, event_id: str) -> Outcome | None:
         row = self._db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
         if row is None:
-            return None
+            refused = self._db.execute("SELECT record FROM refusals WHERE event_id = ?", (event_id,)).fetchone()
+            return None if refused is None else Outcome(event_id, orjson.loads(refused[0]), [], duplicate=True)
         deltas = [
             IdentityDelta.model_validate_json(d)
             for (d,) in self._db.execute("SELECT delta FROM outbox WHERE event_id = ? ORDER BY seq", (event_id,))
@@ -83,23 +129,21 @@ class SQLiteTransaction(StoreTransaction):
             ):
                 records.setdefault(event_id, MatchRecord(event_id, profile_id, orjson.loads(features)))
         profile_ids = strong | {r.profile_id for r in records.values()}
-        return ResolutionContext(holders, tuple(records.values()), self._profiles(profile_ids))
+        return ResolutionContext(holders, tuple(records.values()), load_profiles(db, profile_ids),
+                                 kept_apart(db, profile_ids), self._erased(prepared))
 
-    def _profiles(self, ids: set[str]) -> dict[str, ProfileState]:
-        if not ids:
-            return {}
-        marks = _placeholders(len(ids))
-        profiles = {
-            pid: ProfileState(pid, version, created_at, set(), _traits_from_json(traits))
-            for pid, version, created_at, traits in self._db.execute(
-                f"SELECT id, version, created_at, traits FROM profiles WHERE id IN ({marks})", tuple(ids)
-            )
-        }
-        for key, pid in self._db.execute(
-            f"SELECT key, profile_id FROM identifiers WHERE profile_id IN ({marks})", tuple(ids)
-        ):
-            profiles[pid].identifiers.add(key)
-        return profiles
+    def _erased(self, prepared: PreparedEvent) -> tuple[ErasedMatch, ...]:
+        hashes = event_hashes(self._erasure_key, prepared)
+        rows = self._db.execute(
+            "SELECT k.profile_id, t.erased_at, k.via FROM tombstone_keys k JOIN tombstones t ON t.profile_id = k.profile_id "
+            f"WHERE k.hash IN ({_placeholders(len(hashes))}) ORDER BY k.via, k.profile_id",
+            hashes,
+        )
+        return tuple(ErasedMatch(p, at, via) for p, at, via in rows)
+
+    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO refusals (event_id, record, refused_at) VALUES (?, ?, ?)",
+                         (prepared.event_id, orjson.dumps(record), _now()))
 
     async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
         now = _now()
@@ -133,13 +177,7 @@ class SQLiteTransaction(StoreTransaction):
         )
 
     def _upsert_profile(self, profile: ProfileState, now: str) -> None:
-        traits = orjson.dumps({name: t.as_dict() for name, t in profile.traits.items()})
-        self._db.execute(
-            "INSERT INTO profiles (id, version, created_at, updated_at, traits) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, "
-            "traits = excluded.traits",
-            (profile.id, profile.version, profile.created_at, now, traits),
-        )
+        operations.upsert_profile(self._db, profile, now)
 
     def _retire(self, retired: str, survivor: str, event_id: str, now: str) -> None:
         """Point everything of a merged profile at its survivor; lineage stays one hop deep."""
@@ -177,6 +215,7 @@ class SQLiteStore(GraphStore):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
+        self._erasure_key = b""
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -188,10 +227,24 @@ class SQLiteStore(GraphStore):
             # last commits, never tear one.
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
+            # Deleted content is overwritten with zeros, so an erased customer does not linger in
+            # free pages of the file (graph/sqlite_operations.py compacts the rest away).
+            db.execute("PRAGMA secure_delete = ON")
             migrate(db)
+            self._erasure_key = self._secret(db, "erasure_key")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
         self._db = db
+
+    @staticmethod
+    def _secret(db: sqlite3.Connection, name: str) -> bytes:
+        db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, secrets.token_hex(32)))
+        return bytes.fromhex(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+    @property
+    def erasure_key(self) -> bytes:
+        self.db  # noqa: B018 - raises when not open
+        return self._erasure_key
 
     async def close(self) -> None:
         if self._db is not None:
@@ -212,7 +265,7 @@ class SQLiteStore(GraphStore):
         except sqlite3.OperationalError as exc:  # locked by another process past the busy timeout
             raise StoreUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
         try:
-            yield SQLiteTransaction(db)
+            yield SQLiteTransaction(db, self._erasure_key)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -232,13 +285,14 @@ class SQLiteStore(GraphStore):
         live = await self.survivor(profile_id)
         if live is None:
             return None
-        version, created_at, updated_at, traits = self.db.execute(
-            "SELECT version, created_at, updated_at, traits FROM profiles WHERE id = ?", (live,)
+        version, created_at, updated_at, traits, consent = self.db.execute(
+            "SELECT version, created_at, updated_at, traits, consent FROM profiles WHERE id = ?", (live,)
         ).fetchone()
         keys = [key for (key,) in self.db.execute("SELECT key FROM identifiers WHERE profile_id = ?", (live,))]
         identifiers = identifiers_by_type(keys)
         merged_from = [r[0] for r in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,))]
-        return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from)
+        return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from,
+                               orjson.loads(consent))
 
     async def decision(self, event_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
@@ -311,3 +365,70 @@ class SQLiteStore(GraphStore):
 
     async def delete_subscription(self, name: str) -> bool:
         return self.db.execute("DELETE FROM subscriptions WHERE name = ?", (name,)).rowcount > 0
+
+    # --- operations by people ---------------------------------------------------------------
+
+    async def family(self, profile_id: str) -> Family | None:
+        live = await self.survivor(profile_id)
+        if live is None:
+            return None
+        db = self.db
+        retired = dict(db.execute(
+            "SELECT l.retired_id, p.version FROM lineage l JOIN profiles p ON p.id = l.retired_id "
+            "WHERE l.survivor_id = ? ORDER BY l.merged_at, l.retired_id", (live,)))
+        touchpoints = [(e, orjson.loads(ev)) for e, ev in db.execute(
+            "SELECT event_id, event FROM touchpoints WHERE profile_id = ? ORDER BY seq", (live,))]
+        sources = {k: (f, s) for k, f, s in db.execute(
+            "SELECT key, first_seen, source FROM identifiers WHERE profile_id = ?", (live,))}
+        return Family(load_profiles(db, {live})[live], retired, touchpoints, sources)
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[sqlite3.Connection]:
+        async with self.transaction():
+            yield self.db
+
+    async def apply_operation(self, write: OperationWrite) -> None:
+        async with self._writing() as db:
+            operations.apply_operation(db, write, _now())
+
+    async def erase(self, write: ErasureWrite) -> None:
+        async with self._writing() as db:
+            operations.erase(db, write)
+        operations.compact(self.db)
+
+    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT profile_id, erased_at, operation_id FROM tombstones WHERE profile_id = ?",
+                              (profile_id,)).fetchone()
+        return None if row is None else dict(zip(("profile_id", "erased_at", "operation_id"), row))
+
+    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+        live = await self.survivor(profile_id) or profile_id
+        family = [live, *(r for (r,) in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,)))]
+        rows = self.db.execute(
+            "SELECT DISTINCT o.seq, o.record FROM operations o JOIN operation_profiles p ON p.operation_id = o.id "
+            f"WHERE p.profile_id IN ({_placeholders(len(family))}) ORDER BY o.seq",
+            family,
+        )
+        return [orjson.loads(record) for _, record in rows]
+
+    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self.db.execute(
+            "SELECT id, event_id, profile_ids, reason, confidence, created_at, status, decided_at, decided_by, "
+            f"operation_id FROM reviews {where} ORDER BY id", args)
+        names = ("id", "event_id", "profile_ids", "reason", "confidence", "created_at", "status", "decided_at",
+                 "decided_by", "operation_id")
+        return [{**dict(zip(names, row)), "profile_ids": orjson.loads(row[2])} for row in rows]
+
+    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        if not keys:
+            return {}
+        rows = self.db.execute(
+            "SELECT DISTINCT i.key, COALESCE(p.merged_into, p.id) FROM identifiers i JOIN profiles p ON p.id = i.profile_id "
+            f"WHERE i.key IN ({_placeholders(len(keys))}) ORDER BY 1, 2",
+            tuple(keys),
+        )
+        holders: dict[str, list[str]] = {}
+        for key, profile_id in rows:
+            holders.setdefault(key, []).append(profile_id)
+        return holders

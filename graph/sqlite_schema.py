@@ -91,6 +91,55 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # 3: data sovereignty and human review: consent on profiles, review verdicts, pairs kept
+    #    apart, operations by people, refused events, tombstones of erased customers, and the
+    #    store's own secrets (the key of tombstone hashes).
+    """
+    ALTER TABLE profiles ADD COLUMN consent TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE reviews ADD COLUMN decided_at TEXT;
+    ALTER TABLE reviews ADD COLUMN decided_by TEXT;
+    ALTER TABLE reviews ADD COLUMN operation_id TEXT;
+    CREATE INDEX reviews_status ON reviews (status, id);
+    CREATE TABLE kept_apart (
+        a            TEXT NOT NULL,
+        b            TEXT NOT NULL,
+        operation_id TEXT NOT NULL,
+        PRIMARY KEY (a, b)
+    ) WITHOUT ROWID;
+    CREATE INDEX kept_apart_b ON kept_apart (b);
+    CREATE TABLE operations (
+        seq    INTEGER PRIMARY KEY,
+        id     TEXT NOT NULL UNIQUE,
+        kind   TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        at     TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE operation_profiles (
+        profile_id   TEXT NOT NULL,
+        operation_id TEXT NOT NULL,
+        PRIMARY KEY (profile_id, operation_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE refusals (
+        event_id   TEXT PRIMARY KEY,
+        record     TEXT NOT NULL,
+        refused_at TEXT NOT NULL
+    );
+    CREATE TABLE tombstones (
+        profile_id   TEXT PRIMARY KEY,
+        erased_at    TEXT NOT NULL,
+        operation_id TEXT NOT NULL
+    );
+    CREATE TABLE tombstone_keys (
+        hash       TEXT PRIMARY KEY,
+        profile_id TEXT NOT NULL,
+        via        TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 

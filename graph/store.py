@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent
 from identity.plan import ChangeSet
-from identity.model import ResolutionContext
+from identity.model import ProfileState, ResolutionContext
 from identity.rules import Rules
 
 
@@ -66,6 +66,8 @@ class ProfileSnapshot:
     identifiers: dict[str, list[str]]
     traits: dict[str, dict[str, Any]]
     merged_from: list[str] = field(default_factory=list)
+    #: Purpose -> {granted, source, event_id, at}; a purpose never answered is absent.
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,72 @@ class TimelineEntry:
     type: str
     occurred_at: str
     event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A live profile with everything that went into it, as an operation by a person needs it."""
+
+    profile: ProfileState
+    #: Every profile merged into it, directly or through others, with its last version.
+    retired: dict[str, int]
+    #: (event_id, event document) of its touchpoints, in arrival order.
+    touchpoints: list[tuple[str, dict[str, Any]]]
+    #: Identifier key -> (first_seen, source), so regrouping keeps provenance.
+    identifier_sources: dict[str, tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    """The decision record of an operation by a person: who, what, why, under which versions."""
+
+    id: str
+    kind: str
+    actor: str
+    at: str
+    #: Every profile the operation concerns; an erasure later removes records naming it.
+    profile_ids: tuple[str, ...]
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class OperationWrite:
+    """Everything one merge, split or review verdict writes, in one transaction.
+
+    The profiles concerned are rewritten whole (state, lineage, touchpoints, identifiers), so
+    one write serves merging and splitting alike.
+    """
+
+    operation: OperationRecord
+    #: Live profile id -> the version read; any other version now is a conflict.
+    expected: dict[str, int]
+    #: Profiles live after the operation, at their new versions.
+    profiles: list[ProfileState] = field(default_factory=list)
+    #: Retired id -> live survivor, for every profile retired after the operation.
+    retired: dict[str, str] = field(default_factory=dict)
+    #: event_id -> live profile, for touchpoints that move.
+    touchpoints: dict[str, str] = field(default_factory=dict)
+    #: Whether ``profiles``' identifiers replace those of every profile concerned.
+    regroup_identifiers: bool = False
+    identifier_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    deltas: list[IdentityDelta] = field(default_factory=list)
+    kept_apart: list[tuple[str, str]] = field(default_factory=list)
+    #: (review id, new status): the review must still be open.
+    review: tuple[int, str] | None = None
+
+
+@dataclass(slots=True)
+class ErasureWrite:
+    """A customer's erasure: everything of ``family`` goes, a tombstone of hashes stays."""
+
+    operation: OperationRecord
+    profile_id: str
+    version: int
+    #: The live profile and every profile merged into it.
+    family: list[str]
+    #: (keyed hash, via) for every identifier key, profile id and event id of the customer.
+    hashes: list[tuple[str, str]]
+    delta: IdentityDelta
 
 
 class StoreTransaction(ABC):
@@ -99,6 +167,11 @@ class StoreTransaction(ABC):
     @abstractmethod
     async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
         """Write one event's changes, its decision and its deltas (the outbox)."""
+
+    @abstractmethod
+    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+        """Remember that an event was refused (it belongs to an erased customer), keeping none of it
+        but its id and the reason, so a redelivery is answered with the same refusal."""
 
 
 class GraphStore(ABC):
@@ -166,6 +239,46 @@ class GraphStore(ABC):
     @abstractmethod
     async def delete_subscription(self, name: str) -> bool:
         """Remove a subscription; False when there was none of that name."""
+
+    # --- operations by people (streams/api, graph/operations.py) -----------------------------
+
+    @property
+    @abstractmethod
+    def erasure_key(self) -> bytes:
+        """The secret that keys tombstone hashes; created with the store, the same for every worker."""
+
+    @abstractmethod
+    async def family(self, profile_id: str) -> Family | None:
+        """The live profile behind an id with its lineage, touchpoints and identifier provenance."""
+
+    @abstractmethod
+    async def apply_operation(self, write: OperationWrite) -> None:
+        """Write a merge, split or review verdict atomically; :class:`StoreConflict` if a profile it
+        read has changed or its review was decided meanwhile."""
+
+    @abstractmethod
+    async def erase(self, write: ErasureWrite) -> None:
+        """Remove a customer's personal data and leave a tombstone, atomically; afterwards no
+        personal value of theirs may remain anywhere in the store's files."""
+
+    @abstractmethod
+    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+        """{profile_id, erased_at, operation_id} when the id belonged to an erased customer."""
+
+    @abstractmethod
+    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+        """Records of operations by people that concern the profile or one merged into it, oldest first."""
+
+    @abstractmethod
+    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Reviews (of one status if given) by id, with their verdicts."""
+
+    @abstractmethod
+    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """For each key held by some profile, the live profiles holding it, sorted."""
+
+    async def review(self, review_id: int) -> dict[str, Any] | None:
+        return next((r for r in await self.reviews() if r["id"] == review_id), None)
 
     async def __aenter__(self) -> "GraphStore":
         await self.open()

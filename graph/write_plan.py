@@ -9,7 +9,7 @@ Row keys are the property names the statements read (``row.<name>``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import orjson
@@ -30,6 +30,7 @@ class ProfileRow(TypedDict):
     created_at: str
     updated_at: str
     traits: str
+    consent: str
 
 
 class MergeRow(TypedDict):
@@ -66,10 +67,11 @@ class WritePlan:
     identifiers: list[IdentifierRow]
     attachments: list[AttachmentRow]
     events: list[dict[str, Any]]
+    refusals: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.events
+        return not self.events and not self.refusals
 
 
 def plan_writes(overlay: BatchOverlay) -> WritePlan:
@@ -88,6 +90,7 @@ def plan_writes(overlay: BatchOverlay) -> WritePlan:
         identifiers=_new_identifiers(events, overlay.snapshot.identifiers.keys()),
         attachments=_attachment_rows(events, overlay),
         events=[_event_row(e, overlay.live(e.changes.decision.profile_id)) for e in events],
+        refusals=[{"event_id": e, "record": r, "refused_at": at} for e, r, at in overlay.refusals],
     )
 
 
@@ -95,12 +98,17 @@ def _traits(state: ProfileState) -> str:
     return orjson.dumps({name: t.as_dict() for name, t in state.traits.items()}).decode()
 
 
+def consent_json(state: ProfileState) -> str:
+    return orjson.dumps({purpose: c.as_dict() for purpose, c in state.consent.items()}).decode()
+
+
 def _profile_rows(events: list[PendingEvent]) -> dict[str, ProfileRow]:
     rows: dict[str, ProfileRow] = {}
     for e in events:
         for state in e.changes.profiles:
             rows[state.id] = ProfileRow(
-                id=state.id, version=state.version, created_at=state.created_at, updated_at=e.now, traits=_traits(state)
+                id=state.id, version=state.version, created_at=state.created_at, updated_at=e.now, traits=_traits(state),
+                consent=consent_json(state),
             )
     return rows
 
@@ -120,7 +128,8 @@ def _attachment_rows(events: list[PendingEvent], overlay: BatchOverlay) -> list[
     rows: dict[tuple[str, str], AttachmentRow] = {}
     for e in events:
         decision = e.changes.decision
-        sightings = [*e.changes.attachments, *((k, decision.profile_id) for k in e.prepared.identifier_keys)]
+        seen = (k for k in e.prepared.identifier_keys if k not in decision.withheld_keys)
+        sightings = [*e.changes.attachments, *((k, decision.profile_id) for k in seen)]
         for key, holder in sightings:
             profile_id = overlay.live(holder)
             row = rows.get((key, profile_id))

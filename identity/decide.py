@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from identity.compare import FieldEvidence, PairScore, score_pair
+from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, split_key
 from identity.model import Decision, Protection, ProfileState, ResolutionContext, ReviewProposal, mask_identifier, stable_id
+from identity.policy import CUSTOMER as CUSTOMER_SCENARIO
 from identity.rules import Rules
 
 
@@ -130,6 +132,7 @@ class _Outcome:
     candidates: list[_Candidate]
     evidence: dict[str, object]
     protections: list[Protection]
+    withheld: tuple[str, ...] = ()
 
     def _decision(self, action, profile_id, confidence, merged_from=(), review=None) -> Decision:  # type: ignore[no-untyped-def]
         return Decision(
@@ -142,6 +145,7 @@ class _Outcome:
             merged_from=tuple(merged_from),
             protections=tuple(self.protections),
             review=review,
+            withheld_keys=self.withheld,
         )
 
     def _new_profile_id(self) -> str:
@@ -153,7 +157,36 @@ class _Outcome:
         proposal = ReviewProposal((new_id, *with_), reason, confidence)
         return self._decision("review", new_id, confidence, review=proposal)
 
+    def _named_by_customer(self, linkable: list[_Candidate]) -> _Candidate | None:
+        """The customer correcting their own profile names it by id (scenario ``customer``, through
+        the profile API): that is the customer's word, not a guess for traits to second-guess."""
+        if self.prepared.event.scenario != CUSTOMER_SCENARIO:
+            return None
+        named = {p for key in self.prepared.identifier_keys if split_key(key)[0] == PROFILE_ID_TYPE
+                 for p in self.ctx.identifier_profiles.get(key, ())}
+        hits = [c for c in linkable if c.profile_id in named]
+        return hits[0] if len(hits) == 1 else None
+
+    def _apart_from_best(self, linkable: list[_Candidate]) -> list[_Candidate]:
+        """Best first, the candidates no person has kept apart from one already taken."""
+        group: list[_Candidate] = []
+        for c in linkable:
+            if not any(self.ctx.apart(c.profile_id, g.profile_id) for g in group):
+                group.append(c)
+        if len(group) < len(linkable):
+            dropped = [c.profile_id for c in linkable if c not in group]
+            kept = {c.profile_id for c in group}
+            self.withheld = tuple(k for k in self.prepared.identifier_keys
+                                  if (holders := set(self.ctx.identifier_profiles.get(k, ()))) & set(dropped) and not holders & kept)
+            self.protections.append(Protection("kept_apart", f"{', '.join(dropped)} kept apart from {group[0].profile_id} by a person"))
+        return group
+
     def strong_match(self, linkable: list[_Candidate]) -> Decision:
+        named = self._named_by_customer(linkable)
+        if named is not None:
+            return self._decision("link", named.profile_id, 1.0)
+        # A pair a person kept apart is never merged again, nor proposed again.
+        linkable = self._apart_from_best(linkable)
         link_at = self.rules.thresholds.link
         weakest = min(c.score.probability for c in linkable)
         if weakest < link_at:

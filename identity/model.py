@@ -7,13 +7,14 @@ process boundary as-is; stores build them from rows or nodes and the engine read
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from identity.features import Features, split_key
 
 Action = Literal["create", "link", "merge", "review"]
-ProtectionKind = Literal["limit", "generic_value", "conflicting_id"]
+ProtectionKind = Literal["limit", "generic_value", "conflicting_id", "kept_apart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,27 @@ class TraitValue:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentValue:
+    """The customer's answer for one purpose, with where and when it was given.
+
+    Absent means not granted: PIPL asks for separate, explicit consent (AI training above all),
+    so silence never counts as yes.
+    """
+
+    granted: bool
+    source: str
+    event_id: str
+    at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"granted": self.granted, "source": self.source, "event_id": self.event_id, "at": self.at}
+
+
+def consent_from_json(raw: dict[str, Any] | None) -> dict[str, ConsentValue]:
+    return {purpose: ConsentValue(**value) for purpose, value in (raw or {}).items()}
+
+
 @dataclass(slots=True)
 class ProfileState:
     """A live profile as the engine sees it; ``identifiers`` holds ``type:value`` keys."""
@@ -45,6 +67,11 @@ class ProfileState:
     created_at: str
     identifiers: set[str] = field(default_factory=set)
     traits: dict[str, TraitValue] = field(default_factory=dict)
+    consent: dict[str, ConsentValue] = field(default_factory=dict)
+
+    def copy(self) -> "ProfileState":
+        return ProfileState(self.id, self.version, self.created_at, set(self.identifiers), dict(self.traits),
+                            dict(self.consent))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +84,16 @@ class MatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ErasedMatch:
+    """An event that points at an erased customer: through its own id, a profile id it names,
+    or one of its identifiers (a salted hash of each is all a tombstone keeps)."""
+
+    profile_id: str
+    erased_at: str
+    via: Literal["event", "profile", "identifier"]
+
+
+@dataclass(frozen=True, slots=True)
 class ResolutionContext:
     """Everything a store found about one event's neighbourhood in the graph."""
 
@@ -64,6 +101,13 @@ class ResolutionContext:
     identifier_profiles: dict[str, tuple[str, ...]]
     records: tuple[MatchRecord, ...]
     profiles: dict[str, ProfileState]
+    #: Pairs of live profiles a person decided are different customers (a rejected review, a split).
+    kept_apart: frozenset[frozenset[str]] = frozenset()
+    #: Tombstones the event points at; see :func:`identity.plan.plan_refusal`.
+    erased: tuple[ErasedMatch, ...] = ()
+
+    def apart(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.kept_apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +141,13 @@ class Decision:
     merged_from: tuple[str, ...] = ()
     protections: tuple[Protection, ...] = ()
     review: ReviewProposal | None = None
+    #: The event's keys held by a profile kept apart from the one it links to: not attached, so
+    #: linking does not carry one customer's identifier over to the other.
+    withheld_keys: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        withheld = {"withheld_identifiers": [mask_identifier(k) for k in self.withheld_keys]} if self.withheld_keys else {}
+        return {**withheld,
             "event_id": self.event_id,
             "action": self.action,
             "profile_id": self.profile_id,
@@ -132,3 +180,12 @@ def mask_identifier(key: str) -> str:
     if len(value) <= 4:
         return f"{type_}:***"
     return f"{type_}:{value[:2]}***{value[-2:]}"
+
+
+def tombstone_hash(secret: bytes, value: str) -> str:
+    """A keyed hash of an identifier key or event id, as a tombstone keeps it.
+
+    Keyed (HMAC) rather than plainly salted: phone numbers are few enough to enumerate, so a
+    hash anyone can recompute would keep the number itself. The key lives with the store.
+    """
+    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()

@@ -7,12 +7,13 @@ a store only decides how to write them atomically.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterable
 
 from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, identifier_key, identifiers_by_type
-from identity.model import Decision, MatchRecord, ProfileState, TraitValue, stable_id
+from identity.model import ConsentValue, Decision, ErasedMatch, MatchRecord, ProfileState, TraitValue, stable_id
 from identity.policy import Policy
 
 
@@ -32,9 +33,10 @@ class ChangeSet:
 
 
 def profile_view(profile: ProfileState) -> dict[str, dict[str, Any]]:
-    """The profile as deltas carry it: trait values and identifier values by type."""
+    """The profile as deltas carry it: trait values, identifier values by type, consent by purpose."""
     traits = {name: t.value for name, t in sorted(profile.traits.items())}
-    return {"traits": traits, "identifiers": identifiers_by_type(profile.identifiers)}
+    consent = {purpose: c.granted for purpose, c in sorted(profile.consent.items())}
+    return {"traits": traits, "identifiers": identifiers_by_type(profile.identifiers), "consent": consent}
 
 
 def _flat(view: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -75,13 +77,35 @@ def _absorb_traits(profile: ProfileState, prepared: PreparedEvent, confidence: f
     return {"policy_version": policy.version, "conflicts": conflicts, "default_rule_traits": defaulted}
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _take_consent(profile: ProfileState, purpose: str, candidate: ConsentValue) -> bool:
+    """The most recent answer for a purpose wins: a customer may withdraw and grant again."""
+    current = profile.consent.get(purpose)
+    if current is not None and (current.granted == candidate.granted or _instant(candidate.at) < _instant(current.at)):
+        return False
+    profile.consent[purpose] = candidate
+    return True
+
+
+def _absorb_consent(profile: ProfileState, prepared: PreparedEvent) -> None:
+    event = prepared.event
+    for purpose, granted in sorted((event.consent or {}).items()):
+        _take_consent(profile, purpose, ConsentValue(granted, event.scenario, event.event_id, event.occurred_at.isoformat()))
+
+
 def _merge_into(survivor: ProfileState, losers: list[ProfileState], policy: Policy) -> None:
-    """Fold retired profiles into the survivor: identifiers unite, traits by the policy's rules."""
+    """Fold retired profiles into the survivor: identifiers unite, traits by the policy's rules,
+    consent by recency."""
     for loser in losers:
         survivor.identifiers |= loser.identifiers
         for name, trait in loser.traits.items():
             if policy.arbitrate(name, survivor.traits.get(name), trait).applies:
                 survivor.traits[name] = trait
+        for purpose, consent in loser.consent.items():
+            _take_consent(survivor, purpose, consent)
 
 
 def plan_changes(
@@ -104,13 +128,16 @@ def plan_changes(
         before_view: dict[str, dict[str, Any]] = {}
         prepared = replace(prepared, identifier_keys=(*prepared.identifier_keys, own_key))
     else:
-        target = ProfileState(before.id, before.version, before.created_at, set(before.identifiers), dict(before.traits))
+        target = before.copy()
         before_view = profile_view(before)
+    if decision.withheld_keys:
+        prepared = replace(prepared, identifier_keys=tuple(k for k in prepared.identifier_keys if k not in decision.withheld_keys))
     losers = [profiles[pid] for pid in decision.merged_from]
     _merge_into(target, losers, policy)
     new_keys = [k for k in prepared.identifier_keys if k not in target.identifiers]
     target.identifiers.update(prepared.identifier_keys)
     sovereignty = _absorb_traits(target, prepared, decision.confidence, policy)
+    _absorb_consent(target, prepared)
     decision = replace(decision, evidence={**decision.evidence, "sovereignty": sovereignty})
 
     changes = ChangeSet(
@@ -149,4 +176,96 @@ def _delta(prepared, decision, target, kind, field_changes, view, resolved_at, i
             hops=event.causation.hops if event.causation else 0,
         ),
         times=DeltaTimes(occurred_at=event.occurred_at.isoformat(), ingested_at=ingested_at, resolved_at=resolved_at),
+    )
+
+
+# --- refusals: events of erased customers ------------------------------------------------
+
+def plan_refusal(prepared: PreparedEvent, erased: Iterable[ErasedMatch], rule_version: str) -> dict[str, Any] | None:
+    """The decision record refusing an event that would bring an erased customer back, or None.
+
+    An event is refused when it is a redelivery of one of the erased touchpoints, when it names
+    an erased profile (a scenario acting on a stale delta), or when it carries an erased
+    customer's identifier and happened before the erasure: an old event replayed. The same
+    identifier on an event that happened afterwards is a customer coming back, who starts a
+    new profile.
+    """
+    occurred = prepared.event.occurred_at
+    for match in erased:
+        if match.via == "identifier" and occurred > _instant(match.erased_at):
+            continue
+        return {
+            "event_id": prepared.event_id,
+            "action": "refused",
+            "profile_id": match.profile_id,
+            "merged_from": [],
+            "confidence": 1.0,
+            "rule_version": rule_version,
+            "evidence": {"refused": {"reason": "the event belongs to an erased customer", "via": match.via,
+                                     "erased_at": match.erased_at}},
+            "protections": [],
+            "review": None,
+        }
+    return None
+
+
+# --- operations by people: merge, split, erasure --------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OperationCause:
+    """Who did what, for the deltas an operation emits (an operation has no touchpoint)."""
+
+    operation_id: str
+    kind: str
+    action: str
+    actor_scenario: str
+    at: str
+
+
+def survivor_of(states: Iterable[ProfileState]) -> ProfileState:
+    """The oldest profile survives a merge, as in automatic merges (identity/decide.py)."""
+    return min(states, key=lambda s: (s.created_at, s.id))
+
+
+def plan_merge(states: list[ProfileState], policy: Policy) -> tuple[ProfileState, list[str]]:
+    """Several live profiles folded into the oldest: its new state (version not yet bumped)
+    and the retired ids."""
+    survivor = survivor_of(states)
+    target = survivor.copy()
+    losers = sorted((s for s in states if s.id != survivor.id), key=lambda s: (s.created_at, s.id))
+    _merge_into(target, losers, policy)
+    return target, [s.id for s in losers]
+
+
+def operation_delta(cause: OperationCause, kind: str, state: ProfileState, before: dict[str, dict[str, Any]],
+                    merged_from: Iterable[str] = ()) -> IdentityDelta:
+    """A delta for one profile an operation changed; ``state.version`` is already the new one."""
+    view = profile_view(state)
+    return IdentityDelta(
+        delta_id=stable_id("d", cause.operation_id, state.id, str(state.version)),
+        profile_id=state.id,
+        profile_version=state.version,
+        kind=kind,  # type: ignore[arg-type]
+        changes=diff_views(before, view),
+        merged_from=list(merged_from),
+        profile=view,
+        cause=Cause(event_id=cause.operation_id, scenario=cause.actor_scenario, event_type=cause.kind,
+                    action=cause.action, confidence=1.0),
+        times=DeltaTimes(occurred_at=cause.at, ingested_at=cause.at, resolved_at=cause.at),
+    )
+
+
+def erased_delta(cause: OperationCause, profile_id: str, version: int, merged_from: Iterable[str]) -> IdentityDelta:
+    """``profile.erased``: ids and a version only. Old values would put the person back in the outbox."""
+    return IdentityDelta(
+        delta_id=stable_id("d", cause.operation_id, profile_id, str(version)),
+        profile_id=profile_id,
+        profile_version=version,
+        kind="profile.erased",
+        changes={},
+        merged_from=list(merged_from),
+        profile={},
+        cause=Cause(event_id=cause.operation_id, scenario=cause.actor_scenario, event_type=cause.kind,
+                    action=cause.action, confidence=1.0),
+        times=DeltaTimes(occurred_at=cause.at, ingested_at=cause.at, resolved_at=cause.at),
     )

@@ -71,6 +71,9 @@ class Subscription(BaseModel):
     fields: tuple[str, ...] = Field(min_length=1)
     filters: tuple[TraitFilter, ...] = ()
     sink: Annotated[KafkaSink | WebhookSink, Field(discriminator="type")] = KafkaSink()
+    #: What the scenario uses the data for; it then receives a profile's data only while the
+    #: customer consents to that purpose (see :func:`project`).
+    purpose: Literal["marketing", "ai_training", "analytics", "third_party_sharing"] | None = None
 
     @field_validator("fields")
     @classmethod
@@ -96,23 +99,54 @@ class Subscription(BaseModel):
         return field in self.fields or f"{section}.*" in self.fields
 
 
+def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
+    """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
+    body = delta.model_dump(mode="json")
+    body["changes"] = {n: c.model_dump(mode="json") for n, c in delta.changes.items() if n.startswith("consent.")
+                       and subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
+    body["profile"] = {"consent": consent} if consent else {}
+    body["subscription"] = subscription.name
+    return body
+
+
+def _purpose_consent(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any]:
+    if subscription.purpose is None:
+        return {}
+    return {subscription.purpose: bool(delta.profile.get("consent", {}).get(subscription.purpose, False))}
+
+
 def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] | None:
     """The delta as this subscription may see it, or None when it is not for this subscription.
 
     An update none of whose visible fields changed is not delivered: the scenario has no
     right to learn that something it cannot see has changed.
+
+    Erasure reaches every subscription, whatever its kinds and filters: each must delete its
+    copy. A subscription with a ``purpose`` sees a profile only while the customer consents to
+    that purpose; without consent it gets the documented minimum — ids, version and cause, no
+    traits or identifiers — and only when that consent was just withdrawn, so it stops and
+    deletes; otherwise nothing.
     """
+    consent = _purpose_consent(delta, subscription)
+    if delta.kind == "profile.erased":
+        return _minimum(delta, subscription, {})
+    if subscription.purpose is not None and not consent[subscription.purpose]:
+        withdrawn = delta.changes.get(f"consent.{subscription.purpose}")
+        return _minimum(delta, subscription, consent) if withdrawn is not None and withdrawn.old else None
     if delta.kind not in subscription.kinds:
         return None
     if not all(f.accepts(delta.profile.get("traits", {})) for f in subscription.filters):
         return None
-    changes = {name: change for name, change in delta.changes.items() if subscription.allows(name)}
+    visible = {f"consent.{p}" for p in consent}
+    changes = {name: change for name, change in delta.changes.items() if subscription.allows(name) or name in visible}
     if delta.kind == "profile.updated" and not changes:
         return None
     profile = {
         section: {name: value for name, value in values.items() if subscription.allows(f"{section}.{name}")}
-        for section, values in delta.profile.items()
+        for section, values in delta.profile.items() if section != "consent"
     }
+    if consent:
+        profile["consent"] = consent
     body = delta.model_dump(mode="json")
     body["changes"] = {name: change.model_dump(mode="json") for name, change in changes.items()}
     body["profile"] = profile

@@ -261,3 +261,38 @@ async def test_subscriptions_are_registered_replaced_listed_and_removed(store):
     assert await store.delete_subscription("crm") is True
     assert await store.delete_subscription("crm") is False
     assert list(await store.subscription_documents()) == ["audit"]
+
+
+# --- operations by people: merge, review verdicts, erasure, refusals ----------------------
+
+async def test_operator_merge_rewrites_lineage_touchpoints_and_outbox(engine, store, rules):
+    from graph.operations import Operations
+    older = await engine.resolve(make_event({"crm_id": "a"}))
+    newer = await engine.resolve(make_event({"email": "n@example.com"}))
+    result = await Operations(store, rules).merge([newer.profile_id, older.profile_id], actor="op", reason="same")
+    assert await store.survivor(newer.profile_id) == older.profile_id
+    assert {p for _, p in await store.assignments()} == {older.profile_id}
+    assert [d.delta_id for d in await store.unpublished_deltas()][-1] == result.deltas[0].delta_id
+    assert [r["kind"] for r in await store.operations_for(newer.profile_id)] == ["merge"]
+
+
+async def test_rejected_review_is_recorded_and_its_pair_kept_apart(engine, store, rules):
+    from graph.operations import Operations
+    await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}))
+    await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}))
+    (review,) = await store.reviews("open")
+    await Operations(store, rules).decide_review(review["id"], False, actor="op", reason="different")
+    (decided,) = await store.reviews("rejected")
+    assert (decided["decided_by"], await store.reviews("open")) == ("op", [])
+
+
+async def test_erasure_leaves_a_tombstone_and_refuses_the_old_events(engine, store, rules):
+    from graph.operations import Operations
+    event = make_event({"email": "gone@example.com"}, {"name": "Gone Person"})
+    outcome = await engine.resolve(event)
+    await Operations(store, rules).erase(outcome.profile_id, actor="me", requested_by="customer")
+    assert await store.profile(outcome.profile_id) is None
+    assert (await store.tombstone(outcome.profile_id))["profile_id"] == outcome.profile_id
+    again = await engine.resolve(event)
+    assert again.decision["action"] == "refused" and await store.assignments() == []
+    assert [d.kind for d in await store.unpublished_deltas()] == ["profile.erased"]

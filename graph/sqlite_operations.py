@@ -1,0 +1,132 @@
+"""The embedded store's writes for operations by people: merge, split, review verdicts, erasure.
+
+Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so an operation is
+written whole or not at all, and its deltas enter the same outbox the worker relays.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Sequence
+
+import orjson
+
+from graph.store import ErasureWrite, OperationRecord, OperationWrite, StoreConflict
+from identity.deltas import IdentityDelta
+from identity.features import split_key
+from identity.model import ProfileState
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def upsert_profile(db: sqlite3.Connection, profile: ProfileState, now: str, *, revive: bool = False) -> None:
+    traits = orjson.dumps({name: t.as_dict() for name, t in profile.traits.items()})
+    consent = orjson.dumps({purpose: c.as_dict() for purpose, c in profile.consent.items()})
+    db.execute(
+        "INSERT INTO profiles (id, version, created_at, updated_at, traits, consent) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, "
+        "traits = excluded.traits, consent = excluded.consent"
+        + (", merged_into = NULL" if revive else ""),
+        (profile.id, profile.version, profile.created_at, now, traits, consent),
+    )
+
+
+def _check_versions(db: sqlite3.Connection, expected: dict[str, int]) -> None:
+    for profile_id, version in expected.items():
+        row = db.execute("SELECT version, merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
+        if row is None or row[0] != version or row[1] is not None:
+            raise StoreConflict(f"profile {profile_id} changed since it was read; read it again and retry")
+
+
+def _record_operation(db: sqlite3.Connection, op: OperationRecord, deltas: Sequence[IdentityDelta]) -> None:
+    try:
+        db.execute("INSERT INTO operations (id, kind, actor, at, record) VALUES (?, ?, ?, ?, ?)",
+                   (op.id, op.kind, op.actor, op.at, orjson.dumps(op.record)))
+    except sqlite3.IntegrityError:
+        raise StoreConflict(f"operation {op.id} was already applied") from None
+    db.executemany("INSERT OR IGNORE INTO operation_profiles (profile_id, operation_id) VALUES (?, ?)",
+                   [(p, op.id) for p in op.profile_ids])
+    db.executemany("INSERT INTO outbox (delta_id, event_id, profile_id, delta) VALUES (?, ?, ?, ?)",
+                   [(d.delta_id, op.id, d.profile_id, d.to_json()) for d in deltas])
+
+
+def _regroup_identifiers(db: sqlite3.Connection, write: OperationWrite, now: str) -> None:
+    concerned = [*write.expected, *write.retired, *(p.id for p in write.profiles)]
+    db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({_marks(len(concerned))})", concerned)
+    rows = []
+    for profile in write.profiles:
+        for key in sorted(profile.identifiers):
+            first_seen, source = write.identifier_sources.get(key, (now, write.operation.kind))
+            rows.append((key, split_key(key)[0], profile.id, first_seen, source))
+    db.executemany("INSERT INTO identifiers (key, type, profile_id, first_seen, source) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def apply_operation(db: sqlite3.Connection, write: OperationWrite, now: str) -> None:
+    op = write.operation
+    _check_versions(db, write.expected)
+    for profile in write.profiles:
+        upsert_profile(db, profile, now, revive=True)
+        db.execute("DELETE FROM lineage WHERE retired_id = ?", (profile.id,))
+    for retired, survivor in write.retired.items():
+        db.execute("UPDATE profiles SET merged_into = ?, updated_at = ? WHERE id = ?", (survivor, now, retired))
+        db.execute(
+            "INSERT INTO lineage (retired_id, survivor_id, event_id, merged_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (retired_id) DO UPDATE SET survivor_id = excluded.survivor_id",
+            (retired, survivor, op.id, now),
+        )
+    db.executemany("UPDATE touchpoints SET profile_id = ? WHERE event_id = ?",
+                   [(p, e) for e, p in write.touchpoints.items()])
+    if write.regroup_identifiers:
+        _regroup_identifiers(db, write, now)
+    db.executemany("INSERT OR IGNORE INTO kept_apart (a, b, operation_id) VALUES (?, ?, ?)",
+                   [(*sorted(pair), op.id) for pair in write.kept_apart])
+    if write.review is not None:
+        review_id, status = write.review
+        changed = db.execute(
+            "UPDATE reviews SET status = ?, decided_at = ?, decided_by = ?, operation_id = ? WHERE id = ? AND status = 'open'",
+            (status, now, op.actor, op.id, review_id),
+        ).rowcount
+        if not changed:
+            raise StoreConflict(f"review {review_id} is no longer open")
+    _record_operation(db, op, write.deltas)
+
+
+def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
+    """Everything personal of the family goes; what stays names no one (see docs/api.md)."""
+    _check_versions(db, {write.profile_id: write.version})
+    family = write.family
+    marks = _marks(len(family))
+    events = [e for (e,) in db.execute(f"SELECT event_id FROM touchpoints WHERE profile_id IN ({marks})", family)]
+    emarks = _marks(len(events))
+    db.execute(f"DELETE FROM blocking WHERE seq IN (SELECT seq FROM touchpoints WHERE profile_id IN ({marks}))", family)
+    db.execute(f"DELETE FROM decisions WHERE event_id IN ({emarks})", events)
+    db.execute(f"DELETE FROM outbox WHERE profile_id IN ({marks}) OR event_id IN ({emarks})", (*family, *events))
+    db.execute(f"DELETE FROM reviews WHERE event_id IN ({emarks}) OR EXISTS "
+               f"(SELECT 1 FROM json_each(reviews.profile_ids) WHERE value IN ({marks}))", (*events, *family))
+    db.execute(f"DELETE FROM touchpoints WHERE profile_id IN ({marks})", family)
+    db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({marks})", family)
+    db.execute(f"DELETE FROM kept_apart WHERE a IN ({marks}) OR b IN ({marks})", (*family, *family))
+    # Records of earlier operations on the family may carry an operator's free-text reason.
+    db.execute(f"DELETE FROM operations WHERE id IN (SELECT operation_id FROM operation_profiles "
+               f"WHERE profile_id IN ({marks}))", family)
+    db.execute(f"DELETE FROM operation_profiles WHERE operation_id NOT IN (SELECT id FROM operations)")
+    db.execute(f"DELETE FROM lineage WHERE retired_id IN ({marks}) OR survivor_id IN ({marks})", (*family, *family))
+    db.execute(f"UPDATE profiles SET merged_into = NULL WHERE id IN ({marks})", family)
+    db.execute(f"DELETE FROM profiles WHERE id IN ({marks})", family)
+    op = write.operation
+    db.executemany("INSERT OR REPLACE INTO tombstones (profile_id, erased_at, operation_id) VALUES (?, ?, ?)",
+                   [(p, op.at, op.id) for p in family])
+    db.executemany("INSERT OR IGNORE INTO tombstone_keys (hash, profile_id, via) VALUES (?, ?, ?)",
+                   [(h, write.profile_id, via) for h, via in write.hashes])
+    _record_operation(db, op, [write.delta])
+
+
+def compact(db: sqlite3.Connection) -> None:
+    """Leave no old page image behind: secure_delete zeroes freed cells, the checkpoint empties
+    the WAL, and VACUUM rewrites the file so no page keeps a stale copy. Costs a full rewrite of
+    the file, which erasures (rare, and legally required) can afford."""
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

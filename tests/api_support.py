@@ -1,0 +1,87 @@
+"""A real profile API over a real SQLite file, with one token per kind of caller.
+
+The API runs in FastAPI's TestClient; events reach the store the way the worker writes them,
+through a second connection to the same file (tests/conftest.py's Engine on a SQLiteStore).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from fastapi.testclient import TestClient
+
+from graph.sqlite import SQLiteStore
+from graph.store import Outcome
+from identity.deltas import IdentityDelta
+from identity.events import TouchpointEvent
+from identity.rules import load_rules
+from streams.api import create_app
+from streams.api.auth import TokenEntry, TokenRegistry, hash_token
+from tests.conftest import Engine
+
+RULES = load_rules()
+
+
+def resolve(path: Path, *events: TouchpointEvent) -> list[Outcome]:
+    """Resolve events into the store file as the worker would (its own connection)."""
+    async def run() -> list[Outcome]:
+        async with SQLiteStore(path) as store:
+            engine = Engine(store, RULES)
+            return [await engine.resolve(e) for e in events]
+    return asyncio.run(run())
+
+
+def on_store(path: Path, action: Any) -> Any:
+    """Run ``action(store)`` on a second connection to the file."""
+    async def run() -> Any:
+        async with SQLiteStore(path) as store:
+            return await action(store)
+    return asyncio.run(run())
+
+
+def outbox(path: Path) -> list[IdentityDelta]:
+    return on_store(path, lambda store: store.unpublished_deltas(limit=10_000))
+
+
+@dataclass
+class Api:
+    """A running API and the tokens of its callers, by name."""
+
+    client: TestClient
+    path: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def as_(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def get(self, who: str, url: str, **kw: Any) -> Any:
+        return self.client.get(url, headers=self.as_(who), **kw)
+
+    def post(self, who: str, url: str, **kw: Any) -> Any:
+        return self.client.post(url, headers=self.as_(who), **kw)
+
+    def patch(self, who: str, url: str, **kw: Any) -> Any:
+        return self.client.patch(url, headers=self.as_(who), **kw)
+
+    def put(self, who: str, url: str, **kw: Any) -> Any:
+        return self.client.put(url, headers=self.as_(who), **kw)
+
+    def delete(self, who: str, url: str, **kw: Any) -> Any:
+        return self.client.delete(url, headers=self.as_(who), **kw)
+
+
+def registry(callers: dict[str, dict[str, Any]]) -> tuple[TokenRegistry, dict[str, str]]:
+    """Tokens named like their callers (``"tok-" + name``), configured by hash only."""
+    tokens = {name: f"tok-{name}" for name in callers}
+    entries = [TokenEntry(sha256=hash_token(tokens[name]), subject=name, **spec) for name, spec in callers.items()]
+    return TokenRegistry(entries), tokens
+
+
+def run_api(path: Path, callers: dict[str, dict[str, Any]]) -> Iterator[Api]:
+    tokens, plain = registry(callers)
+    app = create_app(store_url=f"sqlite:///{path}", tokens=tokens, rules=RULES)
+    with TestClient(app) as client:
+        yield Api(client, path, plain)
