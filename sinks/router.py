@@ -16,10 +16,12 @@ import httpx
 import orjson
 import structlog
 
-from identity.deltas import IdentityDelta
-from sinks.subscriptions import KafkaSink, Subscription, project
+from identity.deltas import DeltaTimes, IdentityDelta
+from identity.notices import TouchpointNotice
+from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender
 from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from streams.metrics import WorkerMetrics
 from streams.pipeline import Publisher
 
 log = structlog.get_logger("idgraph.router")
@@ -40,9 +42,10 @@ class _Pending:
 
 
 class Router:
-    def __init__(self, publish: Publisher, http: httpx.AsyncClient) -> None:
+    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: WorkerMetrics | None = None) -> None:
         self._publish = publish
         self._http = http
+        self._metrics = metrics or WorkerMetrics(process_collectors=False)
         self._subscriptions: dict[str, Subscription] = {}
         self._webhooks: dict[str, WebhookSender] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,20 +82,25 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def route(self, delta: IdentityDelta, on_done: OnDone) -> list[str]:
-        """Hand the delta to each entitled subscription's sink; returns their names."""
-        targets = [(s, body) for s in self._subscriptions.values() if (body := project(delta, s)) is not None]
+    async def route(self, record: IdentityDelta | TouchpointNotice, on_done: OnDone) -> list[str]:
+        """Hand a delta or a touchpoint notice to each entitled subscription's sink; returns their names."""
+        projection = project if isinstance(record, IdentityDelta) else project_notice
+        targets = [(s, body) for s in self._subscriptions.values() if (body := projection(record, s)) is not None]
         if not targets:
             await on_done()
             return []
         pending = _Pending(len(targets), on_done)
-        key = delta.profile_id.encode()
+        key = record.profile_id.encode()
         for subscription, body in targets:
+            name = subscription.name
             if isinstance(subscription.sink, KafkaSink):
+                self._metrics.observe_routed(name, "kafka")
                 ack = await self._publish(subscription.topic, key, orjson.dumps(body))
-                self._spawn(self._after_ack(ack, pending))
+                self._spawn(self._after_ack(ack, pending, name, record.times))
             else:
-                await self._webhooks[subscription.name].submit(body, lambda _reason: pending.finish())
+                self._metrics.observe_routed(name, "webhook")
+                await self._webhooks[name].submit(
+                    body, lambda reason, name=name: self._webhook_done(reason, name, record.times, pending))
         return [s.name for s, _ in targets]
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -100,8 +108,16 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _after_ack(self, ack: Awaitable[Any], pending: _Pending) -> None:
+    async def _after_ack(self, ack: Awaitable[Any], pending: _Pending, subscription: str, times: DeltaTimes) -> None:
         await ack
+        self._metrics.observe_delivered(subscription, "kafka", times)
+        await pending.finish()
+
+    async def _webhook_done(self, reason: str | None, subscription: str, times: DeltaTimes, pending: _Pending) -> None:
+        if reason is None:
+            self._metrics.observe_delivered(subscription, "webhook", times)
+        else:
+            self._metrics.observe_delivery_failure(subscription, "webhook")
         await pending.finish()
 
     async def _dead_letter_delivery(self, subscription: Subscription, body: dict[str, Any], reason: str, attempts: int) -> None:

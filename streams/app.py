@@ -1,10 +1,12 @@
-"""The worker: one Faust app whose agents resolve touchpoints and route identity deltas.
+"""The worker: one Faust app whose agents resolve touchpoints and route what changed.
 
 Topics:
-  ``touchpoints``           input events, any key (platforms may key by customer hint)
-  ``identity.deltas``       every identity change, keyed by profile id (per-profile order)
-  ``scenario.<name>``       each Kafka-sink subscription's projected deltas
-  ``idgraph.dead-letter``   refused events and failed deliveries, original bytes + reason headers
+  ``touchpoints``             input events, any key (platforms may key by customer hint)
+  ``identity.deltas``         every identity change, keyed by profile id (per-profile order)
+  ``identity.touchpoints``    every resolved touchpoint, keyed by profile id, for event-type subscribers
+  ``scenario.<name>``         each Kafka-sink subscription's projected deltas and notices
+  ``idgraph.subscriptions``   subscription declarations from scenario processes
+  ``idgraph.dead-letter``     refused events and failed deliveries, original bytes + reason headers
 
 The graph store is the durable state (no Faust tables): Tansu, the embedded broker, keeps
 topics in memory only, and the store already makes every effect idempotent.
@@ -23,18 +25,30 @@ from faust.serializers import codecs
 from graph.factory import store_from_url
 from graph.store import GraphStore
 from identity.deltas import IdentityDelta
+from identity.notices import TouchpointNotice
+from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from sinks.router import Router
-from sinks.subscriptions import Subscription, load_subscriptions, parse_subscriptions
+from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
+from streams.api.relay import RELAY_INTERVAL_S, OutboxRelay
+from streams.batching import BacklogBatches
 from streams.broker import ensure_topics
 from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
-from streams.pipeline import DELTAS_TOPIC, Incoming, ResolutionPipeline
+from streams.metrics import WorkerMetrics, install_metrics
+from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, BatchResult, Incoming, OnDurable, ResolutionPipeline
+from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, load_scenarios, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport
 
 TOUCHPOINTS_TOPIC = "touchpoints"
 SUBSCRIPTION_REFRESH_S = 1.0
+#: A batch's deltas (~1 KB each) go out in one sweep; a full per-partition producer batch would
+#: make ``send`` wait for the broker in the middle of it (aiokafka's default is 16 KB).
+PRODUCER_BATCH_BYTES = 256 * 1024
+#: How long a clean stop waits for deltas already sent to be acknowledged and marked published.
+SHUTDOWN_DRAIN_S = 10.0
 log = structlog.get_logger("idgraph.worker")
+
 
 class OrjsonCodec(codecs.Codec):
     """JSON via orjson: several times faster than the standard library on the hot path."""
@@ -45,7 +59,33 @@ class OrjsonCodec(codecs.Codec):
     def _loads(self, s: bytes) -> Any:
         return orjson.loads(s)
 
+
 codecs.register("orjson", OrjsonCodec())
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings every idgraph app shares (the worker and scenario processes)."""
+    session = settings.session_timeout_s
+    return dict(
+        broker=settings.broker,
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session,
+        broker_rebalance_timeout=session,
+        broker_heartbeat_interval=max(0.2, session / 6),
+        broker_request_timeout=max(40.0, session + 10),
+        broker_commit_interval=0.5,
+        producer_linger=0.0,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        stream_wait_empty=False,
+        worker_redirect_stdouts=False,
+        value_serializer="orjson",
+    )
+
 
 class IdgraphApp(faust.App):
     """Faust with the low-latency transport and the idgraph components it wires together."""
@@ -53,30 +93,20 @@ class IdgraphApp(faust.App):
     store: GraphStore
     pipeline: ResolutionPipeline
     router: Router
+    outbox_relay: OutboxRelay
 
-    def __init__(self, settings: Settings, rules: Rules | None = None) -> None:
+    def __init__(self, settings: Settings, rules: Rules | None = None, scenarios: list[Scenario] | None = None) -> None:
         self.settings = settings
         self.rules = rules or load_rules(settings.rules)
+        self.policy = load_policy(settings.policy)
+        self.scenarios = scenarios or []
         self.fetch_wait_ms = settings.fetch_wait_ms
+        self.metrics = WorkerMetrics()
+        self._metrics_server: Any = None
         self._http: httpx.AsyncClient | None = None
-        session = settings.session_timeout_s
-        super().__init__(
-            settings.app_id,
-            broker=settings.broker,
-            store="memory://",
-            web_enabled=False,
-            topic_partitions=settings.partitions,
-            consumer_auto_offset_reset="earliest",
-            broker_session_timeout=session,
-            broker_rebalance_timeout=session,
-            broker_heartbeat_interval=max(0.2, session / 6),
-            broker_request_timeout=max(40.0, session + 10),
-            broker_commit_interval=0.5,
-            producer_linger=0.0,
-            stream_wait_empty=False,
-            worker_redirect_stdouts=False,
-            value_serializer="orjson",
-        )
+        self._topics_ready: set[str] = set()
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        super().__init__(settings.app_id, **faust_options(settings))
 
     def _new_transport(self) -> LowLatencyTransport:
         return LowLatencyTransport(self.conf.broker_consumer, self)
@@ -85,24 +115,36 @@ class IdgraphApp(faust.App):
         await super().on_start()
         self.store = store_from_url(self.settings.store)
         await self.store.open()
-        if self.settings.subscriptions is not None:
-            for subscription in load_subscriptions(self.settings.subscriptions):
-                await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
+        declared = load_subscriptions(self.settings.subscriptions) if self.settings.subscriptions else []
+        for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
+            await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
         self._http = httpx.AsyncClient()
-        self._topics_ready: set[str] = set()
-        self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, max_event_bytes=self.settings.max_event_bytes)
-        self.router = Router(self.publish, self._http)
+        self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, policy=self.policy,
+                                           max_hops=self.settings.max_hops, metrics=self.metrics,
+                                           max_event_bytes=self.settings.max_event_bytes)
+        self.pipeline.warm_up()
+        self.outbox_relay = OutboxRelay(self.store, self.publish, lock=self.pipeline._store_lock,
+                                        in_flight=self.pipeline._in_flight)
+        self.router = Router(self.publish, self._http, self.metrics)
         await self.refresh_subscriptions()
+        self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)
 
     async def on_started(self) -> None:
         await super().on_started()
         log.info("worker ready", app_id=self.settings.app_id, store=self.store.kind, broker=self.settings.broker)
 
     async def on_stop(self) -> None:
-        await self.router.stop()
+        # Each part may be missing when the start failed half way; stop what exists.
+        if (pipeline := getattr(self, "pipeline", None)) is not None:
+            await pipeline.drain(SHUTDOWN_DRAIN_S)
+        if (router := getattr(self, "router", None)) is not None:
+            await router.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         if self._http is not None:
             await self._http.aclose()
-        await self.store.close()
+        if (store := getattr(self, "store", None)) is not None:
+            await store.close()
         await super().on_stop()
 
     async def publish(self, topic: str, key: bytes | None, value: bytes,
@@ -110,70 +152,123 @@ class IdgraphApp(faust.App):
         """Enqueue raw bytes in order; the returned future resolves on the broker's acknowledgement."""
         return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 
+    async def dead_letter(self, event: faust.EventT, reason_class: str, reason: str) -> None:
+        source = {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset}
+        letter = DeadLetter.build(event.value, reason_class, [{"path": "", "reason": reason}], source)
+        self.metrics.observe_dead_letter(reason_class)
+        await (await self.publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))
+
     async def refresh_subscriptions(self) -> list[Subscription]:
         """Adopt the registry's subscriptions, creating their topics before anything is routed there."""
         documents = await self.store.subscription_documents()
         subscriptions = parse_subscriptions(list(documents.values()), "store")
         plan = {t: n for t, n in topic_plan(self.settings, subscriptions).items() if t not in self._topics_ready}
         if plan:
-            for topic, have in (await ensure_topics(self.settings.bootstrap_servers, plan)).items():
+            mismatched = await ensure_topics(self.settings.bootstrap_servers, plan, replication=self.settings.replication)
+            for topic, have in mismatched.items():
                 log.warning("topic exists with another partition count", topic=topic, partitions=have, configured=plan[topic])
             self._topics_ready.update(plan)
         await self.router.update(subscriptions)
         return subscriptions
 
+
 def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
-    app = IdgraphApp(settings, rules)
-    touchpoints = app.topic(TOUCHPOINTS_TOPIC, value_serializer="raw", key_serializer="raw")
-    deltas = app.topic(DELTAS_TOPIC, value_serializer="raw", key_serializer="raw")
+    scenarios = load_scenarios(settings.scenarios) if settings.scenarios else []
+    app = IdgraphApp(settings, rules, scenarios)
+    raw = {"value_serializer": "raw", "key_serializer": "raw"}
+    touchpoints = app.topic(TOUCHPOINTS_TOPIC, **raw)
+    changes = app.topic(DELTAS_TOPIC, NOTICES_TOPIC, **raw)
+    declarations = app.topic(SUBSCRIPTIONS_TOPIC, **raw)
 
     @app.agent(touchpoints, name="idgraph.resolve")
     async def resolve(stream: faust.StreamT) -> None:
-        within = settings.batch_wait_ms / 1000 or 0.001
-        async for events in stream.noack_take(settings.batch_max, within=within):
+        manual = stream.noack()
+        async for events in _batches(app, manual):
             batch = [Incoming(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
-            await app.pipeline.handle(batch)
-            for event in events:
-                await stream.ack(event)
+            await app.pipeline.begin(batch, on_durable=_acknowledge(manual, events))
 
-    @app.agent(deltas, name="idgraph.route")
+    @app.agent(changes, name="idgraph.route")
     async def route(stream: faust.StreamT) -> None:
         manual = stream.noack()
-        async for event in manual.events():
-            await _route_one(app, manual, event)
+        async for events in _batches(app, manual):
+            # Nothing below waits on the broker, so a batch's records leave in one produce request.
+            for event in events:
+                await _route_one(app, manual, event)
+
+    @app.agent(declarations, name="idgraph.subscriptions")
+    async def declare(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await _declare_one(app, event)
 
     @app.timer(SUBSCRIPTION_REFRESH_S)
     async def refresh() -> None:
         await app.refresh_subscriptions()
 
+    @app.timer(RELAY_INTERVAL_S)
+    async def relay_outbox() -> None:
+        # Deltas written outside the stream (the profile API's operations) leave from here.
+        await app.outbox_relay.run_once()
+
+    for scenario in scenarios:
+        register(app, scenario, app.publish)
     return app
 
+
+def _batches(app: IdgraphApp, stream: faust.StreamT) -> BacklogBatches:
+    settings = app.settings
+    return BacklogBatches(stream, max_events=settings.batch_max, max_wait_s=settings.batch_wait_ms / 1000,
+                          highwater=app.consumer.highwater)
+
+
+def _acknowledge(stream: faust.StreamT, events: list[faust.EventT]) -> OnDurable:
+    """Acknowledge a batch's offsets; the pipeline calls it once the batch's effects are durable."""
+    async def acknowledge(_: BatchResult) -> None:
+        for event in events:
+            await stream.ack(event)
+    return acknowledge
+
+
 async def _route_one(app: IdgraphApp, stream: faust.StreamT, event: faust.EventT) -> None:
+    contract = TouchpointNotice if event.message.topic == NOTICES_TOPIC else IdentityDelta
     try:
-        delta = IdentityDelta.model_validate_json(event.value)
+        record = contract.model_validate_json(event.value)
     except ValueError as exc:
-        source = {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset}
-        letter = DeadLetter.build(event.value, "schema", [{"path": "", "reason": f"not an identity delta: {exc}"}], source)
-        await (await app.publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))
+        await app.dead_letter(event, "schema", f"not a valid {contract.__name__}: {exc.__class__.__name__}")
         await stream.ack(event)
         return
-    await app.router.route(delta, on_done=lambda: stream.ack(event))
+    await app.router.route(record, on_done=lambda: stream.ack(event))
+
+
+async def _declare_one(app: IdgraphApp, event: faust.EventT) -> None:
+    """Store a scenario process's subscription declaration; a bad one is dead-lettered with its reason."""
+    try:
+        (subscription,) = parse_subscriptions([orjson.loads(event.value)], SUBSCRIPTIONS_TOPIC)
+    except (SubscriptionError, orjson.JSONDecodeError, ValueError) as exc:
+        await app.dead_letter(event, "schema", str(exc))
+        return
+    await app.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
+    await app.refresh_subscriptions()
+
 
 def topic_plan(settings: Settings, subscriptions: list[Subscription]) -> dict[str, int]:
     """Every topic the worker uses, with its partition count, for creating them up front."""
-    plan = {TOUCHPOINTS_TOPIC: settings.partitions, DELTAS_TOPIC: settings.partitions, DEAD_LETTER_TOPIC: 1}
+    plan = {TOUCHPOINTS_TOPIC: settings.partitions, DELTAS_TOPIC: settings.partitions,
+            NOTICES_TOPIC: settings.partitions, SUBSCRIPTIONS_TOPIC: 1, DEAD_LETTER_TOPIC: 1}
     for subscription in subscriptions:
         plan[subscription.topic] = settings.partitions
     return plan
+
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until Ctrl-C (or SIGTERM); Faust handles the signals."""
     import mode.loop
     from faust import Worker
 
+    from streams.logging import configure_logging
+
     mode.loop.use("uvloop")
-    app = create_app(settings)
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    configure_logging(loglevel)
+    Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
 
-__all__ = ["IdgraphApp", "create_app", "run_worker", "topic_plan", "TOUCHPOINTS_TOPIC", "DELTAS_TOPIC"]
 
+__all__ = ["IdgraphApp", "create_app", "faust_options", "run_worker", "topic_plan", "TOUCHPOINTS_TOPIC", "DELTAS_TOPIC"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,6 +20,7 @@ from identity.explain import render_decision
 from identity.features import prepare
 from identity.rules import Rules, RulesError, load_rules
 from streams.batch import read_lines, resolve_lines, write_assignments
+from streams.api.cli import api_command, review_app, token_command
 from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_is_help=True, add_completion=False)
@@ -122,12 +125,20 @@ def demo(
     events: int = typer.Option(1500, min=1, help="Touchpoints to play"),
     rate: float = typer.Option(300.0, min=1, help="Events per second"),
     workdir: Optional[Path] = typer.Option(None, help="Where the store and logs go (default: a new temp dir)"),
+    flow: Optional[str] = typer.Option(None, help="Run a reference flow instead: battery-recycling"),
+    assessment_delay: float = typer.Option(1.0, min=0, help="With --flow: the assessment scenario's processing time (s)"),
 ) -> None:
     """Run the embedded stack with three scenarios and a realistic workload; report propagation."""
-    from streams.demo import run_demo
+    from streams.demo import run_demo, run_flow_demo
 
     settings = _settings()
-    asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir))
+    if flow is None:
+        asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir))
+    elif flow == "battery-recycling":
+        asyncio.run(run_flow_demo(flows=min(customers, 40), rate=min(rate, 10), assessment_delay_s=assessment_delay,
+                                  broker_url=settings.broker, workdir=workdir))
+    else:
+        raise _fail(f"unknown flow {flow!r}: the reference flow is battery-recycling")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -151,7 +162,8 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
 
 
 @app.command()
-def up(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
+       api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API")) -> None:
     """Run everything on this machine: an embedded broker (unless IDGRAPH_BROKER is set) and a worker."""
     from streams.app import run_worker
     from streams.broker import BrokerError, EmbeddedBroker
@@ -166,12 +178,31 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -
         settings = settings.with_broker(broker.url)
         typer.secho(f"Embedded broker on {broker.url} (in memory). Produce touchpoints there, e.g.", bold=True)
         typer.echo(f"  export IDGRAPH_BROKER={broker.url}")
+    api = _start_api(settings, api_port)
     typer.echo(f"Worker: store {settings.store}; Ctrl-C stops everything.")
     try:
         run_worker(settings, loglevel=loglevel)
     finally:
+        if api is not None:
+            api.terminate()
+            api.wait(10)
         if broker is not None:
             broker.stop()
+
+
+def _start_api(settings: Settings, port: int) -> "subprocess.Popen[bytes] | None":
+    """The profile API beside the worker, with a fresh dev admin token printed once."""
+    if port == 0:
+        return None
+    from streams.api.auth import issue
+
+    token, entry = issue(["admin"], "local-admin")
+    env = {**os.environ, "IDGRAPH_STORE": settings.store,
+           "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
+    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api", "--port", str(port)], env=env)
+    typer.secho(f"Profile API on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:", bold=True)
+    typer.echo(f"  {token}")
+    return api
 
 
 def _with_store(action):  # type: ignore[no-untyped-def]
@@ -245,6 +276,33 @@ def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscriptio
     if not _with_store(lambda store: store.delete_subscription(name)):
         raise _fail(f"no subscription named {name!r}")
     typer.echo(f"unsubscribed {name}")
+
+
+app.command("api")(api_command)
+app.command("api-token")(token_command)
+app.add_typer(review_app, name="review")
+
+
+@app.command("scenario")
+def scenario(
+    action: str = typer.Argument(..., help="run"),
+    spec: str = typer.Argument(..., help="module:object naming a Scenario or a list of them"),
+    loglevel: str = typer.Option("warning", help="Faust log level"),
+) -> None:
+    """Run scenarios in a process of their own, talking to idgraph only through Kafka topics."""
+    from streams.scenario import load_scenarios
+    from streams.scenario_app import run_scenarios
+
+    if action != "run":
+        raise _fail(f"unknown action {action!r}: use 'idgraph scenario run module:object'")
+    settings = _settings()
+    if settings.broker is None:
+        raise _fail("IDGRAPH_BROKER is not set: scenarios talk to idgraph through its broker")
+    try:
+        scenarios = load_scenarios(spec)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise _fail(f"cannot load scenarios from {spec!r}: {exc}") from None
+    run_scenarios(settings, scenarios, loglevel=loglevel)
 
 
 def main() -> None:  # pragma: no cover - console script shim

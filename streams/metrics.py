@@ -51,10 +51,10 @@ disable_created_metrics()
 #: within target" is an exact bucket ratio), coarse past a second, up to 5 minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5,
                    0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-ACTIONS = ("create", "link", "merge", "review")
+ACTIONS = ("create", "link", "merge", "review", "refused")
 PROTECTION_KINDS = ("limit", "generic_value", "conflicting_id")
-EVENT_REASON_CLASSES = ("not_json", "schema", "oversized", "invalid_identifier", "internal_error")
-REASON_CLASSES = (*EVENT_REASON_CLASSES, "delivery_failed")
+EVENT_REASON_CLASSES = ("not_json", "schema", "oversized", "invalid_identifier", "hop_limit", "erased", "internal_error")
+REASON_CLASSES = (*EVENT_REASON_CLASSES, "delivery_failed", "scenario_failed")
 DELTA_KINDS = ("profile.created", "profile.updated", "profile.merged", "profile.split", "profile.erased")
 SINK_TYPES = ("kafka", "webhook")
 STORE_OPERATIONS = ("resolve", "mark_published")
@@ -281,6 +281,8 @@ class WorkerMetrics:
             self.decisions(_known(decision.get("action"), ACTIONS)).inc()
             for protection in decision.get("protections", ()):
                 self.protections(scenario, _known(protection.get("kind"), PROTECTION_KINDS)).inc()
+            for conflict in (decision.get("evidence", {}).get("sovereignty") or {}).get("conflicts", ()):
+                self.inc_sovereignty_conflict(conflict["trait"])
         for letter in result.rejected:
             reason = _known(letter.reason_class, EVENT_REASON_CLASSES)
             self.events_consumed(self.scenario(_sniff_scenario(letter.value)), "dead_lettered", reason).inc()

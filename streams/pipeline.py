@@ -1,19 +1,28 @@
 """One batch of touchpoint messages: validate, resolve, publish deltas, dead-letter the rest.
 
-The caller acknowledges the batch's offsets only after :meth:`ResolutionPipeline.handle`
-returns, and by then every effect is durable: outcomes in the store, deltas acknowledged
-by the broker and marked published in the outbox, bad input in the dead-letter topic. A
-crash anywhere before that redelivers the batch, and event-id idempotency plus the outbox
-make the redelivery produce nothing twice.
+A batch takes two steps. :meth:`ResolutionPipeline.begin` resolves it in one store
+transaction and hands its deltas to the producer; the relay it starts finishes once the
+broker acknowledged every delta and the outbox marked them published, and only then calls
+``on_durable``, where the caller acknowledges the batch's offsets. By then every effect is
+durable: outcomes in the store, deltas acknowledged by the broker and marked published, bad
+input in the dead-letter topic. A crash anywhere before that redelivers the batch, and
+event-id idempotency plus the outbox make the redelivery produce nothing twice.
+
+The broker's round trip would otherwise be idle time per batch, so the next batch may be
+resolved while the previous one's deltas are still on their way (``max_in_flight`` batches
+at most). Offsets are committed only up to the first unacknowledged one, so a later batch
+finishing first never lets an earlier one's offsets be skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol, Sequence
 
+import orjson
 import structlog
 
 from graph.resolver import Resolver
@@ -21,11 +30,22 @@ from graph.store import GraphStore, Outcome, StoreUnavailable
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, FieldError, parse_event
 from identity.features import PreparedEvent, prepare
+from identity.notices import notice_for
+from identity.policy import Policy
 from identity.rules import Rules
 from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from streams.logging import log_batch
+from streams.metrics import WorkerMetrics
 
 DELTAS_TOPIC = "identity.deltas"
+#: Every resolved touchpoint (identity/notices.py), for scenarios subscribed to event types.
+NOTICES_TOPIC = "identity.touchpoints"
 log = structlog.get_logger("idgraph.pipeline")
+#: Exercises every normaliser (CJK and Latin names, phone, email) in :meth:`ResolutionPipeline.warm_up`.
+WARM_UP_EVENT = {"event_id": "idgraph-warm-up", "scenario": "idgraph.warm-up", "type": "warm_up",
+                 "occurred_at": "2026-01-01T00:00:00+00:00",
+                 "identifiers": {"phone": "13800138000", "email": "Warm.Up@Example.com"},
+                 "traits": {"name": "張偉 Zhang Wei", "city": "上海"}}
 
 
 class Publisher(Protocol):
@@ -62,19 +82,85 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+OnDurable = Callable[[BatchResult], Awaitable[None]]
+#: (topic, key, value) of a record the relay may have to send again.
+Record = tuple[str, bytes | None, bytes]
+
+
 class ResolutionPipeline:
     def __init__(self, store: GraphStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
-                 retry_delay_s: float = 0.5, on_result: Callable[[BatchResult], Awaitable[None]] | None = None) -> None:
+                 policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
+                 retry_delay_s: float = 0.5, max_in_flight: int = 4,
+                 on_result: OnDurable | None = None) -> None:
         self.store = store
         self.rules = rules
-        self.resolver = Resolver(store, rules)
+        self.resolver = Resolver(store, rules, policy=policy)
+        self.metrics = metrics or WorkerMetrics(process_collectors=False)
+        self._max_hops = max_hops
         self._publish = publish
         self._max_event_bytes = max_event_bytes
         self._retry_delay_s = retry_delay_s
         self._on_result = on_result
+        # One store user at a time: the embedded store shares one connection, so an outbox
+        # mark issued while a batch's transaction is open would commit or roll back with it.
+        self._store_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        #: The unfinished relay of each delta sent but not yet marked published.
+        self._in_flight: dict[str, asyncio.Task[BatchResult]] = {}
 
     async def handle(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Resolve a batch and return once all its effects are durable."""
+        return await (await self.begin(batch))
+
+    async def begin(self, batch: Sequence[Incoming], on_durable: OnDurable | None = None) -> "asyncio.Task[BatchResult]":
+        """Resolve the batch and send its deltas; the returned relay finishes when all is durable.
+
+        Waits first while ``max_in_flight`` relays are unfinished, so a slow broker slows the
+        consumer down instead of piling up batches.
+        """
+        await self._slots.acquire()
         result = BatchResult()
+        started = time.perf_counter()
+        try:
+            accepted, messages = self._accept_all(batch, result)
+            await self._dead_letter(result.rejected)
+            earlier: set[asyncio.Task[BatchResult]] = set()
+            store_seconds = None
+            if accepted:
+                async with self._store_lock:
+                    store_started = time.perf_counter()
+                    result.outcomes = await self._resolve(accepted, messages, result)
+                    store_seconds = time.perf_counter() - store_started
+                    result.published, earlier = await self._unpublished(result.outcomes)
+            records = [self._delta_record(d) for d in result.published] + self._notice_records(accepted, result.outcomes)
+            acks = [await self._publish(*record) for record in records]
+        except BaseException:
+            self._slots.release()
+            raise
+        self.metrics.observe_batch(result, resolve_seconds=time.perf_counter() - started, store_seconds=store_seconds,
+                                   scenarios={p.event_id: p.event.scenario for p in accepted})
+        log_batch(result)
+        relay = asyncio.ensure_future(self._relay(result, records, acks, earlier, on_durable))
+        relay.add_done_callback(self._forget)
+        for delta in result.published:
+            self._in_flight[delta.delta_id] = relay
+        return relay
+
+    def warm_up(self) -> None:
+        """Prepare a sample event, nothing stored: normalisation builds its tables on first use.
+
+        That takes 0.1-0.4 s; done before the worker reports ready, it does not delay the first
+        events it handles.
+        """
+        prepare(parse_event(orjson.dumps(WARM_UP_EVENT)), self.rules)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait a while for unfinished relays, so that a clean stop leaves little to send again."""
+        relays = set(self._in_flight.values())
+        if relays:
+            await asyncio.wait(relays, timeout=timeout_s)
+
+    def _accept_all(self, batch: Sequence[Incoming], result: BatchResult) -> tuple[list[PreparedEvent], dict[str, Incoming]]:
         accepted: list[PreparedEvent] = []
         messages: dict[str, Incoming] = {}
         for message in batch:
@@ -82,20 +168,18 @@ class ResolutionPipeline:
             if prepared is not None:
                 accepted.append(prepared)
                 messages.setdefault(prepared.event_id, message)
-        await self._dead_letter(result.rejected)
-        if accepted:
-            result.outcomes = await self._resolve(accepted, messages, result)
-            result.published = await self._publish_deltas([o.event_id for o in result.outcomes])
-        if self._on_result is not None:
-            await self._on_result(result)
-        return result
+        return accepted, messages
 
     def _accept(self, message: Incoming, result: BatchResult) -> PreparedEvent | None:
         try:
             if len(message.value) > self._max_event_bytes:
                 reason = f"event is {len(message.value)} bytes; the limit is {self._max_event_bytes}"
                 raise EventRejected("oversized", [FieldError(path="", reason=reason)])
-            return prepare(parse_event(message.value), self.rules)
+            event = parse_event(message.value)
+            if event.causation is not None and event.causation.hops > self._max_hops:
+                reason = f"caused through {event.causation.hops} scenario hops; the limit is {self._max_hops}"
+                raise EventRejected("hop_limit", [FieldError(path="causation.hops", reason=reason)])
+            return prepare(event, self.rules)
         except EventRejected as error:
             letter = DeadLetter.build(message.value, error.reason_class, error.as_dict()["errors"], message.source)
             result.rejected.append(letter)
@@ -133,16 +217,86 @@ class ResolutionPipeline:
         acks = [await self._publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()) for letter in letters]
         await asyncio.gather(*acks)
 
-    async def _publish_deltas(self, event_ids: list[str]) -> list[IdentityDelta]:
-        """Relay the outbox: send unpublished deltas of these events, then mark them published."""
-        pending = await self.store.unpublished_deltas(event_ids, limit=len(event_ids) * 4 + 100)
-        if not pending:
-            return []
-        emitted_at = _now()
-        acks = []
-        for delta in pending:
-            delta.times.emitted_at = emitted_at
-            acks.append(await self._publish(DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json()))
-        await asyncio.gather(*acks)
-        await self.store.mark_published([d.delta_id for d in pending])
-        return pending
+    async def _unpublished(self, outcomes: list[Outcome]) -> tuple[list[IdentityDelta], set[asyncio.Task[BatchResult]]]:
+        """The outbox entries of these outcomes still to send, and the relays already sending the others.
+
+        A new outcome's deltas are exactly what its transaction just put in the outbox; only a
+        redelivered event's are read back, since a crash may have kept them from the broker.
+        A delta an earlier batch is still relaying is not sent twice, but this batch is not
+        durable before that relay is: its offsets may be committed first.
+        """
+        redelivered = [o.event_id for o in outcomes if o.duplicate]
+        stored = await self.store.unpublished_deltas(redelivered, limit=len(redelivered) * 4 + 100) if redelivered else []
+        pending: dict[str, IdentityDelta] = {}
+        earlier: set[asyncio.Task[BatchResult]] = set()
+        for delta in [*stored, *(d for o in outcomes if not o.duplicate for d in o.deltas)]:
+            relay = self._in_flight.get(delta.delta_id)
+            if relay is not None:
+                earlier.add(relay)
+            else:
+                pending.setdefault(delta.delta_id, delta)
+        return list(pending.values()), earlier
+
+    @staticmethod
+    def _delta_record(delta: IdentityDelta) -> Record:
+        delta.times.emitted_at = _now()
+        return DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json()
+
+    @staticmethod
+    def _notice_records(accepted: list[PreparedEvent], outcomes: list[Outcome]) -> list[Record]:
+        """Tell event-type subscribers what was resolved; a redelivered event is told again (same notice)."""
+        prepared = {p.event_id: p for p in accepted}
+        resolved_at = _now()
+        records: list[Record] = []
+        for outcome in outcomes:
+            if outcome.decision["action"] == "refused":  # an erased customer's event: nothing to tell
+                continue
+            notice = notice_for(prepared[outcome.event_id], outcome.decision, ingested_at=None, resolved_at=resolved_at)
+            notice.times.emitted_at = resolved_at
+            records.append((NOTICES_TOPIC, outcome.profile_id.encode(), notice.to_json()))
+        return records
+
+    async def _relay(self, result: BatchResult, records: list[Record], acks: list[Awaitable[Any]],
+                     earlier: set[asyncio.Task[BatchResult]], on_durable: OnDurable | None) -> BatchResult:
+        """Wait for the broker, mark the outbox, then let the caller acknowledge the offsets."""
+        try:
+            await self._until_acknowledged(records, acks)
+            if result.published:
+                marking = time.perf_counter()
+                async with self._store_lock:
+                    await self.store.mark_published([d.delta_id for d in result.published])
+                self.metrics.observe_store_write("mark_published", time.perf_counter() - marking)
+        finally:
+            # Marked, or left for a redelivery to send again.
+            this = asyncio.current_task()
+            for delta in result.published:
+                if self._in_flight.get(delta.delta_id) is this:
+                    del self._in_flight[delta.delta_id]
+            self._slots.release()
+        await asyncio.gather(*earlier)  # a failed one fails this batch too: both are redelivered
+        if self._on_result is not None:
+            await self._on_result(result)
+        if on_durable is not None:
+            await on_durable(result)
+        return result
+
+    @staticmethod
+    def _forget(relay: "asyncio.Task[BatchResult]") -> None:
+        if not relay.cancelled() and relay.exception() is not None:
+            # The batch's offsets stay unacknowledged: a restart redelivers it.
+            log.error("batch relay failed", error=repr(relay.exception()))
+
+    async def _until_acknowledged(self, records: list[Record], acks: list[Awaitable[Any]]) -> None:
+        """Await the broker's acknowledgements, sending the batch's records again if that fails.
+
+        The offsets stay unacknowledged meanwhile; a re-sent delta keeps its id, so a
+        subscriber that saw the first copy can tell.
+        """
+        while True:
+            try:
+                await asyncio.gather(*acks)
+                return
+            except Exception as exc:  # noqa: BLE001 - the broker may be back after a pause
+                log.warning("publishing failed, retrying", records=len(records), error=repr(exc))
+                await asyncio.sleep(self._retry_delay_s)
+                acks = [await self._publish(*record) for record in records]

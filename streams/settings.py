@@ -9,7 +9,7 @@
 | IDGRAPH_APP_ID | idgraph | Kafka consumer group and topic namespace of the worker |
 | IDGRAPH_PARTITIONS | 4 | partitions of the topics the worker creates |
 | IDGRAPH_BATCH_MAX | 200 | events per store transaction at most |
-| IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for more events |
+| IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for events the consumer already fetched (never waits otherwise) |
 | IDGRAPH_FETCH_WAIT_MS | 10 | longest a consumer fetch waits for data (Faust's own default is 1500) |
 | IDGRAPH_MAX_EVENT_BYTES | 262144 | larger events are dead-lettered as oversized |
 | IDGRAPH_SESSION_TIMEOUT_S | 10 | consumer group session timeout (also the rebalance timeout) |
@@ -35,7 +35,7 @@ from graph.factory import DEFAULT_STORE
 PREFIX = "IDGRAPH_"
 _SCENARIO_SPECS = re.compile(r"^\s*[\w.]+:[\w.]+(\s*,\s*[\w.]+:[\w.]+)*\s*$")
 #: Variables read by other parts (the Neo4j store's credentials, for one), not by the worker settings.
-OTHER_READERS = ("IDGRAPH_NEO4J_",)
+OTHER_READERS = ("IDGRAPH_NEO4J_", "IDGRAPH_API_")
 
 
 class SettingsError(ValueError):

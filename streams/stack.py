@@ -60,6 +60,9 @@ class WorkerProcess:
             "IDGRAPH_SUBSCRIPTIONS": str(subscriptions),
             "IDGRAPH_SESSION_TIMEOUT_S": "2",
             "IDGRAPH_PARTITIONS": "2",
+            "IDGRAPH_DATA_DIR": str(self.workdir),
+            # Each worker its own metrics port: several run side by side in tests and benchmarks.
+            "IDGRAPH_METRICS_PORT": "0",
             **self.extra_env,
         }
 

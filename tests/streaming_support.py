@@ -12,13 +12,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def produce(bootstrap: str, events: Iterable[bytes | dict[str, Any]], topic: str = "touchpoints",
-                  rate_per_s: float | None = None) -> None:
+                  rate_per_s: float | None = None, key: bytes | None = None) -> None:
+    """Send events in order; only events with one ``key`` are also consumed in that order."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
         for event in events:
             value = event if isinstance(event, bytes) else orjson.dumps(event)
-            await producer.send_and_wait(topic, value)
+            await producer.send_and_wait(topic, value, key=key)
             if rate_per_s:
                 await asyncio.sleep(1 / rate_per_s)
     finally:

@@ -7,7 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-import pytest
+
 import schemathesis
 from schemathesis import checks
 from hypothesis import HealthCheck, settings

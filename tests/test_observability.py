@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker, free_port
 from streams.metrics import WorkerMetrics
-from streams.settings import Settings
 from streams.stack import WorkerProcess
 from tests.conftest import cn_national_id
 from tests.prometheus_support import WORKER_JOB, Prometheus, QueryError, metric_names, running_prometheus
@@ -110,12 +109,6 @@ def test_every_metric_a_dashboard_query_names_is_exposed_by_a_worker():
 
 
 # --- end to end: a worker, a workload, Prometheus -------------------------------------------
-
-def require_metrics_wiring() -> None:
-    """The worker serves /metrics once IdgraphApp calls streams.metrics.install_metrics (IDGRAPH_METRICS_PORT)."""
-    if "metrics_port" not in Settings.model_fields:
-        pytest.skip("metrics are not wired into the worker yet: Settings has no metrics_port (IDGRAPH_METRICS_PORT)")
-
 
 class _Endpoint(BaseHTTPRequestHandler):
     status = 200
@@ -221,7 +214,6 @@ def started_worker(broker: EmbeddedBroker, workdir: Path, subs: list[dict[str, A
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory) -> Iterator[Observed]:
-    require_metrics_wiring()
     workdir = tmp_path_factory.mktemp("e2e")
     port = free_port()
     with http_endpoint(200) as (ok_url, ok_seen), http_endpoint(503) as (failing_url, failing_seen), \
@@ -323,7 +315,8 @@ def test_dead_letters_by_reason_match_the_dead_letter_topic(observed):
 def test_consumer_lag_is_reported_per_partition_and_drains_to_zero(observed):
     prometheus = observed.prometheus
     partitions = {(s["metric"]["topic"], s["metric"]["partition"]) for s in prometheus.query("idgraph_consumer_lag_messages")}
-    assert partitions == {(t, p) for t in ("touchpoints", "identity.deltas") for p in ("0", "1")}
+    consumed = {(t, p) for t in ("touchpoints", "identity.deltas", "identity.touchpoints") for p in ("0", "1")}
+    assert partitions == consumed | {("idgraph.subscriptions", "0")}
     prometheus.wait_for("sum(idgraph_consumer_lag_messages)", lambda v: v == 0, 30, "lag back to zero")
 
 
@@ -358,7 +351,6 @@ def test_every_dashboard_query_returns_data_after_the_workload(observed):
 
 
 def test_worker_down_alert_clears_while_the_worker_runs_and_goes_pending_when_it_stops(tmp_path):
-    require_metrics_wiring()
     port = free_port()
     pending = 'count(ALERTS{alertname="IdgraphWorkerDown", alertstate="pending"})'
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as broker, \

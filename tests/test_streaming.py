@@ -66,7 +66,7 @@ async def test_each_scenario_receives_only_its_delta_kinds_and_fields(broker, wo
     await produce(broker.bootstrap, [
         event("e1", {"phone": "13800138000", "email": "zw@example.com"}, {"name": "张伟", "city": "上海"}, minute=1),
         event("e2", {"phone": "13800138000"}, {"city": "北京"}, minute=2),
-    ])
+    ], key=b"customer-1")
     sales = await read_topic(broker.bootstrap, "scenario.sales", expect=1)
     service = await read_topic(broker.bootstrap, "scenario.service", expect=2)
     assert [r.json()["kind"] for r in sales] == ["profile.created"]
@@ -84,7 +84,7 @@ async def test_bridging_event_produces_profile_merged_with_merged_from(broker, w
         event("m1", {"phone": "13800138000"}, minute=1),
         event("m2", {"email": "zw@example.com"}, minute=2),
         event("m3", {"phone": "13800138000", "email": "zw@example.com"}, minute=3),
-    ])
+    ], key=b"customer-1")
     records = [r.json() for r in await read_topic(broker.bootstrap, "scenario.sales", expect=3)]
     created = {r["cause"]["event_id"]: r["profile_id"] for r in records if r["kind"] == "profile.created"}
     (merged,) = [r for r in records if r["kind"] == "profile.merged"]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from streams.flows.battery_recycling.grading import grade_battery
@@ -70,5 +71,6 @@ def scenarios(assessment_delay_s: float = 1.0) -> list[Scenario]:
     return [assessment(assessment_delay_s), quoting(), sales()]
 
 
-#: ``IDGRAPH_SCENARIOS=streams.flows.battery_recycling:SCENARIOS`` runs them in a worker.
-SCENARIOS = scenarios()
+#: ``IDGRAPH_SCENARIOS=streams.flows.battery_recycling:SCENARIOS`` runs them in a worker;
+#: BATTERY_ASSESSMENT_DELAY_S sets the edge model's simulated processing time.
+SCENARIOS = scenarios(assessment_delay_s=float(os.environ.get("BATTERY_ASSESSMENT_DELAY_S", "1.0")))

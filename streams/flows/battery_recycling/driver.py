@@ -1,0 +1,202 @@
+"""Driving the battery-recycling flow and timing every hop, for the demo, the benchmark and the tests.
+
+The driver plays the platforms: the service scenario's lifetime-value predictions (which set
+``value_tier``), a marketing campaign that tries to relabel some customers (and must lose),
+and the site-intake requests that start each flow. It watches every topic the flow crosses
+without joining any consumer group, and follows the causation chain of each request:
+
+  intake produced -> assessment notified -> battery_assessed emitted -> quoting notified
+  -> quote_issued emitted -> sales notified (high-value customers only)
+
+Scenario processing is notified -> emitted inside a scenario; everything else is pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.app import TOUCHPOINTS_TOPIC
+
+ASSESSMENT_TOPIC = "scenario.battery-recycling.assessment"
+QUOTING_TOPIC = "scenario.battery-recycling.quoting"
+SALES_TOPIC = "scenario.sales"
+WATCHED = (TOUCHPOINTS_TOPIC, ASSESSMENT_TOPIC, QUOTING_TOPIC, SALES_TOPIC)
+HOPS = ("intake -> assessment", "assessment -> quoting", "quoting -> profile -> sales")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowCustomer:
+    key: int
+    phone: str
+    name: str
+    high_value: bool
+    relabelled: bool  # marketing tries to overwrite value_tier
+
+
+@dataclass(slots=True)
+class Flow:
+    """Observed times (time.time()) along one request's chain."""
+
+    customer: FlowCustomer
+    intake_id: str
+    produced: float
+    assessment_notified: float | None = None
+    assessed_id: str | None = None
+    assessed_emitted: float | None = None
+    quoting_notified: float | None = None
+    quote_id: str | None = None
+    quote_emitted: float | None = None
+    sales_notified: float | None = None
+    sales_body: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:
+        last = self.sales_notified if self.customer.high_value else self.quote_emitted
+        return last is not None
+
+    def hop_ms(self) -> dict[str, float]:
+        """Pipeline time per hop and scenario time, in milliseconds."""
+        hops = {
+            HOPS[0]: self.assessment_notified - self.produced,
+            HOPS[1]: self.quoting_notified - self.assessed_emitted,
+        }
+        if self.sales_notified is not None:
+            hops[HOPS[2]] = self.sales_notified - self.quote_emitted
+        return {k: v * 1000 for k, v in hops.items()}
+
+    def processing_ms(self) -> float:
+        return ((self.assessed_emitted - self.assessment_notified) + (self.quote_emitted - self.quoting_notified)) * 1000
+
+    def total_ms(self) -> float:
+        end = self.sales_notified if self.sales_notified is not None else self.quote_emitted
+        return (end - self.produced) * 1000
+
+
+def make_customers(count: int, seed: int = 11) -> list[FlowCustomer]:
+    rng = random.Random(seed)
+    surnames, given = "王李张刘陈杨赵黄周吴", "伟芳娜敏静丽强磊军洋"
+    return [FlowCustomer(i, f"139{i:08d}", rng.choice(surnames) + rng.choice(given), i % 2 == 0, i % 5 == 0)
+            for i in range(count)]
+
+
+def _event(event_id: str, scenario: str, type_: str, customer: FlowCustomer, traits: dict[str, Any],
+           payload: dict[str, Any] | None = None, at: datetime | None = None) -> bytes:
+    return orjson.dumps({
+        "event_id": event_id, "scenario": scenario, "type": type_,
+        "occurred_at": (at or datetime.now(timezone.utc)).isoformat(),
+        "identifiers": {"phone": customer.phone}, "traits": traits, "payload": payload or {},
+    })
+
+
+def intake_event(customer: FlowCustomer, rng: random.Random) -> tuple[str, bytes]:
+    event_id = f"intake-{customer.key:06d}"
+    capacity = rng.choice([40, 60, 75, 100])
+    measurements = {"nominal_capacity_kwh": capacity, "measured_capacity_kwh": round(capacity * rng.uniform(0.45, 0.98), 1),
+                    "internal_resistance_mohm": round(rng.uniform(0.8, 3.2), 2), "swelling": rng.random() < 0.05}
+    battery = {"serial": f"BT-{customer.key:06d}", "chemistry": rng.choice(["NMC811", "NMC622", "LFP"]), "capacity_kwh": capacity}
+    payload = {"battery": battery, "measurements": measurements, "photo_ref": f"s3://intake/{customer.key:06d}.jpg"}
+    return event_id, _event(event_id, "battery-recycling.site-intake", "recycling_requested", customer,
+                            {"name": customer.name}, payload)
+
+
+def setup_events(customers: list[FlowCustomer]) -> list[bytes]:
+    """Lifetime-value predictions by the service scenario, then the marketing relabels that must lose."""
+    earlier = datetime.now(timezone.utc) - timedelta(minutes=5)
+    events = [_event(f"ltv-{c.key:06d}", "service.ltv", "ltv_predicted", c,
+                     {"name": c.name, "value_tier": "high" if c.high_value else "standard"}, at=earlier) for c in customers]
+    events += [_event(f"campaign-{c.key:06d}", "marketing.campaign", "campaign_labelled", c, {"value_tier": "bronze"})
+               for c in customers if c.relabelled]
+    return events
+
+
+class FlowObserver:
+    """Follows every request's causation chain on the flow's topics."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.flows: dict[str, Flow] = {}
+        self._by_assessed: dict[str, Flow] = {}
+        self._by_quote: dict[str, Flow] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "FlowObserver":
+        self._consumer = AIOKafkaConsumer(*WATCHED, bootstrap_servers=self.bootstrap, group_id=None,
+                                          auto_offset_reset="earliest", fetch_max_wait_ms=5, enable_auto_commit=False)
+        await self._consumer.start()
+        self._task = asyncio.ensure_future(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            for messages in (await self._consumer.getmany(timeout_ms=100)).values():
+                now = time.time()
+                for message in messages:
+                    self._observe(message.topic, orjson.loads(message.value), now)
+
+    def _observe(self, topic: str, body: dict[str, Any], now: float) -> None:
+        if topic == TOUCHPOINTS_TOPIC:
+            cause = (body.get("causation") or {}).get("event_id")
+            if body.get("type") == "battery_assessed" and (flow := self.flows.get(cause)) and flow.assessed_emitted is None:
+                flow.assessed_id, flow.assessed_emitted = body["event_id"], now
+                self._by_assessed[body["event_id"]] = flow
+            elif body.get("type") == "quote_issued" and (flow := self._by_assessed.get(cause)) and flow.quote_emitted is None:
+                flow.quote_id, flow.quote_emitted = body["event_id"], now
+                self._by_quote[body["event_id"]] = flow
+        elif topic == ASSESSMENT_TOPIC and (flow := self.flows.get(body["event_id"])):
+            flow.assessment_notified = flow.assessment_notified or now
+        elif topic == QUOTING_TOPIC and (flow := self._by_assessed.get(body["event_id"])):
+            flow.quoting_notified = flow.quoting_notified or now
+        elif topic == SALES_TOPIC and (flow := self._by_quote.get(body["cause"]["event_id"])) and flow.sales_notified is None:
+            flow.sales_notified, flow.sales_body = now, body
+
+    def completed(self) -> int:
+        return sum(flow.complete for flow in self.flows.values())
+
+
+async def run_flows(bootstrap: str, customers: list[FlowCustomer], rate_per_s: float, *, timeout_s: float = 60,
+                    on_progress: Callable[[int, int], None] | None = None) -> list[Flow]:
+    """Set up the customers, start one flow per customer at ``rate_per_s``, wait for them to finish."""
+    rng = random.Random(7)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        async with FlowObserver(bootstrap) as observer:
+            for value in setup_events(customers):
+                await producer.send(TOUCHPOINTS_TOPIC, value)
+            await producer.flush()
+            await asyncio.sleep(1.0)  # predictions land before requests arrive
+            started = time.perf_counter()
+            for i, customer in enumerate(customers):
+                if (delay := started + i / rate_per_s - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
+                event_id, value = intake_event(customer, rng)
+                observer.flows[event_id] = Flow(customer, event_id, time.time())
+                await producer.send(TOUCHPOINTS_TOPIC, value)
+                if on_progress:
+                    on_progress(i + 1, observer.completed())
+            deadline = time.monotonic() + timeout_s
+            while observer.completed() < len(customers) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                if on_progress:
+                    on_progress(len(customers), observer.completed())
+            await asyncio.sleep(0.5)  # a suggestion sent twice would arrive now
+            return list(observer.flows.values())
+    finally:
+        await producer.stop()

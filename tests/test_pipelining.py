@@ -1,0 +1,220 @@
+"""The worker's pipelining, without a broker: relays that finish after the broker acknowledges, and backlog batches."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import orjson
+
+from faust.types import TP
+
+from streams.batching import BacklogBatches
+from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
+
+
+class Broker:
+    """A publisher whose acknowledgements the test releases by hand."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> "asyncio.Future[None]":
+        self.sent.append((topic, value))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    def acknowledge(self, error: Exception | None = None) -> None:
+        for ack in self.acks:
+            if not ack.done():
+                ack.set_exception(error) if error else ack.set_result(None)
+
+    def delta_ids(self) -> list[str]:
+        return [orjson.loads(value)["delta_id"] for topic, value in self.sent if topic == "identity.deltas"]
+
+
+def incoming(event_id: str, phone: str, offset: int) -> Incoming:
+    value = orjson.dumps({"event_id": event_id, "scenario": "sales.crm", "type": "lead_created",
+                          "occurred_at": "2026-03-01T09:00:00+08:00", "identifiers": {"phone": phone}, "traits": {}})
+    return Incoming(value, "touchpoints", 0, offset)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_batch_is_durable_only_after_the_broker_acknowledged_and_the_outbox_marked(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    durable: list[BatchResult] = []
+
+    async def on_durable(result: BatchResult) -> None:
+        durable.append(result)
+        assert await store.unpublished_deltas() == [], "offsets are acknowledged only after the outbox marks"
+
+    relay = await pipeline.begin([incoming("a1", "13800138000", 0)], on_durable)
+    await settle()
+    assert broker.delta_ids() and not durable, "the deltas left, but the batch waits for the broker"
+    assert len(await store.unpublished_deltas()) == len(broker.delta_ids())
+    broker.acknowledge()
+    assert (await relay).published and durable
+
+
+async def test_the_next_batch_is_resolved_while_the_previous_one_waits_for_the_broker(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    first = await pipeline.begin([incoming("b1", "13800138001", 0)])
+    second = await pipeline.begin([incoming("b2", "13800138002", 1)])
+    await settle()
+    assert not first.done() and not second.done()
+    assert await store.decision("b2") is not None
+    broker.acknowledge()
+    await asyncio.gather(first, second)
+
+
+async def test_at_most_max_in_flight_batches_wait_for_the_broker(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096, max_in_flight=2)
+    await pipeline.begin([incoming("c1", "13800138003", 0)])
+    await pipeline.begin([incoming("c2", "13800138004", 1)])
+    third = asyncio.ensure_future(pipeline.begin([incoming("c3", "13800138005", 2)]))
+    await settle()
+    assert not third.done() and await store.decision("c3") is None, "the third batch waits for a free slot"
+    broker.acknowledge()
+    relay = await asyncio.wait_for(third, 1)
+    broker.acknowledge()
+    await relay
+
+
+async def test_a_duplicate_of_an_event_in_flight_sends_nothing_and_waits_for_the_first_relay(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    first = await pipeline.begin([incoming("d1", "13800138006", 0)])
+    sent = broker.delta_ids()
+    again = await pipeline.begin([incoming("d1", "13800138006", 1)])
+    await settle()
+    assert broker.delta_ids() == sent, "a delta still on its way is not sent a second time"
+    assert not again.done(), "the duplicate's offset must not be committed before the first relay's deltas are marked"
+    broker.acknowledge()
+    assert (await again).published == [] and (await first).published
+    assert await store.unpublished_deltas() == []
+
+
+async def test_a_failed_publish_is_sent_again_and_keeps_its_delta_ids(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096, retry_delay_s=0.01)
+    relay = await pipeline.begin([incoming("e1", "13800138007", 0)])
+    first_ids, first_sent = broker.delta_ids(), len(broker.sent)
+    broker.acknowledge(RuntimeError("broker gone"))
+    while len(broker.sent) == first_sent:
+        await asyncio.sleep(0.005)
+    broker.acknowledge()
+    await relay
+    assert broker.delta_ids() == first_ids * 2
+    assert await store.unpublished_deltas() == []
+
+
+# --- BacklogBatches -------------------------------------------------------------------------------
+
+@dataclass
+class Message:
+    tp: TP
+    offset: int
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@dataclass
+class Queue:
+    items: int = 0
+
+    def empty(self) -> bool:
+        return self.items == 0
+
+
+@dataclass
+class Channel:
+    queue: Queue = field(default_factory=Queue)
+
+
+class FakeStream:
+    """Hands out events one per loop turn, as a Faust stream does; the test decides when they arrive."""
+
+    def __init__(self) -> None:
+        self.channel = Channel()
+        self.inbox: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self.inbox.get()
+
+
+TOUCHPOINTS = TP("touchpoints", 0)
+
+
+def event(offset: int) -> Event:
+    return Event(Message(TOUCHPOINTS, offset))
+
+
+async def next_batch(batches: AsyncIterator[list[Event]], timeout: float = 1.0) -> list[int]:
+    return [e.message.offset for e in await asyncio.wait_for(batches.__anext__(), timeout)]
+
+
+async def test_an_idle_worker_gets_a_lone_event_at_once():
+    stream = FakeStream()
+    batches = BacklogBatches(stream, max_events=10, max_wait_s=5.0, highwater=lambda tp: 1).__aiter__()
+    stream.inbox.put_nowait(event(0))
+    assert await next_batch(batches, timeout=0.5) == [0]
+    await batches.aclose()
+
+
+async def test_events_the_consumer_already_fetched_join_the_batch():
+    stream = FakeStream()
+    highwater = {"value": 3}
+    batches = BacklogBatches(stream, max_events=10, max_wait_s=5.0, highwater=lambda tp: highwater["value"]).__aiter__()
+    for offset in range(3):
+        stream.inbox.put_nowait(event(offset))
+    assert await next_batch(batches) == [0, 1, 2]
+    await batches.aclose()
+
+
+async def test_a_batch_never_exceeds_max_events_and_the_rest_follows():
+    stream = FakeStream()
+    batches = BacklogBatches(stream, max_events=2, max_wait_s=5.0, highwater=lambda tp: 5).__aiter__()
+    for offset in range(5):
+        stream.inbox.put_nowait(event(offset))
+    assert [await next_batch(batches) for _ in range(3)] == [[0, 1], [2, 3], [4]]
+    await batches.aclose()
+
+
+async def test_records_announced_but_not_delivered_are_waited_for_only_max_wait():
+    stream = FakeStream()
+    batches = BacklogBatches(stream, max_events=10, max_wait_s=0.05, highwater=lambda tp: 100).__aiter__()
+    stream.inbox.put_nowait(event(0))
+    started = asyncio.get_running_loop().time()
+    assert await next_batch(batches) == [0]
+    assert 0.04 <= asyncio.get_running_loop().time() - started < 0.5
+    await batches.aclose()
+
+
+async def test_a_failing_stream_fails_the_batches():
+    class Broken(FakeStream):
+        async def events(self) -> AsyncIterator[Event]:
+            yield event(0)
+            raise RuntimeError("consumer crashed")
+
+    batches = BacklogBatches(Broken(), max_events=10, max_wait_s=0.01, highwater=lambda tp: 1).__aiter__()
+    assert await next_batch(batches) == [0]
+    try:
+        await next_batch(batches)
+    except RuntimeError as exc:
+        assert "consumer crashed" in str(exc)
+    else:
+        raise AssertionError("the stream's error must reach the agent")
