@@ -88,6 +88,9 @@ class Scenario:
     kinds: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
     filters: tuple[dict[str, Any], ...] = ()
+    #: Messages handled at once. 1 keeps each profile's messages in order; a scenario that
+    #: waits on something slow (an edge model) needs more, or it falls behind its input.
+    concurrency: int = 1
 
     def subscription(self) -> Subscription:
         return Subscription.model_validate({
@@ -155,7 +158,7 @@ def register(app: faust.App, scenario: Scenario, publish: Publish,
             if on_delivered is not None:
                 on_delivered(scenario, context)
 
-    app.agent(topic, name=f"scenario.{scenario.name}")(run)
+    app.agent(topic, name=f"scenario.{scenario.name}", concurrency=scenario.concurrency)(run)
 
 
 def load_scenarios(spec: str) -> list[Scenario]:
