@@ -105,6 +105,7 @@ class IdgraphApp(faust.App):
         self._metrics_server: Any = None
         self._http: httpx.AsyncClient | None = None
         self._topics_ready: set[str] = set()
+        self._notice_types: frozenset[str] = frozenset()
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         super().__init__(settings.app_id, **faust_options(settings))
 
@@ -121,7 +122,8 @@ class IdgraphApp(faust.App):
         self._http = httpx.AsyncClient()
         self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, policy=self.policy,
                                            max_hops=self.settings.max_hops, metrics=self.metrics,
-                                           max_event_bytes=self.settings.max_event_bytes)
+                                           max_event_bytes=self.settings.max_event_bytes,
+                                           notice_wanted=self.notice_wanted)
         self.pipeline.warm_up()
         self.outbox_relay = OutboxRelay(self.store, self.publish, lock=self.pipeline._store_lock,
                                         in_flight=self.pipeline._in_flight)
@@ -152,6 +154,11 @@ class IdgraphApp(faust.App):
         """Enqueue raw bytes in order; the returned future resolves on the broker's acknowledgement."""
         return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 
+    def notice_wanted(self, event_type: str) -> bool:
+        """Only touchpoint types some subscription asked for are published as notices: the rest would
+        cost a publish, a consume and a validation per event for nobody."""
+        return event_type in self._notice_types
+
     async def dead_letter(self, event: faust.EventT, reason_class: str, reason: str) -> None:
         source = {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset}
         letter = DeadLetter.build(event.value, reason_class, [{"path": "", "reason": reason}], source)
@@ -169,6 +176,7 @@ class IdgraphApp(faust.App):
                 log.warning("topic exists with another partition count", topic=topic, partitions=have, configured=plan[topic])
             self._topics_ready.update(plan)
         await self.router.update(subscriptions)
+        self._notice_types = frozenset(t for s in subscriptions for t in s.event_types)
         return subscriptions
 
 

@@ -83,6 +83,7 @@ def _now() -> str:
 
 
 OnDurable = Callable[[BatchResult], Awaitable[None]]
+
 #: (topic, key, value) of a record the relay may have to send again.
 Record = tuple[str, bytes | None, bytes]
 
@@ -90,6 +91,7 @@ Record = tuple[str, bytes | None, bytes]
 class ResolutionPipeline:
     def __init__(self, store: GraphStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
+                 notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
                  on_result: OnDurable | None = None) -> None:
         self.store = store
@@ -97,6 +99,7 @@ class ResolutionPipeline:
         self.resolver = Resolver(store, rules, policy=policy)
         self.metrics = metrics or WorkerMetrics(process_collectors=False)
         self._max_hops = max_hops
+        self._notice_wanted = notice_wanted
         self._publish = publish
         self._max_event_bytes = max_event_bytes
         self._retry_delay_s = retry_delay_s
@@ -132,7 +135,9 @@ class ResolutionPipeline:
                     result.outcomes = await self._resolve(accepted, messages, result)
                     store_seconds = time.perf_counter() - store_started
                     result.published, earlier = await self._unpublished(result.outcomes)
-            records = [self._delta_record(d) for d in result.published] + self._notice_records(accepted, result.outcomes)
+            types = {p.event_id: p.event.type for p in accepted}
+            wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
+            records = [self._delta_record(d) for d in result.published] + self._notice_records(accepted, wanted)
             acks = [await self._publish(*record) for record in records]
         except BaseException:
             self._slots.release()

@@ -19,17 +19,17 @@ class Broker:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
-        self.acks: list[asyncio.Future[None]] = []
+        self.acks: list[tuple[str, asyncio.Future[None]]] = []
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> "asyncio.Future[None]":
         self.sent.append((topic, value))
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.acks.append(ack)
+        self.acks.append((topic, ack))
         return ack
 
-    def acknowledge(self, error: Exception | None = None) -> None:
-        for ack in self.acks:
-            if not ack.done():
+    def acknowledge(self, error: Exception | None = None, topic: str | None = None) -> None:
+        for sent_to, ack in self.acks:
+            if not ack.done() and topic in (None, sent_to):
                 ack.set_exception(error) if error else ack.set_result(None)
 
     def delta_ids(self) -> list[str]:
