@@ -45,23 +45,21 @@ class ProbeResult:
         return self.sent / self.send_seconds if self.send_seconds else 0.0
 
 
-class PropagationProbe:
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+class TopicWatcher:
+    """Reads topics from their start without joining a consumer group, handing each JSON record on.
+
+    Observers must not take partitions away from the consumers they watch, and must not
+    commit anything: no group, no commits.
+    """
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], on_record: Callable[[str, dict[str, Any], float], None]) -> None:
         self.bootstrap = bootstrap
         self.topics = list(topics)
-        self._sent_at: dict[str, float] = {}
-        self._deliveries: list[Delivery] = []
+        self._on_record = on_record
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
 
-    @property
-    def delivered(self) -> int:
-        return len(self._deliveries)
-
-    def delivered_to(self, topic: str) -> int:
-        return sum(1 for d in self._deliveries if d.topic == topic)
-
-    async def __aenter__(self) -> "PropagationProbe":
+    async def __aenter__(self) -> "TopicWatcher":
         self._consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.bootstrap, group_id=None,
                                           enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=5)
         await self._consumer.start()
@@ -81,10 +79,34 @@ class PropagationProbe:
             for messages in (await self._consumer.getmany(timeout_ms=100)).values():
                 now = time.time()
                 for message in messages:
-                    delta = orjson.loads(message.value)
-                    sent = self._sent_at.get(delta["cause"]["event_id"])
-                    if sent is not None:
-                        self._deliveries.append(Delivery(message.topic, delta, (now - sent) * 1000))
+                    self._on_record(message.topic, orjson.loads(message.value), now)
+
+
+class PropagationProbe:
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        self.bootstrap = bootstrap
+        self._sent_at: dict[str, float] = {}
+        self._deliveries: list[Delivery] = []
+        self._watcher = TopicWatcher(bootstrap, topics, self._observe)
+
+    @property
+    def delivered(self) -> int:
+        return len(self._deliveries)
+
+    def delivered_to(self, topic: str) -> int:
+        return sum(1 for d in self._deliveries if d.topic == topic)
+
+    async def __aenter__(self) -> "PropagationProbe":
+        await self._watcher.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._watcher.__aexit__(*exc)
+
+    def _observe(self, topic: str, delta: dict[str, Any], now: float) -> None:
+        sent = self._sent_at.get(delta["cause"]["event_id"])
+        if sent is not None:
+            self._deliveries.append(Delivery(topic, delta, (now - sent) * 1000))
 
     async def send(self, events: Sequence[dict[str, Any]], rate_per_s: float,
                    on_progress: Callable[[int], None] | None = None) -> float:

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from streams.app import TOUCHPOINTS_TOPIC
+from streams.probe import TopicWatcher
 
 ASSESSMENT_TOPIC = "scenario.battery-recycling.assessment"
 QUOTING_TOPIC = "scenario.battery-recycling.quoting"
@@ -121,34 +122,17 @@ class FlowObserver:
     """Follows every request's causation chain on the flow's topics."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
         self.flows: dict[str, Flow] = {}
         self._by_assessed: dict[str, Flow] = {}
         self._by_quote: dict[str, Flow] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._watcher = TopicWatcher(bootstrap, WATCHED, self._observe)
 
     async def __aenter__(self) -> "FlowObserver":
-        self._consumer = AIOKafkaConsumer(*WATCHED, bootstrap_servers=self.bootstrap, group_id=None,
-                                          auto_offset_reset="earliest", fetch_max_wait_ms=5, enable_auto_commit=False)
-        await self._consumer.start()
-        self._task = asyncio.ensure_future(self._read())
+        await self._watcher.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    async def _read(self) -> None:
-        assert self._consumer is not None
-        while True:
-            for messages in (await self._consumer.getmany(timeout_ms=100)).values():
-                now = time.time()
-                for message in messages:
-                    self._observe(message.topic, orjson.loads(message.value), now)
+        await self._watcher.__aexit__(*exc)
 
     def _observe(self, topic: str, body: dict[str, Any], now: float) -> None:
         if topic == TOUCHPOINTS_TOPIC:
