@@ -18,6 +18,7 @@ default applied; a scenario the policy never names is treated as a non-owner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -95,13 +96,18 @@ class Policy(BaseModel):
     default: DefaultPolicy = DefaultPolicy()
     traits: dict[str, TraitPolicy] = Field(default_factory=dict)
 
+    @cached_property
+    def _undeclared(self) -> TraitPolicy:
+        """How traits the policy does not name are governed (built once: arbitration is per trait, per event)."""
+        return TraitPolicy(rule=self.default.rule)
+
     def for_trait(self, trait: str) -> TraitPolicy | None:
         return self.traits.get(trait)
 
     def arbitrate(self, trait: str, current: TraitValue | None, candidate: TraitValue) -> Verdict:
         """Decide whether ``candidate`` replaces ``current`` for ``trait``."""
         declared = self.traits.get(trait)
-        policy = declared or TraitPolicy(rule=self.default.rule)
+        policy = declared or self._undeclared
         if not policy.may_write(candidate.scenario):
             return Verdict(False, f"{candidate.scenario} may not set {trait}: owned by {', '.join(policy.owners)}", True)
         if current is None:
