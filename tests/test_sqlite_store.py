@@ -11,7 +11,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-import identity.decide
 from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS
@@ -55,24 +54,6 @@ async def test_duplicate_inside_one_batch_is_applied_once(store, rules):
     first, second = await Resolver(store, rules).resolve([event, event])
     assert second.duplicate and second.profile_id == first.profile_id
     assert len(await store.unpublished_deltas()) == 1
-
-
-async def test_failure_mid_batch_rolls_back_every_event_of_the_batch(store, rules, monkeypatch):
-    batch = [prepare(make_event({"crm_id": f"c-{i}"}), rules) for i in range(3)]
-    real = identity.decide.decide
-    calls = []
-
-    def failing_third(prepared, ctx, r):
-        calls.append(prepared.event_id)
-        if len(calls) == 3:
-            raise RuntimeError("disk on fire")
-        return real(prepared, ctx, r)
-
-    monkeypatch.setattr("graph.resolver.decide", failing_third)
-    with pytest.raises(RuntimeError):
-        await Resolver(store, rules).resolve(batch)
-    assert await store.assignments() == []
-    assert await store.unpublished_deltas() == []
 
 
 async def test_published_deltas_leave_the_outbox(engine, store):
