@@ -334,7 +334,10 @@ class SQLiteStore(GraphStore):
         return [IdentityDelta.model_validate_json(r[0]) for r in rows]
 
     async def mark_published(self, delta_ids: list[str]) -> None:
-        self.db.executemany("UPDATE outbox SET published = 1 WHERE delta_id = ?", [(d,) for d in delta_ids])
+        # One statement per chunk is one commit; a statement per delta would commit per delta.
+        for start in range(0, len(delta_ids), 500):
+            chunk = delta_ids[start:start + 500]
+            self.db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
 
     async def open_reviews(self) -> list[dict[str, Any]]:
         rows = self.db.execute(

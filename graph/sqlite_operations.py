@@ -111,7 +111,7 @@ def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
     # Records of earlier operations on the family may carry an operator's free-text reason.
     db.execute(f"DELETE FROM operations WHERE id IN (SELECT operation_id FROM operation_profiles "
                f"WHERE profile_id IN ({marks}))", family)
-    db.execute(f"DELETE FROM operation_profiles WHERE operation_id NOT IN (SELECT id FROM operations)")
+    db.execute("DELETE FROM operation_profiles WHERE operation_id NOT IN (SELECT id FROM operations)")
     db.execute(f"DELETE FROM lineage WHERE retired_id IN ({marks}) OR survivor_id IN ({marks})", (*family, *family))
     db.execute(f"UPDATE profiles SET merged_into = NULL WHERE id IN ({marks})", family)
     db.execute(f"DELETE FROM profiles WHERE id IN ({marks})", family)

