@@ -7,6 +7,7 @@ events against them without normalising again.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -120,6 +121,42 @@ def _normalise_identifiers(event: TouchpointEvent, rules: Rules) -> tuple[list[s
         if key not in keys:
             keys.append(key)
     return keys, errors
+
+
+#: Rank of identifier types by how stable they are for one customer, most stable first.
+_PARTITION_KEY_RANK = {type_: rank for rank, type_ in enumerate(
+    ("national_id", "crm_id", "phone", "email", "wechat_openid", "device_id"))}
+
+
+def _precedence(pair: tuple[str, str]) -> tuple[int, str, str]:
+    type_, raw = pair
+    return _PARTITION_KEY_RANK.get(type_, len(_PARTITION_KEY_RANK)), type_, raw
+
+
+def partition_key(event: TouchpointEvent, rules: Rules) -> bytes | None:
+    """The record key a producer gives an event so that one customer's events stay in order.
+
+    The order idgraph promises: events produced with the same key go to one partition and are
+    resolved in the order they were produced; events with different keys (or none) are
+    causally independent and may be resolved in either order. The key is the event's most
+    stable valid identifier, normalised (``+86 139…`` and ``139…`` are one key), so two events
+    that share it keep their order. Events without one are keyed by the profile that caused
+    them, if any, else get no key. An identifier key is a digest: no personal identifier is
+    written in clear into a record key.
+    """
+    norm = rules.normalization_rules
+    for type_, raw in sorted(event.identifier_pairs(), key=_precedence):
+        try:
+            return _digest(identifier_key(type_, normalize_identifier(type_, raw, norm)))
+        except InvalidIdentifier:
+            continue
+    if event.causation is not None and event.causation.profile_id:
+        return event.causation.profile_id.encode()  # as the scenario runtime keys what it emits
+    return None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest().encode()
 
 
 def blocking_value(features: Features, name: str) -> str | None:

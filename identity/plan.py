@@ -84,7 +84,9 @@ def _instant(text: str) -> datetime:
 def _take_consent(profile: ProfileState, purpose: str, candidate: ConsentValue) -> bool:
     """The most recent answer for a purpose wins: a customer may withdraw and grant again."""
     current = profile.consent.get(purpose)
-    if current is not None and (current.granted == candidate.granted or _instant(candidate.at) < _instant(current.at)):
+    # Same instant: the event id decides, so the outcome never depends on arrival order.
+    if current is not None and (current.granted == candidate.granted
+                                or (_instant(candidate.at), candidate.event_id) < (_instant(current.at), current.event_id)):
         return False
     profile.consent[purpose] = candidate
     return True

@@ -18,6 +18,7 @@ default applied; a scenario the policy never names is treated as a non-owner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -121,8 +122,21 @@ def _rank(priorities: tuple[str, ...], scenario: str) -> int:
     return next((i for i, name in enumerate(priorities) if covers(name, scenario)), len(priorities))
 
 
+def _later(candidate: TraitValue, current: TraitValue) -> bool:
+    """Whether ``candidate`` was observed after ``current``, by instant, not by arrival.
+
+    Timestamps keep the producer's UTC offset, so they are compared as instants; two values
+    observed at the same instant are ordered by event id, so that which one wins never depends
+    on which arrived first (events of different customers' keys may arrive in either order).
+    """
+    mine, theirs = datetime.fromisoformat(candidate.observed_at), datetime.fromisoformat(current.observed_at)
+    if mine != theirs:
+        return mine > theirs
+    return candidate.event_id >= current.event_id
+
+
 def _compare(rule: Rule | tuple[str, ...], current: TraitValue, candidate: TraitValue) -> tuple[bool, str]:
-    newer = candidate.observed_at >= current.observed_at
+    newer = _later(candidate, current)
     if rule in ("most_recent", "owner_wins"):
         return newer, "newer value" if newer else f"older than the value set by {current.scenario}"
     if rule == "highest_confidence":

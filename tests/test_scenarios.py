@@ -65,6 +65,9 @@ async def test_sales_gets_exactly_one_suggestion_per_high_value_quote_with_only_
 
 
 async def test_marketing_cannot_overwrite_the_service_value_tier_and_the_conflict_is_recorded(battery_flow):
+    # The driver keys both events by the customer's phone, and events with one key are resolved in
+    # the order produced: the prediction is kept when the relabel arrives (tests/test_sovereignty.py
+    # covers the other order, for events with different keys).
     worker, customers, _ = battery_flow
     with sqlite3.connect(worker.store_path) as db:
         tiers = {json: tier for json, tier in db.execute(

@@ -17,12 +17,16 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from identity.events import parse_event
+from identity.features import partition_key
+from identity.rules import Rules, load_rules
 from streams.app import TOUCHPOINTS_TOPIC
 from streams.probe import TopicWatcher
 
@@ -88,16 +92,28 @@ def make_customers(count: int, seed: int = 11) -> list[FlowCustomer]:
             for i in range(count)]
 
 
+#: (record key, value) of a touchpoint the driver produces.
+Keyed = tuple[bytes | None, bytes]
+
+
 def _event(event_id: str, scenario: str, type_: str, customer: FlowCustomer, traits: dict[str, Any],
-           payload: dict[str, Any] | None = None, at: datetime | None = None) -> bytes:
-    return orjson.dumps({
+           payload: dict[str, Any] | None = None, at: datetime | None = None) -> Keyed:
+    """A platform's touchpoint, keyed as platforms should: one customer's events keep their order."""
+    body = {
         "event_id": event_id, "scenario": scenario, "type": type_,
         "occurred_at": (at or datetime.now(timezone.utc)).isoformat(),
         "identifiers": {"phone": customer.phone}, "traits": traits, "payload": payload or {},
-    })
+    }
+    return partition_key(parse_event(body), _bundled_rules()), orjson.dumps(body)
 
 
-def intake_event(customer: FlowCustomer, rng: random.Random) -> tuple[str, bytes]:
+@cache
+def _bundled_rules() -> Rules:
+    """For record keys only: the bundled rules normalise phones as the flow's worker does."""
+    return load_rules()
+
+
+def intake_event(customer: FlowCustomer, rng: random.Random) -> tuple[str, Keyed]:
     event_id = f"intake-{customer.key:06d}"
     capacity = rng.choice([40, 60, 75, 100])
     measurements = {"nominal_capacity_kwh": capacity, "measured_capacity_kwh": round(capacity * rng.uniform(0.45, 0.98), 1),
@@ -108,8 +124,12 @@ def intake_event(customer: FlowCustomer, rng: random.Random) -> tuple[str, bytes
                             {"name": customer.name}, payload)
 
 
-def setup_events(customers: list[FlowCustomer]) -> list[bytes]:
-    """Lifetime-value predictions by the service scenario, then the marketing relabels that must lose."""
+def setup_events(customers: list[FlowCustomer]) -> list[Keyed]:
+    """Lifetime-value predictions by the service scenario, then the marketing relabels that must lose.
+
+    Both carry the customer's phone, so they share a record key and the relabel is resolved
+    after the prediction; arrival order changes only what the conflict record says it kept.
+    """
     earlier = datetime.now(timezone.utc) - timedelta(minutes=5)
     events = [_event(f"ltv-{c.key:06d}", "service.ltv", "ltv_predicted", c,
                      {"name": c.name, "value_tier": "high" if c.high_value else "standard"}, at=earlier) for c in customers]
@@ -162,17 +182,17 @@ async def run_flows(bootstrap: str, customers: list[FlowCustomer], rate_per_s: f
     await producer.start()
     try:
         async with FlowObserver(bootstrap) as observer:
-            for value in setup_events(customers):
-                await producer.send(TOUCHPOINTS_TOPIC, value)
+            for key, value in setup_events(customers):
+                await producer.send(TOUCHPOINTS_TOPIC, value, key=key)
             await producer.flush()
             await asyncio.sleep(1.0)  # predictions land before requests arrive
             started = time.perf_counter()
             for i, customer in enumerate(customers):
                 if (delay := started + i / rate_per_s - time.perf_counter()) > 0:
                     await asyncio.sleep(delay)
-                event_id, value = intake_event(customer, rng)
+                event_id, (key, value) = intake_event(customer, rng)
                 observer.flows[event_id] = Flow(customer, event_id, time.time())
-                await producer.send(TOUCHPOINTS_TOPIC, value)
+                await producer.send(TOUCHPOINTS_TOPIC, value, key=key)
                 if on_progress:
                     on_progress(i + 1, observer.completed())
             deadline = time.monotonic() + timeout_s
