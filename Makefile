@@ -9,7 +9,7 @@ SYSTEM := $(VENV)/.system-deps
 APT_PACKAGES := prometheus docker-compose
 APT_COMMANDS := promtool prometheus docker-compose
 
-.PHONY: test demo install system-deps clean
+.PHONY: test test-repeat demo install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ system-deps: $(SYSTEM)
 
 test: $(STAMP) $(SYSTEM)
 	$(BIN)/python -m pytest
+
+# Flaky-test hunt: the whole suite N times in a row (default 5), every run to the end; fails if
+# any run failed. LOAD=1 runs a CPU hog on every core beside it, as a busy CI machine would.
+N ?= 5
+test-repeat: $(STAMP) $(SYSTEM)
+	@hogs=""; if [ -n "$(LOAD)" ]; then for c in $$(seq $$(nproc)); do nice yes >/dev/null & hogs="$$hogs $$!"; done; fi; \
+	trap 'kill $$hogs 2>/dev/null' EXIT; red=0; \
+	for i in $$(seq $(N)); do echo "== run $$i of $(N)"; $(BIN)/python -m pytest -q -p no:cacheprovider || red=$$((red + 1)); done; \
+	echo "== $$red of $(N) runs failed"; [ $$red -eq 0 ]
 
 demo: $(STAMP)
 	$(BIN)/idgraph demo
