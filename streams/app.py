@@ -30,7 +30,6 @@ from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
-from streams.api.relay import RELAY_INTERVAL_S, OutboxRelay
 from streams.batching import BacklogBatches
 from streams.broker import ensure_topics
 from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
@@ -42,6 +41,8 @@ from streams.transport import LowLatencyTransport
 
 TOUCHPOINTS_TOPIC = "touchpoints"
 SUBSCRIPTION_REFRESH_S = 1.0
+#: How often the worker looks for deltas written outside its batches (by the profile API).
+RELAY_INTERVAL_S = 0.5
 #: A batch's deltas (~1 KB each) go out in one sweep; a full per-partition producer batch would
 #: make ``send`` wait for the broker in the middle of it (aiokafka's default is 16 KB).
 PRODUCER_BATCH_BYTES = 256 * 1024
@@ -93,7 +94,6 @@ class IdgraphApp(faust.App):
     store: GraphStore
     pipeline: ResolutionPipeline
     router: Router
-    outbox_relay: OutboxRelay
 
     def __init__(self, settings: Settings, rules: Rules | None = None, scenarios: list[Scenario] | None = None) -> None:
         self.settings = settings
@@ -125,8 +125,6 @@ class IdgraphApp(faust.App):
                                            max_event_bytes=self.settings.max_event_bytes,
                                            notice_wanted=self.notice_wanted)
         self.pipeline.warm_up()
-        self.outbox_relay = OutboxRelay(self.store, self.publish, lock=self.pipeline._store_lock,
-                                        in_flight=self.pipeline._in_flight)
         self.router = Router(self.publish, self._http, self.metrics)
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)
@@ -215,7 +213,7 @@ def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
     @app.timer(RELAY_INTERVAL_S)
     async def relay_outbox() -> None:
         # Deltas written outside the stream (the profile API's operations) leave from here.
-        await app.outbox_relay.run_once()
+        await app.pipeline.relay_outbox()
 
     for scenario in scenarios:
         register(app, scenario, app.publish)

@@ -151,6 +151,32 @@ class ResolutionPipeline:
             self._in_flight[delta.delta_id] = relay
         return relay
 
+    async def relay_outbox(self, limit: int = 500) -> int:
+        """Send outbox deltas that no batch is sending (those the profile API wrote); return how many.
+
+        The pipeline owns the map of deltas on their way to the broker, so this relay registers
+        its deltas there as a batch does: neither sends a delta the other is sending, and a batch
+        that meets one of these waits for this relay before its offsets count as durable.
+        """
+        await self._slots.acquire()  # released by _relay, as for a batch
+        try:
+            async with self._store_lock:
+                stored = await self.store.unpublished_deltas(limit=limit)
+                pending = [d for d in stored if d.delta_id not in self._in_flight]
+                records = [self._delta_record(d) for d in pending]
+                acks = [await self._publish(*record) for record in records]
+        except BaseException:
+            self._slots.release()
+            raise
+        if not pending:
+            self._slots.release()
+            return 0
+        relay = asyncio.ensure_future(self._relay(BatchResult(published=pending), records, acks, set(), None))
+        relay.add_done_callback(self._forget)
+        for delta in pending:
+            self._in_flight[delta.delta_id] = relay
+        return len((await relay).published)
+
     def warm_up(self) -> None:
         """Prepare a sample event, nothing stored: normalisation builds its tables on first use.
 

@@ -15,7 +15,8 @@ from graph.store import StoreConflict
 from identity.deltas import IdentityDelta
 from sinks.router import Router
 from sinks.subscriptions import Subscription
-from streams.api.relay import OutboxRelay
+from identity.rules import load_rules
+from streams.pipeline import ResolutionPipeline
 from tests.api_support import on_store, outbox, resolve, run_api
 from tests.conftest import make_event
 
@@ -125,7 +126,7 @@ async def test_every_subscribed_scenario_receives_profile_erased(erased):
             Subscription(name="gold", fields=("traits.*",), filters=({"trait": "tier", "any_of": ["gold"]},)),
             Subscription(name="models", fields=("traits.*",), purpose="ai_training"),
         ])
-        assert await OutboxRelay(store, route_too).run_once() > 0
+        assert await ResolutionPipeline(store, load_rules(), route_too, max_event_bytes=4096).relay_outbox() > 0
         assert await store.unpublished_deltas() == []
     erased_to = {topic for topic, value in sent if b'"profile.erased"' in value and topic.startswith("scenario.")}
     assert erased_to == {"scenario.crm", "scenario.gold", "scenario.models"}

@@ -10,6 +10,9 @@ import orjson
 
 from faust.types import TP
 
+from graph.resolver import Resolver
+from identity.events import parse_event
+from identity.features import prepare
 from streams.batching import BacklogBatches
 from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
 
@@ -218,3 +221,43 @@ async def test_a_failing_stream_fails_the_batches():
         assert "consumer crashed" in str(exc)
     else:
         raise AssertionError("the stream's error must reach the agent")
+
+
+async def _written_outside_the_stream(store, rules, phone: str) -> None:
+    """What a profile API write leaves: a delta in the outbox that no batch will send."""
+    await Resolver(store, rules).resolve([prepare(parse_event(incoming("api-1", phone, 0).value), rules)])
+
+
+async def test_deltas_the_api_wrote_are_sent_by_the_pipeline_and_marked_once_acknowledged(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    await _written_outside_the_stream(store, rules, "13800138011")
+    relaying = asyncio.ensure_future(pipeline.relay_outbox())
+    await settle()
+    assert len(broker.delta_ids()) == 1 and not relaying.done()
+    broker.acknowledge()
+    assert await asyncio.wait_for(relaying, 1) == 1
+    assert await store.unpublished_deltas() == []
+
+
+async def test_the_outbox_relay_never_sends_a_delta_a_batch_is_still_sending(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    batch = await pipeline.begin([incoming("b1", "13800138012", 0)])
+    assert await pipeline.relay_outbox() == 0
+    assert len(broker.delta_ids()) == 1, "sent by the batch alone"
+    broker.acknowledge()
+    await asyncio.wait_for(batch, 1)
+
+
+async def test_a_batch_meeting_a_delta_the_relay_is_sending_waits_for_that_relay(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    await _written_outside_the_stream(store, rules, "13800138013")
+    relaying = asyncio.ensure_future(pipeline.relay_outbox())
+    await settle()
+    again = await pipeline.begin([incoming("api-1", "13800138013", 1)])  # the same event arrives by the stream
+    await settle()
+    assert len(broker.delta_ids()) == 1, "the stream's redelivery does not send the relay's delta again"
+    broker.acknowledge()
+    await asyncio.wait_for(asyncio.gather(relaying, again), 1)

@@ -20,6 +20,7 @@ import pytest
 from streams.broker import EmbeddedBroker
 from streams.deadletter import DeadLetter
 from streams.workload import synthetic_events
+from tests.api_support import run_api
 from tests.conftest import cn_national_id
 from streams.stack import WorkerProcess, wait_until
 from tests.streaming_support import produce, read_topic
@@ -240,3 +241,19 @@ async def test_up_runs_an_embedded_broker_and_a_worker_and_ctrl_c_stops_both(tmp
     finally:
         if up.poll() is None:
             up.kill()
+
+
+async def test_a_profile_api_write_reaches_subscribers_and_the_worker_keeps_running(worker_factory, broker):
+    worker = await worker_factory([SERVICE])
+    await produce(broker.bootstrap, [event("api-e1", {"phone": "13800138021"}, {"name": "Li Lei"})])
+    await wait_until(lambda: decisions(worker) == 1, timeout_s=30, what="the event resolved")
+    with sqlite3.connect(worker.store_path) as db:
+        (profile_id,) = db.execute("SELECT profile_id FROM touchpoints WHERE event_id = 'api-e1'").fetchone()
+    for api in run_api(worker.store_path, {"me": {"scopes": ["customer"], "profile_id": profile_id}}):
+        corrected = api.patch("me", f"/v1/profiles/{profile_id}", json={"traits": {"name": "Li Leiming"}})
+        assert corrected.status_code == 200
+    service = [r.json() for r in await read_topic(broker.bootstrap, "scenario.service", expect=2, timeout_s=10)]
+    assert [r["kind"] for r in service] == ["profile.created", "profile.updated"]
+    assert service[-1]["profile"]["traits"]["name"] == "Li Leiming"
+    await asyncio.sleep(1.0)  # a few relay passes: the worker crashed here before the relay was the pipeline's
+    worker.assert_alive()
