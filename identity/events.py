@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 256 * 1024
+#: How deeply objects and arrays may nest in an event: deeper than any real payload needs, and
+#: far below what JSON encoders refuse (orjson stops at 255 levels when writing an event back).
+MAX_NESTING = 32
 
 #: Strong identifier types known to the product; any ``namespace:name`` type is accepted too.
 KNOWN_IDENTIFIER_TYPES = frozenset(
@@ -141,6 +144,24 @@ def _path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _too_deep(event: dict[str, Any]) -> str | None:
+    """The top-level field under which the event nests deeper than :data:`MAX_NESTING`, if any.
+
+    Walked with a stack, not recursion: the point is to refuse what would exhaust one.
+    """
+    for field, value in event.items():
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_NESTING:
+                return str(field)
+            if isinstance(node, dict):
+                stack.extend((child, depth + 1) for child in node.values())
+            elif isinstance(node, list):
+                stack.extend((child, depth + 1) for child in node)
+    return None
+
+
 def parse_event(raw: bytes | str | dict[str, Any]) -> TouchpointEvent:
     """Decode and check one event; raise :class:`EventRejected` naming every bad field."""
     if isinstance(raw, (bytes, str)):
@@ -155,6 +176,8 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> TouchpointEvent:
             raise EventRejected("not_json", [FieldError(path="", reason=f"not valid JSON: {exc}")]) from None
     if not isinstance(raw, dict):
         raise EventRejected("schema", [FieldError(path="", reason="an event must be a JSON object")])
+    if (path := _too_deep(raw)) is not None:
+        raise EventRejected("schema", [FieldError(path=path, reason=f"nested more than {MAX_NESTING} levels deep")])
     try:
         return TouchpointEvent.model_validate(raw)
     except ValidationError as exc:

@@ -61,7 +61,7 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    value: bytes
+    value: bytes | None  # None: a record with a null value (a tombstone), which is no event
     topic: str
     partition: int
     offset: int
@@ -202,20 +202,33 @@ class ResolutionPipeline:
         return accepted, messages
 
     def _accept(self, message: Incoming, result: BatchResult) -> PreparedEvent | None:
+        """The message prepared for resolution, or None when it went to the dead letters.
+
+        Whatever is wrong with one message, it alone is refused: the rest of its batch goes on.
+        """
         try:
-            if len(message.value) > self._max_event_bytes:
-                reason = f"event is {len(message.value)} bytes; the limit is {self._max_event_bytes}"
-                raise EventRejected("oversized", [FieldError(path="", reason=reason)])
-            event = parse_event(message.value)
-            if event.causation is not None and event.causation.hops > self._max_hops:
-                reason = f"caused through {event.causation.hops} scenario hops; the limit is {self._max_hops}"
-                raise EventRejected("hop_limit", [FieldError(path="causation.hops", reason=reason)])
-            return prepare(event, self.rules)
+            return self._prepare(message)
         except EventRejected as error:
-            letter = DeadLetter.build(message.value, error.reason_class, error.as_dict()["errors"], message.source)
-            result.rejected.append(letter)
+            letter = DeadLetter.build(message.value or b"", error.reason_class, error.as_dict()["errors"], message.source)
             log.warning("event refused", reason_class=error.reason_class, source=message.source, errors=str(error))
-            return None
+        except Exception as exc:  # noqa: BLE001 - a defect of ours shows in the dead letter, never loses the batch
+            letter = DeadLetter.build(message.value or b"", "internal_error",
+                                      [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}], message.source)
+            log.error("event failed in validation", source=message.source, error=repr(exc))
+        result.rejected.append(letter)
+        return None
+
+    def _prepare(self, message: Incoming) -> PreparedEvent:
+        if message.value is None:
+            raise EventRejected("empty", [FieldError(path="", reason="the record has no value (null)")])
+        if len(message.value) > self._max_event_bytes:
+            reason = f"event is {len(message.value)} bytes; the limit is {self._max_event_bytes}"
+            raise EventRejected("oversized", [FieldError(path="", reason=reason)])
+        event = parse_event(message.value)
+        if event.causation is not None and event.causation.hops > self._max_hops:
+            reason = f"caused through {event.causation.hops} scenario hops; the limit is {self._max_hops}"
+            raise EventRejected("hop_limit", [FieldError(path="causation.hops", reason=reason)])
+        return prepare(event, self.rules)
 
     async def _resolve(self, accepted: list[PreparedEvent], messages: dict[str, Incoming], result: BatchResult) -> list[Outcome]:
         """Resolve the batch; if it fails for a reason other than the store, isolate the culprit."""
@@ -235,10 +248,10 @@ class ResolutionPipeline:
             try:
                 outcomes += await self._resolve([prepared], messages, result)
             except Exception as exc:  # noqa: BLE001
-                message = messages.get(prepared.event_id)
-                letter = DeadLetter.build(prepared.event.to_json(), "internal_error",
-                                          [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}],
-                                          message.source if message else {})
+                message = messages[prepared.event_id]
+                # The bytes as they arrived: re-encoding the event is one more thing that can fail.
+                letter = DeadLetter.build(message.value or b"", "internal_error",
+                                          [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}], message.source)
                 log.error("event failed in resolution", event_id=prepared.event_id, error=repr(exc))
                 await self._dead_letter([letter])
                 result.rejected.append(letter)

@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from identity.events import MAX_EVENT_BYTES, EventRejected, parse_event
+from identity.events import MAX_EVENT_BYTES, MAX_NESTING, EventRejected, parse_event
 from identity.features import prepare
 
 VALID = {
@@ -94,3 +94,19 @@ def test_unparseable_weak_trait_is_kept_out_of_matching_not_refused(rules):
 def test_identifiers_are_normalised_into_typed_keys(rules):
     prepared = prepare(parse_event(VALID), rules)
     assert prepared.identifier_keys == ("loyalty:card:A-1", "phone:+8613800138000")
+
+
+def test_an_event_nesting_deeper_than_the_limit_is_refused_naming_the_field():
+    deep: dict = {}
+    for _ in range(MAX_NESTING + 1):
+        deep = {"x": deep}
+    with pytest.raises(EventRejected) as refused:
+        parse_event({"event_id": "e", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "payload": deep})
+    assert refused.value.as_dict()["errors"] == [{"path": "payload", "reason": f"nested more than {MAX_NESTING} levels deep"}]
+
+
+def test_an_event_nesting_up_to_the_limit_is_accepted():
+    deep: dict = {}
+    for _ in range(MAX_NESTING - 1):
+        deep = {"x": deep}
+    assert parse_event({"event_id": "e", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "payload": deep})

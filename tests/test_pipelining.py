@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -261,3 +262,38 @@ async def test_a_batch_meeting_a_delta_the_relay_is_sending_waits_for_that_relay
     assert len(broker.delta_ids()) == 1, "the stream's redelivery does not send the relay's delta again"
     broker.acknowledge()
     await asyncio.wait_for(asyncio.gather(relaying, again), 1)
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    for _ in range(levels):
+        inner = {"x": inner}
+    return inner
+
+
+async def _dead_letters_among_good_neighbours(store, rules, bad: Incoming) -> list[Any]:
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=256 * 1024)
+    good = [incoming("n1", "13800138031", 0), incoming("n2", "13800138032", 2)]
+    beginning = asyncio.ensure_future(pipeline.begin([good[0], bad, good[1]]))
+    while not beginning.done():  # the dead letter is acknowledged before the batch is resolved
+        broker.acknowledge()
+        await asyncio.sleep(0.001)
+    relay = beginning.result()
+    broker.acknowledge()
+    result = await asyncio.wait_for(relay, 1)
+    assert sorted(o.event_id for o in result.outcomes) == ["n1", "n2"], "the bad record's neighbours are resolved"
+    return result.rejected
+
+
+async def test_a_record_with_a_null_value_is_dead_lettered_and_its_batch_goes_on(store, rules):
+    (letter,) = await _dead_letters_among_good_neighbours(store, rules, Incoming(None, "touchpoints", 0, 1))
+    assert letter.reason_class == "empty" and letter.source == {"topic": "touchpoints", "partition": 0, "offset": 1}
+
+
+async def test_a_payload_nested_too_deep_is_dead_lettered_with_its_bytes_and_its_batch_goes_on(store, rules):
+    body = orjson.loads(incoming("deep", "13800138033", 1).value) | {"payload": _nested(300)}
+    bad = Incoming(json.dumps(body).encode(), "touchpoints", 0, 1)  # orjson refuses to write 300 levels
+    (letter,) = await _dead_letters_among_good_neighbours(store, rules, bad)
+    assert (letter.reason_class, letter.errors) == ("schema", [{"path": "payload", "reason": "nested more than 32 levels deep"}])
+    assert letter.value == bad.value
