@@ -407,17 +407,25 @@ LIMIT $limit
     ("limit",),
 )
 
-# The outbox of a few events, found from their touchpoints (a unique-index lookup each).
+# The outbox of a few events, found from their touchpoints (a unique-index lookup each), and
+# of a few profiles (the delta_profile index).
 UNPUBLISHED_DELTAS_OF = Statement(
     "unpublished_deltas_of",
     """
-UNWIND $event_ids AS event_id
-MATCH (:Touchpoint {event_id: event_id})-[:DECIDED_BY]->(:Decision)-[:EMITTED]->(d:Delta:Unpublished)
+CALL {
+  UNWIND $event_ids AS event_id
+  MATCH (:Touchpoint {event_id: event_id})-[:DECIDED_BY]->(:Decision)-[:EMITTED]->(d:Delta:Unpublished)
+  RETURN d
+  UNION
+  UNWIND $profile_ids AS profile_id
+  MATCH (d:Delta:Unpublished {profile_id: profile_id})
+  RETURN d
+}
 RETURN d.delta AS delta
 ORDER BY d.seq, d.index
 LIMIT $limit
 """,
-    ("event_ids", "limit"),
+    ("event_ids", "profile_ids", "limit"),
 )
 
 MARK_PUBLISHED = Statement(

@@ -343,11 +343,13 @@ class Neo4jStore(GraphStore):
     async def assignments(self) -> list[tuple[str, str]]:
         return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]
 
-    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
-        if event_ids is None:
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
+                                 profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
+        if event_ids is None and not profile_ids:
             rows = await self._read(cypher.UNPUBLISHED_DELTAS, limit=limit)
         else:
-            rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids), limit=limit)
+            rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids or ()),
+                                    profile_ids=list(profile_ids), limit=limit)
         return [IdentityDelta.model_validate_json(r["delta"]) for r in rows]
 
     async def mark_published(self, delta_ids: list[str]) -> None:

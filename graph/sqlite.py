@@ -322,14 +322,17 @@ class SQLiteStore(GraphStore):
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
 
-    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
-        if event_ids is None:
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
+                                 profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
+        if event_ids is None and not profile_ids:
             rows = self.db.execute("SELECT delta FROM outbox WHERE published = 0 ORDER BY seq LIMIT ?", (limit,))
         else:
+            events, profiles = list(event_ids or ()), list(profile_ids)
             rows = self.db.execute(
-                f"SELECT delta FROM outbox WHERE published = 0 AND event_id IN ({_placeholders(len(event_ids))}) "
+                "SELECT delta FROM outbox WHERE published = 0 AND "
+                f"(event_id IN ({_placeholders(len(events))}) OR profile_id IN ({_placeholders(len(profiles))})) "
                 "ORDER BY seq LIMIT ?",
-                (*event_ids, limit),
+                (*events, *profiles, limit),
             )
         return [IdentityDelta.model_validate_json(r[0]) for r in rows]
 

@@ -140,6 +140,10 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 4: a profile's unpublished deltas, read before each newer one is sent (per-profile order).
+    """
+    CREATE INDEX outbox_unpublished_profile ON outbox (profile_id, seq) WHERE published = 0;
+    """,
 )
 
 

@@ -215,8 +215,13 @@ class GraphStore(ABC):
         """(event_id, live profile id) for every applied event, in arrival order."""
 
     @abstractmethod
-    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000) -> list[IdentityDelta]:
-        """Deltas written but not yet confirmed as published, oldest first (of ``event_ids`` if given)."""
+    async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
+                                 profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
+        """Deltas written but not yet confirmed as published, oldest first.
+
+        With ``event_ids`` or ``profile_ids``, only the deltas of those events or about those
+        profiles; otherwise all of them.
+        """
 
     @abstractmethod
     async def mark_published(self, delta_ids: list[str]) -> None: ...

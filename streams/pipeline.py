@@ -41,6 +41,8 @@ DELTAS_TOPIC = "identity.deltas"
 #: Every resolved touchpoint (identity/notices.py), for scenarios subscribed to event types.
 NOTICES_TOPIC = "identity.touchpoints"
 log = structlog.get_logger("idgraph.pipeline")
+#: At most this many outbox deltas read back per batch: far more than a crash leaves unsent.
+_OUTBOX_READ_LIMIT = 10_000
 #: Exercises every normaliser (CJK and Latin names, phone, email) in :meth:`ResolutionPipeline.warm_up`.
 WARM_UP_EVENT = {"event_id": "idgraph-warm-up", "scenario": "idgraph.warm-up", "type": "warm_up",
                  "occurred_at": "2026-01-01T00:00:00+00:00",
@@ -264,16 +266,21 @@ class ResolutionPipeline:
     async def _unpublished(self, outcomes: list[Outcome]) -> tuple[list[IdentityDelta], set[asyncio.Task[BatchResult]]]:
         """The outbox entries of these outcomes still to send, and the relays already sending the others.
 
-        A new outcome's deltas are exactly what its transaction just put in the outbox; only a
-        redelivered event's are read back, since a crash may have kept them from the broker.
-        A delta an earlier batch is still relaying is not sent twice, but this batch is not
+        Read back from the outbox: a redelivered event's deltas, since a crash may have kept
+        them from the broker, and every unsent delta about a profile this batch changed, so that
+        none goes out after a newer one of the same profile. A delta an earlier batch is still relaying is not sent twice, but this batch is not
         durable before that relay is: its offsets may be committed first.
         """
         redelivered = [o.event_id for o in outcomes if o.duplicate]
-        stored = await self.store.unpublished_deltas(redelivered, limit=len(redelivered) * 4 + 100) if redelivered else []
+        fresh = [d for o in outcomes if not o.duplicate for d in o.deltas]
+        # A profile's older deltas a crash or the API left unsent go out first, so that each
+        # profile's deltas reach the topic in version order.
+        profiles = sorted({p for d in fresh for p in (d.profile_id, *d.merged_from)})
+        stored = await self.store.unpublished_deltas(redelivered, limit=_OUTBOX_READ_LIMIT, profile_ids=profiles) \
+            if redelivered or profiles else []
         pending: dict[str, IdentityDelta] = {}
         earlier: set[asyncio.Task[BatchResult]] = set()
-        for delta in [*stored, *(d for o in outcomes if not o.duplicate for d in o.deltas)]:
+        for delta in [*stored, *fresh]:
             relay = self._in_flight.get(delta.delta_id)
             if relay is not None:
                 earlier.add(relay)

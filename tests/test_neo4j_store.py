@@ -153,6 +153,6 @@ async def test_reads_for_people_and_publishers_are_one_round_trip_each(store, se
     await store.unpublished_deltas(["e-1"], limit=10)
     await store.survivor("p_1")
     assert server.names() == [["unpublished_deltas_of"], ["survivor"]]
-    assert server.committed[0][0][1] == {"event_ids": ["e-1"], "limit": 10}
+    assert server.committed[0][0][1] == {"event_ids": ["e-1"], "profile_ids": [], "limit": 10}
     assert server.opened == [("READ", "identity"), ("READ", "identity")]
     assert store.stats.round_trips == 4

@@ -297,3 +297,18 @@ async def test_a_payload_nested_too_deep_is_dead_lettered_with_its_bytes_and_its
     (letter,) = await _dead_letters_among_good_neighbours(store, rules, bad)
     assert (letter.reason_class, letter.errors) == ("schema", [{"path": "payload", "reason": "nested more than 32 levels deep"}])
     assert letter.value == bad.value
+
+
+async def test_a_profiles_older_unsent_delta_goes_out_before_its_newer_one(store, rules):
+    """A crash left version 1 in the outbox; the customer's next event must not overtake it."""
+    await Resolver(store, rules).resolve([prepare(parse_event(incoming("v1", "13800138041", 0).value), rules)])
+    (left,) = await store.unpublished_deltas()
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    later = orjson.loads(incoming("v2", "13800138041", 1).value) | {"traits": {"city": "上海"}}
+    relay = await pipeline.begin([Incoming(orjson.dumps(later), "touchpoints", 0, 1)])
+    broker.acknowledge()
+    await asyncio.wait_for(relay, 1)
+    sent = [orjson.loads(v) for t, v in broker.sent if t == "identity.deltas"]
+    assert [(d["profile_id"], d["profile_version"]) for d in sent] == [(left.profile_id, 1), (left.profile_id, 2)]
+    assert await store.unpublished_deltas() == []

@@ -151,6 +151,17 @@ async def test_outbox_can_be_read_for_some_events_and_in_pages(engine, store):
     assert len(await store.unpublished_deltas(limit=2)) == 2
 
 
+async def test_outbox_can_be_read_for_some_profiles_with_some_events_oldest_first(engine, store):
+    first = await engine.resolve(make_event({"crm_id": "c-1"}))
+    other = await engine.resolve(make_event({"crm_id": "c-2"}))
+    again = await engine.resolve(make_event({"crm_id": "c-1"}, {"city": "Shanghai"}))
+    third = await engine.resolve(make_event({"crm_id": "c-3"}))
+    mine = await store.unpublished_deltas([third.event_id], profile_ids=[first.profile_id])
+    assert [(d.profile_id, d.profile_version) for d in mine] == [
+        (first.profile_id, 1), (first.profile_id, 2), (third.profile_id, 1)]
+    assert other.profile_id not in {d.profile_id for d in mine} and again.profile_id == first.profile_id
+
+
 async def test_published_delta_is_the_one_that_was_written(engine, store):
     outcome = await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
     (pending,) = await store.unpublished_deltas()
