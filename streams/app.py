@@ -136,7 +136,7 @@ class IdgraphApp(faust.App):
     async def on_stop(self) -> None:
         # Each part may be missing when the start failed half way; stop what exists.
         if (pipeline := getattr(self, "pipeline", None)) is not None:
-            await pipeline.drain(SHUTDOWN_DRAIN_S)
+            await pipeline.close(SHUTDOWN_DRAIN_S)  # before the store closes under a batch
         if (router := getattr(self, "router", None)) is not None:
             await router.stop()
         if self._metrics_server is not None:

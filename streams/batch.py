@@ -80,7 +80,11 @@ async def resolve_lines(
 
 
 async def write_assignments(store: GraphStore, event_ids: list[str], output: IO[str]) -> None:
-    """``event_id,profile_id`` for each event, with the profile it belongs to now (after later merges)."""
+    """``event_id,profile_id`` for each event, with the profile it belongs to now (after later merges).
+
+    The profile id is empty for an event that belongs to no profile: one refused because its
+    customer had their data erased.
+    """
     current = dict(await store.assignments())
     writer = csv.writer(output, lineterminator="\n")
     writer.writerow(["event_id", "profile_id"])
@@ -88,4 +92,4 @@ async def write_assignments(store: GraphStore, event_ids: list[str], output: IO[
     for event_id in event_ids:
         if event_id not in seen:
             seen.add(event_id)
-            writer.writerow([event_id, current[event_id]])
+            writer.writerow([event_id, current.get(event_id, "")])

@@ -112,6 +112,11 @@ class ResolutionPipeline:
         self._slots = asyncio.Semaphore(max_in_flight)
         #: The unfinished relay of each delta sent but not yet marked published.
         self._in_flight: dict[str, asyncio.Task[BatchResult]] = {}
+        #: Set by :meth:`close`: no new batch starts. ``_idle`` is set while no batch is resolving.
+        self._closing = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def handle(self, batch: Sequence[Incoming]) -> BatchResult:
         """Resolve a batch and return once all its effects are durable."""
@@ -124,6 +129,7 @@ class ResolutionPipeline:
         consumer down instead of piling up batches.
         """
         await self._slots.acquire()
+        await self._enter()
         result = BatchResult()
         started = time.perf_counter()
         try:
@@ -144,6 +150,8 @@ class ResolutionPipeline:
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._leave()
         self.metrics.observe_batch(result, resolve_seconds=time.perf_counter() - started, store_seconds=store_seconds,
                                    scenarios={p.event_id: p.event.scenario for p in accepted})
         log_batch(result)
@@ -161,6 +169,7 @@ class ResolutionPipeline:
         that meets one of these waits for this relay before its offsets count as durable.
         """
         await self._slots.acquire()  # released by _relay, as for a batch
+        await self._enter()
         try:
             async with self._store_lock:
                 stored = await self.store.unpublished_deltas(limit=limit)
@@ -170,6 +179,8 @@ class ResolutionPipeline:
         except BaseException:
             self._slots.release()
             raise
+        finally:
+            self._leave()
         if not pending:
             self._slots.release()
             return 0
@@ -187,11 +198,34 @@ class ResolutionPipeline:
         """
         prepare(parse_event(orjson.dumps(WARM_UP_EVENT)), self.rules)
 
-    async def drain(self, timeout_s: float) -> None:
-        """Wait a while for unfinished relays, so that a clean stop leaves little to send again."""
+    async def close(self, timeout_s: float) -> None:
+        """Stop taking batches, let the one being resolved finish, and wait a while for relays.
+
+        After this returns nothing of the pipeline uses the store, so the caller may close it:
+        a batch begun later waits until the caller cancels it, unresolved and unacknowledged,
+        and a restart redelivers it. Relays still unfinished after ``timeout_s`` are left to a
+        redelivery as well.
+        """
+        self._closing = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        await self._idle.wait()
         relays = set(self._in_flight.values())
         if relays:
-            await asyncio.wait(relays, timeout=timeout_s)
+            _, late = await asyncio.wait(relays, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            for relay in late:  # it would mark the outbox of a closed store
+                relay.cancel()
+
+    async def _enter(self) -> None:
+        if self._closing:
+            self._slots.release()
+            await asyncio.Event().wait()  # never set: the stopping worker cancels this batch
+        self._busy += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
 
     def _accept_all(self, batch: Sequence[Incoming], result: BatchResult) -> tuple[list[PreparedEvent], dict[str, Incoming]]:
         accepted: list[PreparedEvent] = []

@@ -4,6 +4,8 @@ files, tells every subscribed scenario, and old events replayed afterwards canno
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import sqlite3
 from pathlib import Path
 
@@ -195,3 +197,15 @@ def Engine_(store):
     from tests.api_support import RULES
     from tests.conftest import Engine
     return Engine(store, RULES)
+
+
+def test_resolving_a_file_with_an_erased_customers_event_lists_it_with_no_profile(erased, tmp_path):
+    path, events, *_ = erased
+    replay = tmp_path / "replay.jsonl"
+    replay.write_bytes(events[0].to_json() + b"\n")
+    output = tmp_path / "replay.csv"
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "resolve", "--input", str(replay), "--output", str(output),
+                           "--store", f"sqlite:///{path}"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "refused 1" in done.stdout
+    assert output.read_text().splitlines() == ["event_id,profile_id", f"{events[0].event_id},"]

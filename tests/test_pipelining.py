@@ -312,3 +312,32 @@ async def test_a_profiles_older_unsent_delta_goes_out_before_its_newer_one(store
     sent = [orjson.loads(v) for t, v in broker.sent if t == "identity.deltas"]
     assert [(d["profile_id"], d["profile_version"]) for d in sent] == [(left.profile_id, 1), (left.profile_id, 2)]
     assert await store.unpublished_deltas() == []
+
+
+async def test_closing_waits_for_the_batch_being_resolved_so_the_store_can_close_after(store, rules):
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    # The null record's dead letter waits for the broker: the batch is begun but not yet resolved.
+    batch = [Incoming(None, "touchpoints", 0, 0), incoming("s1", "13800138051", 1)]
+    beginning = asyncio.ensure_future(pipeline.begin(batch))
+    await settle()
+    closing = asyncio.ensure_future(pipeline.close(timeout_s=1))
+    await settle()
+    assert not closing.done() and await store.decision("s1") is None, "the batch is still to be resolved"
+    while not beginning.done():
+        broker.acknowledge()
+        await asyncio.sleep(0.001)
+    broker.acknowledge()
+    await asyncio.wait_for(closing, 1)
+    relay = beginning.result()
+    assert relay.done() and [o.event_id for o in (await relay).outcomes] == ["s1"]
+    assert await store.unpublished_deltas() == [], "its deltas were acknowledged and marked before close returned"
+
+
+async def test_a_batch_begun_after_closing_never_touches_the_store(store, rules):
+    pipeline = ResolutionPipeline(store, rules, Broker(), max_event_bytes=4096)
+    await pipeline.close(timeout_s=1)
+    late = asyncio.ensure_future(pipeline.begin([incoming("s3", "13800138053", 0)]))
+    await settle()
+    assert not late.done() and await store.decision("s3") is None
+    late.cancel()
