@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -58,7 +59,7 @@ class Resolver:
             for prepared in batch:
                 prior = await tx.outcome(prepared.event_id)
                 if prior is not None:
-                    outcomes.append(prior)
+                    outcomes.append(_redelivered(prior, prepared))
                     continue
                 context = await tx.context(prepared, self.rules)
                 refusal = plan_refusal(prepared, context.erased, self.rules.version) if context.erased else None
@@ -75,3 +76,15 @@ class Resolver:
                 await tx.apply(prepared, changes)
                 outcomes.append(Outcome(prepared.event_id, changes.decision.as_dict(), changes.deltas))
         return outcomes
+
+
+def _redelivered(prior: Outcome, prepared: PreparedEvent) -> Outcome:
+    """The earlier outcome of an event id, marked when the event now carries other content.
+
+    Refusals keep no digest (nothing of an erased customer's event is kept), and decisions
+    recorded before digests existed have none: those count as redeliveries.
+    """
+    recorded = prior.decision.get("event_digest")
+    if recorded and prepared.digest and recorded != prepared.digest:
+        return replace(prior, id_reused=True)
+    return prior

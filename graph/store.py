@@ -49,6 +49,9 @@ class Outcome:
     decision: dict[str, Any]
     deltas: list[IdentityDelta]
     duplicate: bool = False
+    #: The event id was already applied to an event with other content: this one was not applied,
+    #: and ``decision`` is the earlier event's.
+    id_reused: bool = False
 
     @property
     def profile_id(self) -> str:

@@ -146,6 +146,7 @@ class _Outcome:
             protections=tuple(self.protections),
             review=review,
             withheld_keys=self.withheld,
+            event_digest=self.prepared.digest,
         )
 
     def _new_profile_id(self) -> str:

@@ -7,6 +7,7 @@ derived from them, so this is the one place the shape is defined and checked.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -138,6 +139,21 @@ class TouchpointEvent(BaseModel):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    def digest(self) -> str:
+        """A fingerprint of the event's content, equal for equal events however they were encoded.
+
+        A redelivery carries the same content under the same id; the same id with another digest
+        is a producer reusing ids, which must not pass for a redelivery.
+        """
+        canonical = orjson.dumps(self.model_dump(mode="json", exclude_none=True), option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def id_reused() -> EventRejected:
+    """The refusal of an event whose id an event with other content already used."""
+    reason = "this event_id was already used by an event with other content; this one was not applied"
+    return EventRejected("id_conflict", [FieldError(path="event_id", reason=reason)])
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -37,6 +37,8 @@ class PreparedEvent:
     blocking_keys: tuple[str, ...]
     #: Traits left out of matching because they could not be normalised (kept on the profile as given).
     unmatchable: tuple[FieldError, ...] = ()
+    #: :meth:`TouchpointEvent.digest`, recorded with the decision to tell a redelivery from an id reused.
+    digest: str = ""
 
     @property
     def event_id(self) -> str:
@@ -202,4 +204,5 @@ def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:
         features=features,
         blocking_keys=blocking_keys(features, rules),
         unmatchable=tuple(trait_errors),
+        digest=event.digest(),
     )

@@ -144,10 +144,13 @@ class Decision:
     #: The event's keys held by a profile kept apart from the one it links to: not attached, so
     #: linking does not carry one customer's identifier over to the other.
     withheld_keys: tuple[str, ...] = ()
+    #: The event's content fingerprint (:meth:`TouchpointEvent.digest`).
+    event_digest: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         withheld = {"withheld_identifiers": [mask_identifier(k) for k in self.withheld_keys]} if self.withheld_keys else {}
-        return {**withheld,
+        digest = {"event_digest": self.event_digest} if self.event_digest else {}
+        return {**withheld, **digest,
             "event_id": self.event_id,
             "action": self.action,
             "profile_id": self.profile_id,

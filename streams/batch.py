@@ -12,7 +12,7 @@ import orjson
 
 from graph.resolver import Resolver
 from graph.store import GraphStore
-from identity.events import EventRejected, parse_event
+from identity.events import EventRejected, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
 from identity.rules import Rules
 
@@ -52,15 +52,22 @@ async def resolve_lines(
     resolver = Resolver(store, rules)
     report = BatchReport()
     batch: list[PreparedEvent] = []
+    numbered: dict[str, tuple[int, bytes]] = {}  # the batch's lines, for refusing one after resolution
 
     async def flush() -> None:
         outcomes = await resolver.resolve(batch, ingested_at=datetime.now(timezone.utc).isoformat())
         for outcome in outcomes:
+            if outcome.id_reused:
+                report.rejected += 1
+                report.event_ids.remove(outcome.event_id)
+                _reject(rejects, *numbered[outcome.event_id], id_reused())
+                continue
             report.duplicates += outcome.duplicate
             action = outcome.decision["action"]
             report.actions[action] = report.actions.get(action, 0) + (not outcome.duplicate)
             report.deltas += 0 if outcome.duplicate else len(outcome.deltas)
         batch.clear()
+        numbered.clear()
 
     for number, line in lines:
         report.events += 1
@@ -72,6 +79,7 @@ async def resolve_lines(
             continue
         report.event_ids.append(prepared.event_id)
         batch.append(prepared)
+        numbered[prepared.event_id] = (number, line)
         if len(batch) >= batch_size:
             await flush()
     if batch:

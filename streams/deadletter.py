@@ -16,7 +16,7 @@ import orjson
 
 DEAD_LETTER_TOPIC = "idgraph.dead-letter"
 
-H_REASON_CLASS = "idgraph.reason_class"  # empty | not_json | schema | oversized | invalid_identifier | hop_limit | internal_error | delivery_failed
+H_REASON_CLASS = "idgraph.reason_class"  # empty | not_json | schema | oversized | invalid_identifier | hop_limit | id_conflict | internal_error | delivery_failed
 H_ERRORS = "idgraph.errors"  # JSON list of {"path", "reason"}
 H_SOURCE = "idgraph.source"  # JSON: topic/partition/offset of an event, or subscription/sink of a delivery
 H_FAILED_AT = "idgraph.failed_at"

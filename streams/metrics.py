@@ -53,7 +53,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2
                    0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 ACTIONS = ("create", "link", "merge", "review", "refused")
 PROTECTION_KINDS = ("limit", "generic_value", "conflicting_id")
-EVENT_REASON_CLASSES = ("empty", "not_json", "schema", "oversized", "invalid_identifier", "hop_limit", "erased", "internal_error")
+EVENT_REASON_CLASSES = ("empty", "not_json", "schema", "oversized", "invalid_identifier", "hop_limit",
+                        "id_conflict", "erased", "internal_error")
 REASON_CLASSES = (*EVENT_REASON_CLASSES, "delivery_failed", "scenario_failed")
 DELTA_KINDS = ("profile.created", "profile.updated", "profile.merged", "profile.split", "profile.erased")
 SINK_TYPES = ("kafka", "webhook")

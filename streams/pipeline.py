@@ -28,7 +28,7 @@ import structlog
 from graph.resolver import Resolver
 from graph.store import GraphStore, Outcome, StoreUnavailable
 from identity.deltas import IdentityDelta
-from identity.events import EventRejected, FieldError, parse_event
+from identity.events import EventRejected, FieldError, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
 from identity.notices import notice_for
 from identity.policy import Policy
@@ -143,6 +143,7 @@ class ResolutionPipeline:
                     result.outcomes = await self._resolve(accepted, messages, result)
                     store_seconds = time.perf_counter() - store_started
                     result.published, earlier = await self._unpublished(result.outcomes)
+                await self._dead_letter(self._refuse_reused_ids(result, messages))
             types = {p.event_id: p.event.type for p in accepted}
             wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
             records = [self._delta_record(d) for d in result.published] + self._notice_records(accepted, wanted)
@@ -292,6 +293,25 @@ class ResolutionPipeline:
                 await self._dead_letter([letter])
                 result.rejected.append(letter)
         return outcomes
+
+    @staticmethod
+    def _refuse_reused_ids(result: BatchResult, messages: dict[str, Incoming]) -> list[DeadLetter]:
+        """Take out of the result the events whose id an event with other content already used.
+
+        Neither was changed: the first stays applied, this one goes to the dead letters for its
+        producer to give it an id of its own.
+        """
+        letters: list[DeadLetter] = []
+        error = id_reused()
+        for outcome in (o for o in result.outcomes if o.id_reused):
+            message = messages[outcome.event_id]
+            letters.append(DeadLetter.build(message.value or b"", error.reason_class, error.as_dict()["errors"],
+                                            message.source))
+            log.warning("event refused", reason_class=error.reason_class, source=message.source, errors=str(error))
+        if letters:
+            result.outcomes = [o for o in result.outcomes if not o.id_reused]
+            result.rejected += letters
+        return letters
 
     async def _dead_letter(self, letters: list[DeadLetter]) -> None:
         acks = [await self._publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()) for letter in letters]

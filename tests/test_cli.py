@@ -71,3 +71,18 @@ def test_bad_rules_file_is_refused_with_the_reason(tmp_path):
                      "--rules", str(tmp_path / "rules.yaml"))
     assert result.returncode == 2
     assert "invalid rules" in result.stderr
+
+
+def test_resolve_refuses_a_reused_event_id_naming_its_line_and_keeps_the_first(tmp_path):
+    first = {"event_id": "same", "scenario": "sales.crm", "type": "lead_created", "occurred_at": "2026-03-01T09:00:00+08:00",
+             "identifiers": {"phone": "13800138071"}}
+    other = first | {"identifiers": {"phone": "13800138072"}}
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(orjson.dumps(first) + b"\n" + orjson.dumps(first) + b"\n" + orjson.dumps(other) + b"\n")
+    result = resolve(tmp_path, "run", events)
+    assert result.returncode == 0, result.stderr
+    (refused,) = (tmp_path / "run.csv.rejects.jsonl").read_bytes().splitlines()
+    record = orjson.loads(refused)
+    assert (record["line"], record["reason_class"], record["errors"][0]["path"]) == (3, "id_conflict", "event_id")
+    assert [r.split(",")[0] for r in (tmp_path / "run.csv").read_text().splitlines()] == ["event_id", "same"]
+    assert "1 duplicates" in result.stdout

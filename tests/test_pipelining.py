@@ -341,3 +341,34 @@ async def test_a_batch_begun_after_closing_never_touches_the_store(store, rules)
     await settle()
     assert not late.done() and await store.decision("s3") is None
     late.cancel()
+
+
+async def _resolved_twice(store, rules, again: Incoming) -> BatchResult:
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096)
+    first = await pipeline.begin([incoming("r1", "13800138061", 0)])
+    broker.acknowledge()
+    await first
+    beginning = asyncio.ensure_future(pipeline.begin([again, incoming("r2", "13800138062", 2)]))
+    while not beginning.done():
+        broker.acknowledge()
+        await asyncio.sleep(0.001)
+    broker.acknowledge()
+    return await asyncio.wait_for(beginning.result(), 1)
+
+
+async def test_an_event_id_reused_for_other_content_is_dead_lettered_and_the_first_event_stands(store, rules):
+    result = await _resolved_twice(store, rules, incoming("r1", "13800138069", 1))
+    (letter,) = result.rejected
+    assert (letter.reason_class, letter.errors[0]["path"]) == ("id_conflict", "event_id")
+    assert letter.value == incoming("r1", "13800138069", 1).value, "the refused event's bytes, as they arrived"
+    assert [o.event_id for o in result.outcomes] == ["r2"]
+    first = await store.profile((await store.decision("r1"))["profile_id"])
+    assert first.identifiers["phone"] == ["+8613800138061"], "the first event's profile, untouched"
+
+
+async def test_a_redelivery_encoded_differently_is_still_a_redelivery(store, rules):
+    same = orjson.loads(incoming("r1", "13800138061", 0).value)
+    reordered = json.dumps(dict(reversed(list(same.items()))), indent=2).encode()
+    result = await _resolved_twice(store, rules, Incoming(reordered, "touchpoints", 0, 1))
+    assert result.rejected == [] and [(o.event_id, o.duplicate) for o in result.outcomes] == [("r1", True), ("r2", False)]
