@@ -42,8 +42,10 @@ class _Pending:
 
 
 class Router:
-    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: WorkerMetrics | None = None, *,
+                 retry_delay_s: float = 0.5) -> None:
         self._publish = publish
+        self._retry_delay_s = retry_delay_s
         self._http = http
         self._metrics = metrics or WorkerMetrics(process_collectors=False)
         self._subscriptions: dict[str, Subscription] = {}
@@ -95,8 +97,9 @@ class Router:
             name = subscription.name
             if isinstance(subscription.sink, KafkaSink):
                 self._metrics.observe_routed(name, "kafka")
-                ack = await self._publish(subscription.topic, key, orjson.dumps(body))
-                self._spawn(self._after_ack(ack, pending, name, record.times))
+                value = orjson.dumps(body)
+                ack = await self._publish(subscription.topic, key, value)
+                self._spawn(self._after_ack(ack, (subscription.topic, key, value), pending, name, record.times))
             else:
                 self._metrics.observe_routed(name, "webhook")
                 await self._webhooks[name].submit(
@@ -108,8 +111,21 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _after_ack(self, ack: Awaitable[Any], pending: _Pending, subscription: str, times: DeltaTimes) -> None:
-        await ack
+    async def _after_ack(self, ack: Awaitable[Any], record: tuple[str, bytes, bytes], pending: _Pending,
+                         subscription: str, times: DeltaTimes) -> None:
+        """Count the delivery once the broker has the record, sending it again while it fails.
+
+        The delta's offset stays unacknowledged meanwhile, so a stop before success redelivers it.
+        """
+        while True:
+            try:
+                await ack
+                break
+            except Exception as exc:  # noqa: BLE001 - the broker may be back after a pause
+                log.warning("scenario publish failed, retrying", subscription=subscription, error=repr(exc))
+                self._metrics.observe_delivery_retry(subscription, "kafka")
+                await asyncio.sleep(self._retry_delay_s)
+                ack = await self._publish(*record)
         self._metrics.observe_delivered(subscription, "kafka", times)
         await pending.finish()
 

@@ -1,0 +1,46 @@
+"""The router's Kafka sinks: a delta counts as delivered only once the broker has the projected record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from sinks.router import Router
+from tests.test_subscriptions import delta, subscription
+
+
+class FlakyBroker:
+    """Refuses the first ``failures`` records it is sent, then acknowledges every one."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> "asyncio.Future[None]":
+        self.sent.append((topic, value))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            self.failures -= 1
+            ack.set_exception(RuntimeError("not enough replicas"))
+        else:
+            ack.set_result(None)
+        return ack
+
+
+async def test_a_failed_scenario_topic_publish_is_sent_again_until_acknowledged():
+    broker = FlakyBroker(failures=2)
+    done = asyncio.Event()
+
+    async def on_done() -> None:
+        done.set()
+
+    async with httpx.AsyncClient() as http:
+        router = Router(broker, http, retry_delay_s=0.01)
+        await router.update([subscription(fields=["traits.*"])])
+        await router.route(delta(changes={"traits.city": (None, "上海")}, traits={"city": "上海"}), on_done)
+        await asyncio.wait_for(done.wait(), 1)
+        await router.stop()
+    assert [topic for topic, _ in broker.sent] == ["scenario.sales"] * 3
+    assert len({value for _, value in broker.sent}) == 1, "the same record each time"
