@@ -100,11 +100,22 @@ class Router:
                 value = orjson.dumps(body)
                 ack = await self._publish(subscription.topic, key, value)
                 self._spawn(self._after_ack(ack, (subscription.topic, key, value), pending, name, record.times))
+                if isinstance(record, IdentityDelta) and record.kind == "profile.erased":
+                    await self._tombstones(subscription.topic, record)
             else:
                 self._metrics.observe_routed(name, "webhook")
                 await self._webhooks[name].submit(
                     body, lambda reason, name=name: self._webhook_done(reason, name, record.times, pending))
         return [s.name for s, _ in targets]
+
+    async def _tombstones(self, topic: str, erased: IdentityDelta) -> None:
+        """After the erasure itself, a tombstone per erased profile id: the topic is compacted
+        (streams/topics.py), so the broker then drops the customer's earlier records there.
+
+        Not awaited: like the erasure before them, they are sent again if the delta is redelivered.
+        """
+        for profile_id in (erased.profile_id, *erased.merged_from):
+            await self._publish(topic, profile_id.encode(), None)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -31,6 +31,7 @@ from identity.rules import Rules, load_rules
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
 from streams.batching import BacklogBatches
+from streams import topics
 from streams.broker import ensure_topics
 from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from streams.metrics import WorkerMetrics, install_metrics
@@ -169,7 +170,9 @@ class IdgraphApp(faust.App):
         subscriptions = parse_subscriptions(list(documents.values()), "store")
         plan = {t: n for t, n in topic_plan(self.settings, subscriptions).items() if t not in self._topics_ready}
         if plan:
-            mismatched = await ensure_topics(self.settings.bootstrap_servers, plan, replication=self.settings.replication)
+            configs = topic_configs(self.settings, subscriptions)
+            mismatched = await ensure_topics(self.settings.bootstrap_servers, plan, configs=configs,
+                                             replication=self.settings.replication)
             for topic, have in mismatched.items():
                 log.warning("topic exists with another partition count", topic=topic, partitions=have, configured=plan[topic])
             self._topics_ready.update(plan)
@@ -235,6 +238,9 @@ def _acknowledge(stream: faust.StreamT, events: list[faust.EventT]) -> OnDurable
 
 
 async def _route_one(app: IdgraphApp, stream: faust.StreamT, event: faust.EventT) -> None:
+    if event.value is None:  # an erased profile's tombstone, for compaction: nothing to route
+        await stream.ack(event)
+        return
     contract = TouchpointNotice if event.message.topic == NOTICES_TOPIC else IdentityDelta
     try:
         record = contract.model_validate_json(event.value)
@@ -265,6 +271,15 @@ def topic_plan(settings: Settings, subscriptions: list[Subscription]) -> dict[st
     return plan
 
 
+def topic_configs(settings: Settings, subscriptions: list[Subscription]) -> dict[str, dict[str, str]]:
+    """What each topic of :func:`topic_plan` is created with (streams/topics.py says why)."""
+    raw = topics.raw_events(settings.raw_retention_hours)
+    configs = {TOUCHPOINTS_TOPIC: raw, DEAD_LETTER_TOPIC: raw,
+               DELTAS_TOPIC: topics.PROFILE_KEYED, NOTICES_TOPIC: topics.PROFILE_KEYED}
+    configs.update({s.topic: topics.PROFILE_KEYED for s in subscriptions})
+    return configs
+
+
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker in the foreground until Ctrl-C (or SIGTERM); Faust handles the signals."""
     import mode.loop
@@ -277,4 +292,4 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
 
 
-__all__ = ["IdgraphApp", "create_app", "faust_options", "run_worker", "topic_plan", "TOUCHPOINTS_TOPIC", "DELTAS_TOPIC"]
+__all__ = ["IdgraphApp", "create_app", "faust_options", "run_worker", "topic_plan", "topic_configs", "TOUCHPOINTS_TOPIC", "DELTAS_TOPIC"]

@@ -292,10 +292,11 @@ async def ensure_topics(
     bootstrap: str,
     partitions: Mapping[str, int],
     *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
     replication: int = 1,
     timeout_ms: int = 10_000,
 ) -> dict[str, int]:
-    """Create each topic with its partition count; return existing topics whose count differs.
+    """Create each topic with its partition count and config; return existing topics whose count differs.
 
     Explicit creation matters on Tansu because auto-creation picks 4 partitions. A topic an
     operator created with another count is theirs to keep (ordering is per key either way),
@@ -306,7 +307,9 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
-        wanted = [NewTopic(name, count, replication) for name, count in partitions.items()]
+        configs = configs or {}
+        wanted = [NewTopic(name, count, replication, topic_configs=dict(configs.get(name, {})))
+                  for name, count in partitions.items()]
         response = await admin.create_topics(wanted, timeout_ms=timeout_ms)
         existing = _created_or_existing(response.topic_errors)
         return await _partition_mismatches(admin, existing, partitions) if existing else {}

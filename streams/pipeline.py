@@ -57,7 +57,7 @@ class Publisher(Protocol):
     are in flight at once.
     """
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes,
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
                        headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]: ...
 
 
@@ -86,8 +86,8 @@ def _now() -> str:
 
 OnDurable = Callable[[BatchResult], Awaitable[None]]
 
-#: (topic, key, value) of a record the relay may have to send again.
-Record = tuple[str, bytes | None, bytes]
+#: (topic, key, value) of a record the relay may have to send again; no value is a tombstone.
+Record = tuple[str, bytes | None, bytes | None]
 
 
 class ResolutionPipeline:
@@ -146,7 +146,7 @@ class ResolutionPipeline:
                 await self._dead_letter(self._refuse_reused_ids(result, messages))
             types = {p.event_id: p.event.type for p in accepted}
             wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
-            records = [self._delta_record(d) for d in result.published] + self._notice_records(accepted, wanted)
+            records = [r for d in result.published for r in self._delta_records(d)] + self._notice_records(accepted, wanted)
             acks = [await self._publish(*record) for record in records]
         except BaseException:
             self._slots.release()
@@ -175,7 +175,7 @@ class ResolutionPipeline:
             async with self._store_lock:
                 stored = await self.store.unpublished_deltas(limit=limit)
                 pending = [d for d in stored if d.delta_id not in self._in_flight]
-                records = [self._delta_record(d) for d in pending]
+                records = [r for d in pending for r in self._delta_records(d)]
                 acks = [await self._publish(*record) for record in records]
         except BaseException:
             self._slots.release()
@@ -343,9 +343,18 @@ class ResolutionPipeline:
         return list(pending.values()), earlier
 
     @staticmethod
-    def _delta_record(delta: IdentityDelta) -> Record:
+    def _delta_records(delta: IdentityDelta) -> list[Record]:
+        """The delta keyed by its profile; after an erasure, tombstones for every erased profile id.
+
+        Both per-profile topics are compacted (streams/topics.py): the tombstones make the broker
+        drop the customer's earlier deltas and touchpoint notices once subscribers had the erasure.
+        """
         delta.times.emitted_at = _now()
-        return DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json()
+        records: list[Record] = [(DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json())]
+        if delta.kind == "profile.erased":
+            erased = [p.encode() for p in (delta.profile_id, *delta.merged_from)]
+            records += [(topic, key, None) for topic in (DELTAS_TOPIC, NOTICES_TOPIC) for key in erased]
+        return records
 
     @staticmethod
     def _notice_records(accepted: list[PreparedEvent], outcomes: list[Outcome]) -> list[Record]:

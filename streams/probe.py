@@ -79,7 +79,8 @@ class TopicWatcher:
             for messages in (await self._consumer.getmany(timeout_ms=100)).values():
                 now = time.time()
                 for message in messages:
-                    self._on_record(message.topic, orjson.loads(message.value), now)
+                    if message.value is not None:  # a tombstone after an erasure
+                        self._on_record(message.topic, orjson.loads(message.value), now)
 
 
 class PropagationProbe:

@@ -154,6 +154,8 @@ def register(app: faust.App, scenario: Scenario, publish: Publish,
 
     async def run(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            if event.value is None:  # an erased profile's tombstone, for compaction: no message
+                continue
             context = await deliver(scenario, event.value, publish)
             if on_delivered is not None:
                 on_delivered(scenario, context)

@@ -13,6 +13,7 @@ import faust
 import orjson
 import structlog
 
+from streams import topics
 from streams.app import TOUCHPOINTS_TOPIC, faust_options
 from streams.broker import ensure_topics
 from streams.deadletter import DEAD_LETTER_TOPIC
@@ -44,7 +45,10 @@ class ScenarioApp(faust.App):
         partitions = self.settings.partitions
         plan = {SUBSCRIPTIONS_TOPIC: 1, TOUCHPOINTS_TOPIC: partitions, DEAD_LETTER_TOPIC: 1}
         plan.update({s.subscription().topic: partitions for s in self.scenarios})
-        await ensure_topics(self.settings.bootstrap_servers, plan, replication=self.settings.replication)
+        raw = topics.raw_events(self.settings.raw_retention_hours)
+        configs = {TOUCHPOINTS_TOPIC: raw, DEAD_LETTER_TOPIC: raw,
+                   **{s.subscription().topic: topics.PROFILE_KEYED for s in self.scenarios}}
+        await ensure_topics(self.settings.bootstrap_servers, plan, configs=configs, replication=self.settings.replication)
 
     async def on_started(self) -> None:
         await super().on_started()

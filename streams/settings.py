@@ -12,6 +12,7 @@
 | IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for events the consumer already fetched (never waits otherwise) |
 | IDGRAPH_FETCH_WAIT_MS | 10 | longest a consumer fetch waits for data (Faust's own default is 1500) |
 | IDGRAPH_MAX_EVENT_BYTES | 262144 | larger events are dead-lettered as oversized |
+| IDGRAPH_RAW_RETENTION_HOURS | 168 | how long touchpoints and dead letters stay on the broker (erasure) |
 | IDGRAPH_SESSION_TIMEOUT_S | 10 | consumer group session timeout (also the rebalance timeout) |
 | IDGRAPH_DATA_DIR | data | where the worker keeps local files |
 | IDGRAPH_POLICY | bundled policy | attribute sovereignty policy (YAML) |
@@ -62,6 +63,7 @@ class Settings(BaseModel):
     max_hops: int = Field(default=8, ge=1, le=100)
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     replication: int = Field(default=1, ge=1, le=10)
+    raw_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
 
     @field_validator("broker")
     @classmethod

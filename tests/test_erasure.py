@@ -18,7 +18,9 @@ from identity.deltas import IdentityDelta
 from sinks.router import Router
 from sinks.subscriptions import Subscription
 from identity.rules import load_rules
+from streams.app import topic_configs
 from streams.pipeline import ResolutionPipeline
+from streams.settings import Settings
 from tests.api_support import on_store, outbox, resolve, run_api
 from tests.conftest import make_event
 
@@ -105,20 +107,19 @@ def test_erasure_emits_profile_erased_with_ids_only(erased):
     assert all(d.kind == "profile.erased" for d in outbox(path) if d.profile_id == profile_id)
 
 
-async def test_every_subscribed_scenario_receives_profile_erased(erased):
-    """Relayed from the outbox to identity.deltas and routed, whatever each subscription's kinds,
-    filters or purpose: every scenario must delete its copy."""
-    path, *_ = erased
-    sent: list[tuple[str, bytes]] = []
+async def _relayed_and_routed(path: Path) -> list[tuple[str, bytes | None, bytes | None]]:
+    """What the worker sends after the erasure: the outbox relayed, each delta routed to three scenarios."""
+    sent: list[tuple[str, bytes | None, bytes | None]] = []
 
     async def publish(topic, key, value, headers=None):
-        sent.append((topic, value))
+        sent.append((topic, key, value))
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
     async def route_too(topic, key, value, headers=None):
-        await router.route(IdentityDelta.model_validate_json(value), on_done=_nothing)
+        if topic == "identity.deltas" and value is not None:
+            await router.route(IdentityDelta.model_validate_json(value), on_done=_nothing)
         return await publish(topic, key, value)
 
     async with httpx.AsyncClient() as http, SQLiteStore(path) as store:
@@ -130,8 +131,38 @@ async def test_every_subscribed_scenario_receives_profile_erased(erased):
         ])
         assert await ResolutionPipeline(store, load_rules(), route_too, max_event_bytes=4096).relay_outbox() > 0
         assert await store.unpublished_deltas() == []
-    erased_to = {topic for topic, value in sent if b'"profile.erased"' in value and topic.startswith("scenario.")}
+    return sent
+
+
+async def test_every_subscribed_scenario_receives_profile_erased(erased):
+    """Relayed from the outbox to identity.deltas and routed, whatever each subscription's kinds,
+    filters or purpose: every scenario must delete its copy."""
+    path, *_ = erased
+    sent = await _relayed_and_routed(path)
+    erased_to = {topic for topic, _, value in sent if value and b'"profile.erased"' in value and topic.startswith("scenario.")}
     assert erased_to == {"scenario.crm", "scenario.gold", "scenario.models"}
+
+
+async def test_the_erasure_is_followed_by_a_tombstone_per_erased_id_on_every_profile_keyed_topic(erased):
+    """Those topics are compacted: the tombstones let the broker drop the customer's earlier records."""
+    path, _, outcomes, profile_id, _ = erased
+    sent = await _relayed_and_routed(path)
+    erased_ids = {profile_id.encode(), outcomes[1].profile_id.encode()}
+    for topic in ("identity.deltas", "identity.touchpoints", "scenario.crm", "scenario.gold", "scenario.models"):
+        tombstones = [i for i, (t, key, value) in enumerate(sent) if t == topic and value is None]
+        assert {sent[i][1] for i in tombstones} == erased_ids, topic
+        erasure = max(i for i, (t, _, value) in enumerate(sent) if t == topic and value and b'"profile.erased"' in value) \
+            if topic != "identity.touchpoints" else -1
+        assert min(tombstones) > erasure, f"{topic}: the erasure itself goes out before the tombstones"
+
+
+def test_profile_keyed_topics_are_compacted_and_raw_events_expire():
+    settings = Settings.from_env({"IDGRAPH_RAW_RETENTION_HOURS": "48"})
+    configs = topic_configs(settings, [Subscription(name="crm", fields=("traits.name",))])
+    for topic in ("identity.deltas", "identity.touchpoints", "scenario.crm"):
+        assert configs[topic] == {"cleanup.policy": "compact"}, topic
+    for topic in ("touchpoints", "idgraph.dead-letter"):
+        assert configs[topic] == {"cleanup.policy": "delete", "retention.ms": str(48 * 3_600_000)}, topic
 
 
 async def _nothing() -> None:

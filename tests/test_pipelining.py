@@ -37,7 +37,7 @@ class Broker:
                 ack.set_exception(error) if error else ack.set_result(None)
 
     def delta_ids(self) -> list[str]:
-        return [orjson.loads(value)["delta_id"] for topic, value in self.sent if topic == "identity.deltas"]
+        return [orjson.loads(value)["delta_id"] for topic, value in self.sent if topic == "identity.deltas" and value]
 
 
 def incoming(event_id: str, phone: str, offset: int) -> Incoming:

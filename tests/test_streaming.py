@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
@@ -19,6 +20,7 @@ import pytest
 
 from streams.broker import EmbeddedBroker
 from streams.deadletter import DeadLetter
+from streams.probe import TopicWatcher
 from streams.workload import synthetic_events
 from tests.api_support import run_api
 from tests.conftest import cn_national_id
@@ -257,3 +259,49 @@ async def test_a_profile_api_write_reaches_subscribers_and_the_worker_keeps_runn
     assert service[-1]["profile"]["traits"]["name"] == "Li Leiming"
     await asyncio.sleep(1.0)  # a few relay passes: the worker crashed here before the relay was the pipeline's
     worker.assert_alive()
+
+
+
+async def test_api_rectification_merge_and_erasure_reach_a_kafka_sink_and_a_webhook_within_2_s(
+        broker, worker_factory, http_endpoint):
+    hook_url, hook_seen = http_endpoint(200)
+    worker = await worker_factory([SERVICE, {"name": "hook", "fields": ["traits.*"], "sink": {"type": "webhook", "url": hook_url}}])
+    await produce(broker.bootstrap, [event("m1", {"phone": "13800138081"}, {"name": "Han Mei"}, minute=1),
+                                     event("m2", {"email": "hm@example.com"}, {"name": "Mei Han"}, minute=2)])
+    await wait_until(lambda: decisions(worker) == 2, timeout_s=30, what="both events resolved")
+    with sqlite3.connect(worker.store_path) as db:
+        first, second = (db.execute("SELECT profile_id FROM touchpoints WHERE event_id = ?", (e,)).fetchone()[0]
+                         for e in ("m1", "m2"))
+    on_kafka: list[str] = []
+    writes = [("profile.updated", "patch", f"/v1/profiles/{first}", {"traits": {"name": "Han Meimei"}}),
+              ("profile.merged", "post", "/v1/profiles/merge", {"profile_ids": [first, second], "reason": "same person"}),
+              ("profile.erased", "delete", f"/v1/profiles/{first}", None)]
+    async with TopicWatcher(broker.bootstrap, ["scenario.service"], lambda topic, delta, now: on_kafka.append(delta["kind"])):
+        for api in run_api(worker.store_path, {"admin": {"scopes": ["admin"]}}):
+            for kind, method, url, body in writes:
+                started = time.monotonic()
+                response = getattr(api, method)("admin", url, **({"json": body} if body else {}))
+                assert response.status_code == 200, response.text
+                await wait_until(lambda: kind in on_kafka and any(d["kind"] == kind for d in hook_seen),
+                                 timeout_s=10, interval_s=0.01, what=f"{kind} on both sinks")
+                assert time.monotonic() - started < 2.0, f"{kind} took {time.monotonic() - started:.2f} s"
+    worker.assert_alive()
+
+
+async def test_the_worker_creates_profile_keyed_topics_compacted_and_raw_topics_expiring(broker, worker_factory):
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    await worker_factory([SERVICE], IDGRAPH_RAW_RETENTION_HOURS="24")
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        topics = ["identity.deltas", "identity.touchpoints", "scenario.service", "touchpoints", "idgraph.dead-letter"]
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    finally:
+        await admin.close()
+    configs = {name: {entry[0]: entry[1] for entry in entries} for _, _, _, name, entries in response.resources}
+    for topic in topics[:3]:
+        assert configs[topic]["cleanup.policy"] == "compact", topic
+    for topic in topics[3:]:
+        assert (configs[topic]["cleanup.policy"], configs[topic]["retention.ms"]) == ("delete", "86400000"), topic
