@@ -9,8 +9,11 @@ import socket
 
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
-from streams.api.limits import DEFAULT_MAX_BODY_BYTES, ENV_MAX_BODY_BYTES, LimitConfigError, max_body_bytes_from_env
+from streams.api.limits import (
+    DEFAULT_MAX_BODY_BYTES, ENV_MAX_BODY_BYTES, BodyLimit, LimitConfigError, max_body_bytes_from_env,
+)
 from tests.api_support import resolve, serve_api
 from tests.conftest import make_event
 
@@ -100,3 +103,19 @@ def test_the_limit_is_one_mib_unless_the_setting_says_otherwise():
 def test_an_unusable_limit_setting_is_refused_naming_the_variable(bad):
     with pytest.raises(LimitConfigError, match=ENV_MAX_BODY_BYTES):
         max_body_bytes_from_env({ENV_MAX_BODY_BYTES: bad})
+
+
+def test_a_body_read_outside_the_apps_handlers_is_still_answered_413():
+    # The middleware answers by itself when nothing inside turns the refusal into a response
+    # (here a bare ASGI app that reads the body, where FastAPI's handlers would otherwise do it).
+    async def reads_everything(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    client = TestClient(BodyLimit(reads_everything, max_bytes=LIMIT))  # not entered: the bare app has no lifespan
+    refused = client.post("/anything", content=(b"x" * 1024 for _ in range(LIMIT // 1024 + 1)))
+    taken = client.post("/anything", content=b"x" * LIMIT)
+    assert refused.status_code == 413 and f"{LIMIT} bytes" in refused.json()["detail"]
+    assert taken.status_code == 204

@@ -38,7 +38,8 @@ def max_body_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
         return DEFAULT_MAX_BODY_BYTES
     low, high = _BOUNDS
     if not raw.isdigit() or not low <= int(raw) <= high:
-        raise LimitConfigError(f"{ENV_MAX_BODY_BYTES}: must be a whole number of bytes from {low} to {high}, not {raw!r}")
+        raise LimitConfigError(f"{ENV_MAX_BODY_BYTES}: must be a whole number of bytes from {low} to {high}, "
+                               f"not {raw!r}")
     return int(raw)
 
 
