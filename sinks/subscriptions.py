@@ -98,6 +98,11 @@ class Subscription(BaseModel):
         section = field.split(".", 1)[0]
         return field in self.fields or f"{section}.*" in self.fields
 
+    def accepts(self, traits: dict[str, Any]) -> bool:
+        """Whether a profile with these traits (name -> value) is this scenario's at all: the one
+        test of ``filters``, shared by the sinks and the API so the two cannot disagree."""
+        return all(f.accepts(traits) for f in self.filters)
+
 
 def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
     """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
@@ -135,7 +140,7 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
         return _minimum(delta, subscription, consent) if withdrawn is not None and withdrawn.old else None
     if delta.kind not in subscription.kinds:
         return None
-    if not all(f.accepts(delta.profile.get("traits", {})) for f in subscription.filters):
+    if not subscription.accepts(delta.profile.get("traits", {})):
         return None
     visible = {f"consent.{p}" for p in consent}
     changes = {name: change for name, change in delta.changes.items() if subscription.allows(name) or name in visible}
@@ -158,7 +163,7 @@ def project_notice(notice: TouchpointNotice, subscription: Subscription) -> dict
     """A resolved touchpoint as this subscription may see it, or None when it did not ask for its type."""
     if notice.event_type not in subscription.event_types:
         return None
-    if not all(f.accepts(notice.traits) for f in subscription.filters):
+    if not subscription.accepts(notice.traits):
         return None
     body = notice.model_dump(mode="json", exclude_none=True)
     body["traits"] = {name: value for name, value in notice.traits.items() if subscription.allows(f"traits.{name}")}

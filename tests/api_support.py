@@ -1,16 +1,22 @@
 """A real profile API over a real SQLite file, with one token per kind of caller.
 
-The API runs in FastAPI's TestClient; events reach the store the way the worker writes them,
+The API runs in FastAPI's TestClient (or behind a real uvicorn server, where how the bytes of a
+request arrive matters); events reach the store the way the worker writes them,
 through a second connection to the same file (tests/conftest.py's Engine on a SQLiteStore).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
+import uvicorn
 from fastapi.testclient import TestClient
 
 from graph.sqlite import SQLiteStore
@@ -80,8 +86,32 @@ def registry(callers: dict[str, dict[str, Any]]) -> tuple[TokenRegistry, dict[st
     return TokenRegistry(entries), tokens
 
 
-def run_api(path: Path, callers: dict[str, dict[str, Any]]) -> Iterator[Api]:
+def run_api(path: Path, callers: dict[str, dict[str, Any]], **options: Any) -> Iterator[Api]:
+    """The API in-process (FastAPI's TestClient); ``options`` go to ``create_app``."""
     tokens, plain = registry(callers)
-    app = create_app(store_url=f"sqlite:///{path}", tokens=tokens, rules=RULES)
+    app = create_app(store_url=f"sqlite:///{path}", tokens=tokens, rules=RULES, **options)
     with TestClient(app) as client:
         yield Api(client, path, plain)
+
+
+def serve_api(path: Path, callers: dict[str, dict[str, Any]], **options: Any) -> Iterator[Api]:
+    """The API behind a real uvicorn server on a free local port, for what only a real server
+    shows: how a body arrives (TestClient reads a request's whole body before the app sees any)."""
+    tokens, plain = registry(callers)
+    app = create_app(store_url=f"sqlite:///{path}", tokens=tokens, rules=RULES, **options)
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
+        time.sleep(0.01)
+    host, port = listening.getsockname()
+    try:
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+            yield Api(client, path, plain)  # type: ignore[arg-type]  # httpx.Client: TestClient's interface
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listening.close()

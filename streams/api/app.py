@@ -21,6 +21,7 @@ from identity.rules import Rules, load_rules
 from streams.api import operator, problems, profiles
 from streams.api.access import caller
 from streams.api.auth import TokenRegistry
+from streams.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from streams.api.models import Health
 from streams.api.state import ApiState
 
@@ -37,8 +38,10 @@ class OrjsonResponse(JSONResponse):
 
 
 def create_app(*, store: GraphStore | None = None, store_url: str | None = None, tokens: TokenRegistry,
-               rules: Rules | None = None, policy: Policy | None = None) -> FastAPI:
-    """The API over ``store`` (kept open by the caller) or the store at ``store_url`` (opened here)."""
+               rules: Rules | None = None, policy: Policy | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """The API over ``store`` (kept open by the caller) or the store at ``store_url`` (opened here);
+    request bodies over ``max_body_bytes`` are refused (streams/api/limits.py)."""
 
     rules, policy = rules or load_rules(), policy or load_policy()
 
@@ -65,6 +68,8 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
     app.include_router(profiles.router)
     app.include_router(operator.router)
     _add_service_routes(app)
+    # Added before the counter, so the counter wraps it and counts the 413s it answers.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     _count_requests(app)
     return app
 

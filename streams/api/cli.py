@@ -16,6 +16,7 @@ from graph.factory import store_from_url
 from graph.operations import OperationError, Operations
 from identity.rules import load_rules
 from streams.api.auth import AuthConfigError, TokenRegistry, issue
+from streams.api.limits import LimitConfigError, max_body_bytes_from_env
 
 review_app = typer.Typer(help="The review queue: list, approve, reject.", no_args_is_help=True)
 ENV_API_PORT = "IDGRAPH_API_PORT"
@@ -27,20 +28,23 @@ def _store_url() -> Optional[str]:
 
 def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
                 port: int = typer.Option(8080, envvar=ENV_API_PORT, help="Port to listen on")) -> None:
-    """Serve the profile API (tokens from IDGRAPH_API_TOKENS_FILE or IDGRAPH_API_TOKENS)."""
+    """Serve the profile API (tokens from IDGRAPH_API_TOKENS_FILE or IDGRAPH_API_TOKENS; body limit
+    from IDGRAPH_API_MAX_BODY_BYTES)."""
     import uvicorn
 
     from streams.api import create_app
 
     try:
         tokens = TokenRegistry.from_env()
-    except AuthConfigError as exc:
+        max_body_bytes = max_body_bytes_from_env()
+    except (AuthConfigError, LimitConfigError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     if not len(tokens):
         typer.secho("warning: no API tokens configured; every request but health and metrics will be refused",
                     err=True, fg=typer.colors.YELLOW)
-    uvicorn.run(create_app(store_url=_store_url(), tokens=tokens), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store_url=_store_url(), tokens=tokens, max_body_bytes=max_body_bytes),
+                host=host, port=port, log_level="warning")
 
 
 def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer, operator, admin or scenario:<name>"),

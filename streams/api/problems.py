@@ -19,8 +19,8 @@ from graph.store import StoreConflict, StoreUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-           409: "Conflict", 410: "Gone", 415: "Unsupported media type", 422: "Unprocessable content",
-           500: "Internal server error", 503: "Service unavailable"}
+           409: "Conflict", 410: "Gone", 413: "Content too large", 415: "Unsupported media type",
+           422: "Unprocessable content", 500: "Internal server error", 503: "Service unavailable"}
 
 
 class Problem(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from graph.operations import OperationError, customer_traits
 from identity.normalize import InvalidIdentifier, normalize_identifier
 from identity.features import identifier_key
+from sinks.subscriptions import Subscription
 from streams.api.access import allow, api_state, caller, not_found, reach, subscription_of
 from streams.api.auth import Principal
 from streams.api.models import (
@@ -76,12 +77,25 @@ async def resolve(who: Caller, state: State,
         except InvalidIdentifier as exc:
             raise ProblemError(422, f"{type_}: {exc}") from None
     holders = await state.store.identifier_holders(list(keys))
+    if subscription is not None:
+        holders = await _readable_holders(state, subscription, holders)
     answer = _best(holders, keys)
     if answer is None:
         raise ProblemError(404, "no profile holds these identifiers")
-    if subscription is not None and scenario_view(await _view(state, answer.profile_id, answer.profile_id), subscription) is None:
-        raise ProblemError(404, "no profile holds these identifiers")
     return answer
+
+
+async def _readable_holders(state: ApiState, subscription: Subscription,
+                            holders: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The holders a scenario may read. The others are left out of the answer, its candidates and
+    its confidence alike: naming them, or counting them, would tell the scenario they exist."""
+    readable: dict[str, bool] = {}
+    for profile_id in sorted({p for profiles in holders.values() for p in profiles}):
+        snapshot = await state.store.profile(profile_id)
+        readable[profile_id] = snapshot is not None and scenario_view(profile_view(snapshot, profile_id),
+                                                                      subscription) is not None
+    cut = {key: [p for p in profiles if readable[p]] for key, profiles in holders.items()}
+    return {key: profiles for key, profiles in cut.items() if profiles}
 
 
 def _best(holders: dict[str, list[str]], keys: dict[str, str]) -> ResolveOut | None:

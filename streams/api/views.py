@@ -26,9 +26,13 @@ def profile_view(snapshot: ProfileSnapshot, requested_id: str) -> ProfileOut:
 
 
 def scenario_view(view: ProfileOut, subscription: Subscription) -> ProfileOut | None:
-    """What a scenario's token may read: its subscription's fields, under its purpose's consent."""
+    """What a scenario's token may read: its subscription's fields, under its purpose's consent, of a
+    profile its filters accept; None (the caller answers 404, as for no profile) otherwise."""
     purpose = subscription.purpose
     if purpose is not None and not view.consent[purpose].granted:
+        return None
+    # The filters judge the whole profile, as they judge a delta's full profile before projection.
+    if not subscription.accepts({name: trait.value for name, trait in view.traits.items()}):
         return None
     return view.model_copy(update={
         "identifiers": {t: v for t, v in view.identifiers.items() if subscription.allows(f"identifiers.{t}")},
