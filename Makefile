@@ -5,11 +5,13 @@ STAMP  := $(VENV)/.installed
 SYSTEM := $(VENV)/.system-deps
 
 # Debian packages the tests run for real: Prometheus and promtool (metrics, alert rules,
-# dashboard queries) and docker-compose (validates docker-compose.yml offline).
-APT_PACKAGES := prometheus docker-compose
-APT_COMMANDS := promtool prometheus docker-compose
+# dashboard queries), docker-compose (validates docker-compose.yml offline), and a JDK with
+# Maven for Apache Kafka and Neo4j (java/, fetched from Maven Central by `make jars`).
+APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven
+APT_COMMANDS := promtool prometheus docker-compose java mvn
+JARS := java/kafka/target/lib/.built java/neo4j/target/lib/.built
 
-.PHONY: test test-repeat demo install system-deps clean
+.PHONY: test test-repeat demo install system-deps jars clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,15 +30,21 @@ $(SYSTEM):
 
 install: $(STAMP)
 
+$(JARS): java/pom.xml java/kafka/pom.xml java/neo4j/pom.xml $(wildcard java/neo4j/src/main/java/idgraph/neo4j/*.java) | $(SYSTEM)
+	cd java && mvn -q -B package
+	touch $(JARS)
+
+jars: $(JARS)
+
 system-deps: $(SYSTEM)
 
-test: $(STAMP) $(SYSTEM)
+test: $(STAMP) $(SYSTEM) $(JARS)
 	$(BIN)/python -m pytest
 
 # Flaky-test hunt: the whole suite N times in a row (default 5), every run to the end; fails if
 # any run failed. LOAD=1 runs a CPU hog on every core beside it, as a busy CI machine would.
 N ?= 5
-test-repeat: $(STAMP) $(SYSTEM)
+test-repeat: $(STAMP) $(SYSTEM) $(JARS)
 	@hogs=""; if [ -n "$(LOAD)" ]; then for c in $$(seq $$(nproc)); do nice yes >/dev/null & hogs="$$hogs $$!"; done; fi; \
 	trap 'kill $$hogs 2>/dev/null' EXIT; red=0; \
 	for i in $$(seq $(N)); do echo "== run $$i of $(N)"; $(BIN)/python -m pytest -q -p no:cacheprovider || red=$$((red + 1)); done; \
@@ -46,4 +54,4 @@ demo: $(STAMP)
 	$(BIN)/idgraph demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info java/*/target

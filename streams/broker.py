@@ -121,7 +121,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the broker die with us, if the OS supports it.
 
     ``finally`` blocks and finalizers do not run when a test runner is SIGKILLed or
@@ -136,7 +136,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _kill_orphan(proc: subprocess.Popen[bytes]) -> None:
+def kill_orphan(proc: subprocess.Popen[bytes]) -> None:
     # Last resort for a broker whose owner forgot stop(): runs at GC or interpreter exit.
     if proc.poll() is None:
         proc.kill()
@@ -213,9 +213,9 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=_broker_env(),
             start_new_session=True,  # a Ctrl-C meant for the app must not kill the broker first
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
-        weakref.finalize(self, _kill_orphan, self._proc)
+        weakref.finalize(self, kill_orphan, self._proc)
         try:
             self._wait_ready()
         except BaseException:

@@ -1,7 +1,7 @@
 """Shared fixtures: a real store (SQLite in a temporary file, or Neo4j) and a small event builder.
 
 A test module marked ``pytestmark = pytest.mark.every_store`` runs each of its tests against
-every store: SQLite always, Neo4j when ``NEO4J_URI`` is set (tests/neo4j_support.py). Other
+every store: SQLite, and Neo4j (``NEO4J_URI``, or a local server; tests/neo4j_support.py). Other
 modules get SQLite only.
 """
 
@@ -46,12 +46,12 @@ STORE_KINDS = ("sqlite", "neo4j")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "every_store: run against SQLite and, when NEO4J_URI is set, Neo4j")
+    config.addinivalue_line("markers", "every_store: run against SQLite and Neo4j (NEO4J_URI, or a local server)")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if neo4j_support.configured():
-        return f"graph stores under contract: sqlite, neo4j at {neo4j_support.settings_from_env().url}"
+        return f"graph stores under contract: sqlite, neo4j ({neo4j_support.describe()})"
     return f"graph stores under contract: sqlite only ({neo4j_support.SKIPPED})"
 
 
