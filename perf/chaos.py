@@ -3,7 +3,8 @@
 A fresh stack (embedded broker, one worker, a new store) receives ``--events`` synthetic
 touchpoints, keyed as the product's touchpoint producers key them (``partition_key``), at a
 steady rate. Meanwhile a chaos task SIGKILLs the worker ``--kills`` times at random (seeded)
-moments, each time once the previous worker is up, and starts a new one on the same store.
+moments spread over the whole processing of the stream (see :class:`Chaos`), each time once the
+previous worker is up, and starts a new one on the same store.
 A subscriber reads ``identity.deltas`` from the start throughout, without a consumer group.
 
 When every event is resolved in the store and every stored delta has been seen on the topic
@@ -214,14 +215,17 @@ def _stored_deltas(path: Path) -> list[StoredDelta]:
 class Chaos:
     """Kills the worker ``kills`` times at seeded random moments, restarting it each time.
 
-    The moments are drawn uniformly over the sending window; a kill due while the previous
-    worker is still starting waits until it is ready (and a short, random while more).
+    A moment is a point in the stream's processing, not on the clock: a number of events
+    resolved in the store, drawn uniformly over the whole run, plus a random fraction of a
+    second. So kills land while the worker is busy from the first events to the last, however
+    slowly a restarted worker comes back (on a loaded machine, restarts take seconds, and
+    kills spread over the clock would all land early in the run).
     """
 
-    def __init__(self, stack: LocalStack, kills: int, window_s: float, seed: int) -> None:
+    def __init__(self, stack: LocalStack, kills: int, events: int, seed: int) -> None:
         self.stack, self.kills = stack, kills
         self.rng = random.Random(seed)
-        self.moments = sorted(self.rng.uniform(0.5, max(1.0, window_s)) for _ in range(kills))
+        self.moments = sorted(self.rng.randrange(1, max(2, events)) for _ in range(kills))
         self.done = 0
         self.log: list[str] = []
 
@@ -232,10 +236,11 @@ class Chaos:
 
     async def run(self, started: float) -> None:
         for n, moment in enumerate(self.moments, 1):
-            if (delay := started + moment - time.monotonic()) > 0:
-                await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+            store = self.stack.worker.store_path if self.stack.worker else None
+            assert store is not None
+            await wait_until(lambda: _resolved(store) >= moment and _alive(self.stack.worker),
+                             COMPLETE_TIMEOUT_S, 0.05, f"{moment} events resolved before kill {n}")
+            await asyncio.sleep(self.rng.uniform(0.0, 0.5))
             worker = self.stack.worker
             assert worker is not None
             worker.assert_alive()  # a worker that died by itself is a finding, not a kill
@@ -281,7 +286,7 @@ async def run(events: int, kills: int, seed: int, rate: float, workdir: Path) ->
         assert stack.worker is not None
         store = stack.worker.store_path
         async with TopicWatcher(stack.bootstrap, [DELTAS_TOPIC], recorder):
-            chaos = Chaos(stack, kills, events / rate, seed)
+            chaos = Chaos(stack, kills, events, seed)
             started = time.monotonic()
             chaos_task = asyncio.ensure_future(chaos.run(started))
             send_seconds = await send(stack.bootstrap, keyed, rate)
