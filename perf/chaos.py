@@ -1,0 +1,360 @@
+"""Chaos: touchpoints at a steady rate while the worker is SIGKILLed again and again.
+
+A fresh stack (embedded broker, one worker, a new store) receives ``--events`` synthetic
+touchpoints, keyed as the product's touchpoint producers key them (``partition_key``), at a
+steady rate. Meanwhile a chaos task SIGKILLs the worker ``--kills`` times at random (seeded)
+moments spread over the whole processing of the stream (see :class:`Chaos`), each time once the
+previous worker is up, and starts a new one on the same store.
+A subscriber reads ``identity.deltas`` from the start throughout, without a consumer group.
+
+When every event is resolved in the store and every stored delta has been seen on the topic
+(or a timeout passed), it counts:
+
+* ``lost``: events sent with neither a decision nor a refusal in the store;
+* ``applied_twice``: events applied more than once — more than one delta for one event (in
+  the outbox or, by distinct delta_id, on the topic), two different deltas claiming one
+  profile version, or an event both decided and refused;
+* ``deltas_missing``: deltas in the outbox never seen on the topic, or left unpublished;
+* ``out_of_order_per_profile``: profiles whose versions, in the order each delta_id was first
+  seen on the topic, are not non-decreasing (a repeated delta_id, which at-least-once permits,
+  is not out of order: repeats are counted as ``redelivered_deltas``).
+
+The embedded broker (Tansu) keeps topics in memory only, so a broker restart would lose every
+topic by design; the broker restart is skipped and the JSON says so. A readable summary comes
+first, then ONE JSON object on the last line. Exits non-zero if any count is non-zero.
+
+    python -m perf.chaos                                  # 10,000 events, 15 kills
+    python -m perf.chaos --events 2000 --kills 3 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from identity.events import parse_event
+from identity.features import partition_key
+from identity.rules import load_rules
+from streams.app import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
+from streams.probe import TopicWatcher
+from streams.stack import LocalStack, WorkerProcess, wait_until
+from streams.workload import synthetic_events
+
+SUBSCRIPTION = {"name": "chaos", "fields": ["traits.*", "identifiers.*"]}
+BROKER_RESTART_SKIPPED = "skipped: the embedded broker keeps topics in memory only"
+#: Longest wait, after the last event was sent and the last kill, for the store and the topic to catch up.
+COMPLETE_TIMEOUT_S = 300.0
+#: How long a restarted worker may take to say "worker ready".
+READY_TIMEOUT_S = 90.0
+
+
+# --- pure counting ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SeenDelta:
+    """One record read from identity.deltas, in the order read (per partition, the log order)."""
+
+    delta_id: str
+    profile_id: str
+    profile_version: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDelta:
+    """One row of the store's outbox."""
+
+    delta_id: str
+    event_id: str
+    profile_id: str
+    profile_version: int
+    published: bool
+
+
+@dataclass(slots=True)
+class Counts:
+    lost: list[str] = field(default_factory=list)
+    applied_twice: list[str] = field(default_factory=list)
+    deltas_missing: list[str] = field(default_factory=list)
+    unpublished: list[str] = field(default_factory=list)
+    unknown_deltas: list[str] = field(default_factory=list)
+    out_of_order: dict[str, list[int]] = field(default_factory=dict)
+    redelivered: int = 0
+
+
+def lost_events(sent: Iterable[str], decided: Iterable[str], refused: Iterable[str]) -> list[str]:
+    """Events sent with neither a decision nor a refusal."""
+    resolved = set(decided) | set(refused)
+    return sorted(set(sent) - resolved)
+
+
+def applied_twice(stored: Sequence[StoredDelta], seen: Sequence[SeenDelta],
+                  decided: Iterable[str] = (), refused: Iterable[str] = ()) -> list[str]:
+    """Events applied more than once.
+
+    An event yields at most one delta (``identity.plan``), whose id is stable in (event, profile,
+    version): a re-sent delta keeps its id. So an event with two distinct delta ids — in the
+    outbox, or on the topic — was applied twice; so were the events behind two distinct deltas
+    claiming one (profile, version); and an event both decided and refused was resolved twice.
+    """
+    twice: set[str] = set(decided) & set(refused)
+    by_event: dict[str, set[str]] = defaultdict(set)
+    by_version: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    for d in [*stored, *seen]:
+        by_event[d.event_id].add(d.delta_id)
+        by_version[(d.profile_id, d.profile_version)][d.delta_id] = d.event_id
+    twice.update(event for event, ids in by_event.items() if len(ids) > 1)
+    for claims in by_version.values():
+        if len(claims) > 1:
+            twice.update(claims.values())
+    return sorted(twice)
+
+
+def missing_deltas(stored: Sequence[StoredDelta], seen: Sequence[SeenDelta]) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unpublished, unknown) delta ids.
+
+    Missing: in the outbox and never seen on the topic, or left unpublished there (each counted
+    once). Unpublished: the outbox still has them to send. Unknown: seen on the topic, not stored.
+    """
+    seen_ids = {d.delta_id for d in seen}
+    stored_ids = {d.delta_id for d in stored}
+    unpublished = {d.delta_id for d in stored if not d.published}
+    missing = (stored_ids - seen_ids) | unpublished
+    return sorted(missing), sorted(unpublished), sorted(seen_ids - stored_ids)
+
+
+def out_of_order(seen: Sequence[SeenDelta]) -> tuple[dict[str, list[int]], int]:
+    """Profiles whose first-seen versions go backwards (profile -> its first-seen versions), and repeats.
+
+    Only the first sighting of a delta_id counts for order; later ones are redeliveries.
+    """
+    first_seen: set[str] = set()
+    versions: dict[str, list[int]] = defaultdict(list)
+    redelivered = 0
+    for d in seen:
+        if d.delta_id in first_seen:
+            redelivered += 1
+            continue
+        first_seen.add(d.delta_id)
+        versions[d.profile_id].append(d.profile_version)
+    backwards = {p: v for p, v in versions.items() if any(b < a for a, b in zip(v, v[1:]))}
+    return backwards, redelivered
+
+
+def count(sent: Sequence[str], decided: Iterable[str], refused: Iterable[str],
+          stored: Sequence[StoredDelta], seen: Sequence[SeenDelta]) -> Counts:
+    decided, refused = set(decided), set(refused)
+    missing, unpublished, unknown = missing_deltas(stored, seen)
+    backwards, redelivered = out_of_order(seen)
+    return Counts(lost=lost_events(sent, decided, refused), applied_twice=applied_twice(stored, seen, decided, refused),
+                  deltas_missing=missing, unpublished=unpublished, unknown_deltas=unknown,
+                  out_of_order=backwards, redelivered=redelivered)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def keyed_events(events: int, seed: int) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Synthetic touchpoints with the record key the product's producers give them."""
+    rules = load_rules()
+    out = []
+    for _, body in synthetic_events(customers=max(1, events // 5), events=events, seed=seed):
+        out.append((partition_key(parse_event(body), rules), body))
+    return out
+
+
+class DeltaRecorder:
+    """Everything read from identity.deltas, in read order."""
+
+    def __init__(self) -> None:
+        self.seen: list[SeenDelta] = []
+        self.ids: set[str] = set()
+
+    def __call__(self, topic: str, delta: dict[str, Any], now: float) -> None:
+        self.seen.append(SeenDelta(delta["delta_id"], delta["profile_id"], int(delta["profile_version"]),
+                                   delta["cause"]["event_id"]))
+        self.ids.add(delta["delta_id"])
+
+
+def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def _resolved(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return _query(path, "SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM refusals)")[0][0]
+
+
+def _outbox_drained(path: Path, seen: set[str]) -> bool:
+    rows = _query(path, "SELECT delta_id, published FROM outbox")
+    return all(published and delta_id in seen for delta_id, published in rows)
+
+
+def _stored_deltas(path: Path) -> list[StoredDelta]:
+    rows = _query(path, "SELECT delta_id, event_id, profile_id, delta, published FROM outbox ORDER BY seq")
+    return [StoredDelta(d, e, p, int(orjson.loads(raw)["profile_version"]), bool(pub)) for d, e, p, raw, pub in rows]
+
+
+class Chaos:
+    """Kills the worker ``kills`` times at seeded random moments, restarting it each time.
+
+    A moment is a point in the stream's processing, not on the clock: a number of events
+    resolved in the store, drawn uniformly over the whole run, plus a random fraction of a
+    second. So kills land while the worker is busy from the first events to the last, however
+    slowly a restarted worker comes back (on a loaded machine, restarts take seconds, and
+    kills spread over the clock would all land early in the run).
+    """
+
+    def __init__(self, stack: LocalStack, kills: int, events: int, seed: int) -> None:
+        self.stack, self.kills = stack, kills
+        self.rng = random.Random(seed)
+        self.moments = sorted(self.rng.randrange(1, max(2, events)) for _ in range(kills))
+        self.done = 0
+        self.log: list[str] = []
+
+    def _readies(self) -> int:
+        worker = self.stack.worker
+        assert worker is not None
+        return worker.log_path.read_bytes().count(b"worker ready") if worker.log_path.exists() else 0
+
+    async def run(self, started: float) -> None:
+        for n, moment in enumerate(self.moments, 1):
+            store = self.stack.worker.store_path if self.stack.worker else None
+            assert store is not None
+            await wait_until(lambda: _resolved(store) >= moment and _alive(self.stack.worker),
+                             COMPLETE_TIMEOUT_S, 0.05, f"{moment} events resolved before kill {n}")
+            await asyncio.sleep(self.rng.uniform(0.0, 0.5))
+            worker = self.stack.worker
+            assert worker is not None
+            worker.assert_alive()  # a worker that died by itself is a finding, not a kill
+            readies = self._readies()
+            worker.kill()
+            self.done = n
+            self.log.append(f"kill {n} at {time.monotonic() - started:6.1f}s (pid {worker.pid}, "
+                            f"{_resolved(worker.store_path)} events resolved)")
+            self.stack.worker = WorkerProcess(worker.broker_url, worker.workdir, worker.subscriptions,
+                                              worker.extra_env).start()
+            await wait_until(lambda: self._readies() > readies and _alive(self.stack.worker),
+                             READY_TIMEOUT_S, 0.1, f"worker ready after kill {n}")
+
+
+def _alive(worker: WorkerProcess | None) -> bool:
+    assert worker is not None
+    worker.assert_alive()
+    return True
+
+
+async def send(bootstrap: str, events: Sequence[tuple[bytes | None, dict[str, Any]]], rate: float) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await producer.start()
+    acks = []
+    started = time.perf_counter()
+    try:
+        for i, (key, body) in enumerate(events):
+            if (delay := started + i / rate - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            acks.append(await producer.send(TOUCHPOINTS_TOPIC, orjson.dumps(body), key=key))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def run(events: int, kills: int, seed: int, rate: float, workdir: Path) -> dict[str, Any]:
+    keyed = keyed_events(events, seed)
+    sent_ids = [body["event_id"] for _, body in keyed]
+    recorder = DeltaRecorder()
+    started = time.monotonic()
+    async with LocalStack(workdir, [SUBSCRIPTION]) as stack:
+        assert stack.worker is not None
+        store = stack.worker.store_path
+        async with TopicWatcher(stack.bootstrap, [DELTAS_TOPIC], recorder):
+            chaos = Chaos(stack, kills, events, seed)
+            started = time.monotonic()
+            chaos_task = asyncio.ensure_future(chaos.run(started))
+            send_seconds = await send(stack.bootstrap, keyed, rate)
+            print(f"sent {events} events in {send_seconds:.1f}s; {chaos.done} kills so far", flush=True)
+            await chaos_task
+            try:
+                await wait_until(lambda: _resolved(store) >= len(sent_ids) and _alive(stack.worker),
+                                 COMPLETE_TIMEOUT_S, 0.5, "every event resolved")
+                await wait_until(lambda: _outbox_drained(store, recorder.ids), COMPLETE_TIMEOUT_S, 0.5,
+                                 "every delta published and seen")
+            except TimeoutError as exc:
+                print(f"gave up waiting: {exc}", flush=True)
+            await asyncio.sleep(1.0)  # a moment longer, so late repeats are read too
+            decided = [e for (e,) in _query(store, "SELECT event_id FROM decisions")]
+            refused = [e for (e,) in _query(store, "SELECT event_id FROM refusals")]
+            stored = _stored_deltas(store)
+            seen = list(recorder.seen)
+        seconds = time.monotonic() - started
+    counts = count(sent_ids, decided, refused, stored, seen)
+    return {
+        "events": events, "kills": chaos.done, "broker_restarts": 0, "broker_restart": BROKER_RESTART_SKIPPED,
+        "lost": len(counts.lost), "applied_twice": len(counts.applied_twice),
+        "deltas_missing": len(counts.deltas_missing), "out_of_order_per_profile": len(counts.out_of_order),
+        "redelivered_deltas": counts.redelivered, "deltas_unpublished": len(counts.unpublished),
+        "deltas_unknown": len(counts.unknown_deltas), "deltas_stored": len(stored),
+        "deltas_seen": len(seen), "seconds": round(seconds, 1), "send_seconds": round(send_seconds, 1),
+        "events_per_s": round(events / send_seconds, 1), "events_per_s_end_to_end": round(events / seconds, 1),
+        "seed": seed,
+        "examples": {
+            "lost": counts.lost[:10], "applied_twice": counts.applied_twice[:10],
+            "deltas_missing": counts.deltas_missing[:10], "deltas_unknown": counts.unknown_deltas[:10],
+            "out_of_order": dict(list(counts.out_of_order.items())[:5]),
+        },
+        "kill_log": chaos.log,
+    }
+
+
+FAILURE_KEYS = ("lost", "applied_twice", "deltas_missing", "out_of_order_per_profile", "deltas_unknown")
+
+
+def summary(r: dict[str, Any]) -> str:
+    lines = [*r["kill_log"],
+             f"{r['events']} events, {r['kills']} worker SIGKILLs, broker restarts: {r['broker_restarts']} "
+             f"({r['broker_restart']})",
+             f"offered {r['events_per_s']} events/s, {r['events_per_s_end_to_end']} events/s end to end, "
+             f"{r['seconds']}s in all",
+             f"lost {r['lost']}  applied twice {r['applied_twice']}  deltas missing {r['deltas_missing']} "
+             f"(unpublished {r['deltas_unpublished']})  profiles out of order {r['out_of_order_per_profile']}  "
+             f"unknown deltas {r['deltas_unknown']}  redelivered deltas {r['redelivered_deltas']}  "
+             f"({r['deltas_stored']} stored, {r['deltas_seen']} read)"]
+    bad = [k for k in FAILURE_KEYS if r[k]]
+    lines.append(f"FAILED: {', '.join(bad)}; examples: {orjson.dumps(r['examples']).decode()}" if bad else "OK")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--kills", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s offered")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="idgraph-chaos-") as tmp:
+        result = asyncio.run(run(args.events, args.kills, args.seed, args.rate, Path(tmp)))
+    print(summary(result), flush=True)
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    sys.exit(1 if any(result[k] for k in FAILURE_KEYS) or result["kills"] < args.kills else 0)
+
+
+if __name__ == "__main__":
+    main()
