@@ -342,7 +342,7 @@ PROFILE = Statement(
     _LIVE_PROFILE
     + """
 RETURN live.id AS id, live.version AS version, live.created_at AS created_at,
-  live.updated_at AS updated_at, live.traits AS traits,
+  live.updated_at AS updated_at, live.traits AS traits, live.consent AS consent,
   COLLECT { MATCH (live)-[:HAS_IDENTIFIER]->(i:Identifier) RETURN i.key ORDER BY i.key } AS identifiers,
   COLLECT {
     MATCH (retired:Profile)-[:MERGED_INTO*]->(live)

@@ -58,7 +58,7 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import PreparedEvent, split_key
+from identity.features import PreparedEvent, identifiers_by_type, split_key
 from identity.model import ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -319,11 +319,8 @@ class Neo4jStore(GraphStore):
         if not rows:
             return None
         row = rows[0]
-        identifiers: dict[str, list[str]] = {}
-        # Sorted here, not in Cypher: Python orders strings as the embedded store does.
-        for key in sorted(row["identifiers"]):
-            type_, value = split_key(key)
-            identifiers.setdefault(type_, []).append(value)
+        # Grouped and sorted in Python, as the embedded store does: the same order, no internal ids.
+        identifiers = identifiers_by_type(row["identifiers"])
         return ProfileSnapshot(row["id"], row["version"], row["created_at"], row["updated_at"], identifiers,
                                orjson.loads(row["traits"]), list(row["merged_from"]),
                                orjson.loads(row["consent"]) if row.get("consent") else {})

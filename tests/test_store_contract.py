@@ -51,6 +51,12 @@ async def test_profile_snapshot_shows_identifiers_by_type_and_traits_with_proven
     assert profile.created_at == event.occurred_at.isoformat()
 
 
+async def test_profile_snapshot_shows_the_customers_consent(engine, store):
+    outcome = await engine.resolve(make_event({"email": "c@example.com"}, consent={"marketing": True}))
+    consent = (await store.profile(outcome.profile_id)).consent
+    assert set(consent) == {"marketing"} and consent["marketing"]["granted"] is True
+
+
 async def test_unknown_profile_has_no_snapshot_and_no_survivor(store):
     assert await store.profile("p_unknown") is None
     assert await store.survivor("p_unknown") is None
