@@ -92,10 +92,13 @@ class BoundedLabel:
         self._seen: set[str] = set()
 
     def __call__(self, value: object) -> str:
-        if value in self._seen:
-            return value  # type: ignore[return-value]  # only strings get in
-        if not isinstance(value, str) or not self._pattern.match(value):
+        # Type first: a refused event's scenario may be any JSON value, a dict or list unhashable.
+        if not isinstance(value, str):
             return "invalid" if value is not None else "unknown"
+        if value in self._seen:
+            return value
+        if not self._pattern.match(value):
+            return "invalid"
         if len(self._seen) >= self._limit:
             return OTHER
         self._seen.add(value)

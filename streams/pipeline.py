@@ -88,6 +88,8 @@ OnDurable = Callable[[BatchResult], Awaitable[None]]
 
 #: (topic, key, value) of a record the relay may have to send again; no value is a tombstone.
 Record = tuple[str, bytes | None, bytes | None]
+#: The accepted records of a batch by event id, in batch order (one id may come more than once).
+Messages = dict[str, list[Incoming]]
 
 
 class ResolutionPipeline:
@@ -228,14 +230,14 @@ class ResolutionPipeline:
         if self._busy == 0:
             self._idle.set()
 
-    def _accept_all(self, batch: Sequence[Incoming], result: BatchResult) -> tuple[list[PreparedEvent], dict[str, Incoming]]:
+    def _accept_all(self, batch: Sequence[Incoming], result: BatchResult) -> tuple[list[PreparedEvent], Messages]:
         accepted: list[PreparedEvent] = []
-        messages: dict[str, Incoming] = {}
+        messages: Messages = {}
         for message in batch:
             prepared = self._accept(message, result)
             if prepared is not None:
                 accepted.append(prepared)
-                messages.setdefault(prepared.event_id, message)
+                messages.setdefault(prepared.event_id, []).append(message)
         return accepted, messages
 
     def _accept(self, message: Incoming, result: BatchResult) -> PreparedEvent | None:
@@ -267,7 +269,7 @@ class ResolutionPipeline:
             raise EventRejected("hop_limit", [FieldError(path="causation.hops", reason=reason)])
         return prepare(event, self.rules)
 
-    async def _resolve(self, accepted: list[PreparedEvent], messages: dict[str, Incoming], result: BatchResult) -> list[Outcome]:
+    async def _resolve(self, accepted: list[PreparedEvent], messages: Messages, result: BatchResult) -> list[Outcome]:
         """Resolve the batch; if it fails for a reason other than the store, isolate the culprit."""
         ingested_at = _now()
         while True:
@@ -281,11 +283,13 @@ class ResolutionPipeline:
                     raise
                 break
         outcomes: list[Outcome] = []
-        for prepared in accepted:
+        for position, prepared in enumerate(accepted):
             try:
                 outcomes += await self._resolve([prepared], messages, result)
             except Exception as exc:  # noqa: BLE001
-                message = messages[prepared.event_id]
+                # This record, not an earlier one of the batch under the same id.
+                nth = sum(1 for p in accepted[:position] if p.event_id == prepared.event_id)
+                message = messages[prepared.event_id][nth]
                 # The bytes as they arrived: re-encoding the event is one more thing that can fail.
                 letter = DeadLetter.build(message.value or b"", "internal_error",
                                           [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}], message.source)
@@ -295,7 +299,7 @@ class ResolutionPipeline:
         return outcomes
 
     @staticmethod
-    def _refuse_reused_ids(result: BatchResult, messages: dict[str, Incoming]) -> list[DeadLetter]:
+    def _refuse_reused_ids(result: BatchResult, messages: Messages) -> list[DeadLetter]:
         """Take out of the result the events whose id an event with other content already used.
 
         Neither was changed: the first stays applied, this one goes to the dead letters for its
@@ -303,8 +307,14 @@ class ResolutionPipeline:
         """
         letters: list[DeadLetter] = []
         error = id_reused()
-        for outcome in (o for o in result.outcomes if o.id_reused):
-            message = messages[outcome.event_id]
+        # Outcomes come in the order of the batch's records: the nth outcome under an id is the
+        # nth record carrying it. Within one batch the first is applied and a later one is refused.
+        seen: dict[str, int] = {}
+        for outcome in result.outcomes:
+            nth = seen[outcome.event_id] = seen.get(outcome.event_id, -1) + 1
+            if not outcome.id_reused:
+                continue
+            message = messages[outcome.event_id][nth]
             letters.append(DeadLetter.build(message.value or b"", error.reason_class, error.as_dict()["errors"],
                                             message.source))
             log.warning("event refused", reason_class=error.reason_class, source=message.source, errors=str(error))
