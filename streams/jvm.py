@@ -162,7 +162,7 @@ class ApacheKafka(_JavaServer):
             f"log.dirs={self.workdir / 'data'}", "num.partitions=1",
             "offsets.topic.replication.factor=1", "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1", "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1", "",
+            "transaction.state.log.min.isr=1", "group.initial.rebalance.delay.ms=0", "",
         ])  # fmt: skip
 
     def start(self) -> Self:
