@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
 import orjson
@@ -18,14 +18,41 @@ import structlog
 
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from sinks.publisher import Publisher
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
-from streams.metrics import WorkerMetrics
-from streams.pipeline import Publisher
 
 log = structlog.get_logger("idgraph.router")
 OnDone = Callable[[], Awaitable[Any]]
+
+
+class DeliveryMetrics(Protocol):
+    """What the router counts; the worker's metrics (streams/metrics.py) provide it."""
+
+    def observe_routed(self, subscription: str, sink_type: str) -> None: ...
+
+    def observe_delivered(self, subscription: str, sink_type: str, times: DeltaTimes) -> None: ...
+
+    def observe_delivery_failure(self, subscription: str, sink_type: str) -> None: ...
+
+    def observe_delivery_retry(self, subscription: str, sink_type: str, count: int = 1) -> None: ...
+
+
+class Unmetered:
+    """Counts nothing: for a router whose deliveries nobody measures."""
+
+    def observe_routed(self, subscription: str, sink_type: str) -> None:
+        pass
+
+    def observe_delivered(self, subscription: str, sink_type: str, times: DeltaTimes) -> None:
+        pass
+
+    def observe_delivery_failure(self, subscription: str, sink_type: str) -> None:
+        pass
+
+    def observe_delivery_retry(self, subscription: str, sink_type: str, count: int = 1) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -42,12 +69,12 @@ class _Pending:
 
 
 class Router:
-    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: WorkerMetrics | None = None, *,
+    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: DeliveryMetrics | None = None, *,
                  retry_delay_s: float = 0.5) -> None:
         self._publish = publish
         self._retry_delay_s = retry_delay_s
         self._http = http
-        self._metrics = metrics or WorkerMetrics(process_collectors=False)
+        self._metrics: DeliveryMetrics = metrics or Unmetered()
         self._subscriptions: dict[str, Subscription] = {}
         self._webhooks: dict[str, WebhookSender] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -28,14 +28,15 @@ from identity.deltas import IdentityDelta
 from identity.notices import TouchpointNotice
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
 from streams.batching import BacklogBatches
 from streams import topics
 from streams.broker import ensure_topics
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from streams.metrics import WorkerMetrics, install_metrics
-from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, BatchResult, Incoming, OnDurable, ResolutionPipeline
+from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, Incoming, OnDurable, ResolutionPipeline
+from streams.results import BatchResult
 from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, load_scenarios, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport

@@ -117,8 +117,7 @@ async def run_demo(*, customers: int, events: int, rate: float, broker_url: str 
 async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, broker_url: str | None,
                         workdir: Path | None) -> None:
     """The battery-recycling flow across four scenarios, with a per-hop timeline."""
-    from perf.flow import FLOW_BUDGET_MS, flow_env, summarise
-    from streams.flows.battery_recycling.driver import HOPS, make_customers, run_flows
+    from streams.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-flow-"))
     typer.secho(f"Starting the embedded stack with the battery-recycling scenarios in {workdir} ...", bold=True)

@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import IO, TYPE_CHECKING, Any, MutableMapping
+from typing import IO, Any, MutableMapping
 
 import orjson
 import structlog
 
-if TYPE_CHECKING:
-    from streams.pipeline import BatchResult
+from streams.results import BatchResult
 
 REDACTED = "[redacted]"
 
@@ -131,7 +130,7 @@ def configure_logging(level: str | int = "info", *, stream: IO[str] | None = Non
 _decisions = structlog.get_logger("idgraph.decisions")
 
 
-def log_batch(result: "BatchResult", log: Any = _decisions) -> None:
+def log_batch(result: BatchResult, log: Any = _decisions) -> None:
     """One debug line per decision and one warning per merge protection of a handled batch.
 
     Refused events are logged where they are refused (streams/pipeline.py); protections are

@@ -36,11 +36,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from streams.results import BatchResult
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from identity.deltas import DeltaTimes, IdentityDelta
-    from streams.pipeline import BatchResult
 
 log = structlog.get_logger("idgraph.metrics")
 # The client's ``*_created`` series would double the series of every counter and histogram for
@@ -263,7 +264,7 @@ class WorkerMetrics:
 
     # --- the resolution path ---------------------------------------------------------------
 
-    def observe_batch(self, result: "BatchResult", *, resolve_seconds: float, store_seconds: float | None = None,
+    def observe_batch(self, result: BatchResult, *, resolve_seconds: float, store_seconds: float | None = None,
                       scenarios: Mapping[str, str] | None = None) -> None:
         """Count one handled batch: events by outcome, decisions, protections, dead letters, deltas.
 

@@ -28,8 +28,8 @@ import structlog
 
 from identity.events import TouchpointEvent, parse_event
 from identity.model import stable_id
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from sinks.subscriptions import Subscription
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 
 SUBSCRIPTIONS_TOPIC = "idgraph.subscriptions"
 log = structlog.get_logger("idgraph.scenario")

@@ -13,10 +13,10 @@ import faust
 import orjson
 import structlog
 
+from sinks.deadletter import DEAD_LETTER_TOPIC
 from streams import topics
 from streams.app import TOUCHPOINTS_TOPIC, faust_options
 from streams.broker import ensure_topics
-from streams.deadletter import DEAD_LETTER_TOPIC
 from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from streams.broker import EmbeddedBroker
-from streams.deadletter import DeadLetter
+from sinks.deadletter import DeadLetter
 from streams.probe import TopicWatcher
 from streams.workload import synthetic_events
 from tests.api_support import run_api
