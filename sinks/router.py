@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
@@ -53,6 +54,10 @@ class Unmetered:
 
     def observe_delivery_retry(self, subscription: str, sink_type: str, count: int = 1) -> None:
         pass
+
+
+def _project(record: IdentityDelta | TouchpointNotice, subscription: Subscription) -> dict[str, Any] | None:
+    return project(record, subscription) if isinstance(record, IdentityDelta) else project_notice(record, subscription)
 
 
 @dataclass(slots=True)
@@ -113,8 +118,7 @@ class Router:
 
     async def route(self, record: IdentityDelta | TouchpointNotice, on_done: OnDone) -> list[str]:
         """Hand a delta or a touchpoint notice to each entitled subscription's sink; returns their names."""
-        projection = project if isinstance(record, IdentityDelta) else project_notice
-        targets = [(s, body) for s in self._subscriptions.values() if (body := projection(record, s)) is not None]
+        targets = [(s, body) for s in self._subscriptions.values() if (body := _project(record, s)) is not None]
         if not targets:
             await on_done()
             return []
@@ -132,7 +136,7 @@ class Router:
             else:
                 self._metrics.observe_routed(name, "webhook")
                 await self._webhooks[name].submit(
-                    body, lambda reason, name=name: self._webhook_done(reason, name, record.times, pending))
+                    body, partial(self._webhook_done, subscription=name, times=record.times, pending=pending))
         return [s.name for s, _ in targets]
 
     async def _tombstones(self, topic: str, erased: IdentityDelta) -> None:

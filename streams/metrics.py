@@ -93,8 +93,8 @@ class BoundedLabel:
         self._seen: set[str] = set()
 
     def __call__(self, value: object) -> str:
-        if value in self._seen:
-            return value  # type: ignore[return-value]  # only strings get in
+        if isinstance(value, str) and value in self._seen:
+            return value
         if not isinstance(value, str) or not self._pattern.match(value):
             return "invalid" if value is not None else "unknown"
         if len(self._seen) >= self._limit:
@@ -130,7 +130,7 @@ class _Family:
 
 
 def _known(value: object, allowed: tuple[str, ...]) -> str:
-    return value if value in allowed else OTHER  # type: ignore[return-value]
+    return value if isinstance(value, str) and value in allowed else OTHER
 
 
 @lru_cache(maxsize=1024)  # a batch's deltas share their ingested_at and emitted_at stamps
@@ -533,7 +533,7 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
                           sample_interval_s: float = 2.0, review_interval_s: float = 15.0) -> "WSGIServer | None":
     """Start /metrics and the samplers of an :class:`streams.app.IdgraphApp`; call once from ``on_start``.
 
-    Needs ``app.store`` and ``app.router`` to exist. Registers two Faust timers (started by
+    Needs ``app.store`` and ``app.sink_router`` to exist. Registers two Faust timers (started by
     Faust in ``on_started``): lag and webhook backlogs/retries every ``sample_interval_s``, the
     review queue every ``review_interval_s`` (it is a store query). Returns the HTTP server,
     for ``server.shutdown()`` in ``on_stop``.
@@ -550,7 +550,7 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
     async def sample() -> None:
         try:
             await lag.sample()
-            webhooks = app.router.webhooks
+            webhooks = app.sink_router.webhooks
             metrics.set_webhook_backlog({name: sender.backlog for name, sender in webhooks.items()})
             retries.sample(webhooks)
         except Exception as exc:  # noqa: BLE001 - a metrics hiccup must never stop the worker

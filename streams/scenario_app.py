@@ -36,7 +36,7 @@ class ScenarioApp(faust.App):
     def _new_transport(self) -> LowLatencyTransport:
         return LowLatencyTransport(self.conf.broker_consumer, self)
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes,
+    async def publish(self, topic: str, key: bytes | None, value: bytes | None,
                       headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
         return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 
