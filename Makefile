@@ -9,7 +9,7 @@ SYSTEM := $(VENV)/.system-deps
 APT_PACKAGES := prometheus docker-compose
 APT_COMMANDS := promtool prometheus docker-compose
 
-.PHONY: test test-repeat demo install system-deps clean
+.PHONY: test check test-repeat demo install system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ install: $(STAMP)
 
 system-deps: $(SYSTEM)
 
-test: $(STAMP) $(SYSTEM)
+# Types (mypy, [tool.mypy]) and the one-way import layers (import-linter, [tool.importlinter])
+# are checked before the tests run; configuration in pyproject.toml.
+check: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) $(SYSTEM) check
 	$(BIN)/python -m pytest
 
 # Flaky-test hunt: the whole suite N times in a row (default 5), every run to the end; fails if
@@ -46,4 +52,4 @@ demo: $(STAMP)
 	$(BIN)/idgraph demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .import_linter_cache build *.egg-info

@@ -135,8 +135,10 @@ async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, b
         for label, at in [("intake request produced", first.produced), ("assessment notified", first.assessment_notified),
                           ("battery_assessed emitted", first.assessed_emitted), ("quoting notified", first.quoting_notified),
                           ("quote_issued emitted", first.quote_emitted), ("sales notified", first.sales_notified)]:
-            typer.echo(f"  {(at - start) * 1000:8.1f} ms  {label}")
-        typer.echo(f"  sales sees only: {orjson.dumps(first.sales_body['profile']['traits']).decode()}")
+            if at is not None:
+                typer.echo(f"  {(at - start) * 1000:8.1f} ms  {label}")
+        if first.sales_body is not None:
+            typer.echo(f"  sales sees only: {orjson.dumps(first.sales_body['profile']['traits']).decode()}")
     result = summarise(done)
     typer.secho("\nAll flows", bold=True)
     typer.echo(f"  {result['completed']}/{result['flows']} completed, {result['within_budget']} within "

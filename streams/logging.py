@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import IO, Any, MutableMapping
+from typing import Any, MutableMapping, TextIO
 
 import orjson
 import structlog
@@ -95,7 +95,7 @@ def _json(event_dict: Any, **_kw: Any) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
 
-def configure_logging(level: str | int = "info", *, stream: IO[str] | None = None, json: bool | None = None,
+def configure_logging(level: str | int = "info", *, stream: TextIO | None = None, json: bool | None = None,
                       cache: bool = True) -> None:
     """Configure structlog for the process: JSON lines unless ``stream`` is a terminal.
 

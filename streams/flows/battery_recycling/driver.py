@@ -71,19 +71,27 @@ class Flow:
     def hop_ms(self) -> dict[str, float]:
         """Pipeline time per hop and scenario time, in milliseconds."""
         hops = {
-            HOPS[0]: self.assessment_notified - self.produced,
-            HOPS[1]: self.quoting_notified - self.assessed_emitted,
+            HOPS[0]: _elapsed(self.produced, self.assessment_notified),
+            HOPS[1]: _elapsed(self.assessed_emitted, self.quoting_notified),
         }
         if self.sales_notified is not None:
-            hops[HOPS[2]] = self.sales_notified - self.quote_emitted
+            hops[HOPS[2]] = _elapsed(self.quote_emitted, self.sales_notified)
         return {k: v * 1000 for k, v in hops.items()}
 
     def processing_ms(self) -> float:
-        return ((self.assessed_emitted - self.assessment_notified) + (self.quote_emitted - self.quoting_notified)) * 1000
+        return (_elapsed(self.assessment_notified, self.assessed_emitted)
+                + _elapsed(self.quoting_notified, self.quote_emitted)) * 1000
 
     def total_ms(self) -> float:
         end = self.sales_notified if self.sales_notified is not None else self.quote_emitted
-        return (end - self.produced) * 1000
+        return _elapsed(self.produced, end) * 1000
+
+
+def _elapsed(start: float | None, end: float | None) -> float:
+    """Seconds from one observed step of a flow to a later one."""
+    if start is None or end is None:
+        raise ValueError("the flow was not observed this far")
+    return end - start
 
 
 def make_customers(count: int, seed: int = 11) -> list[FlowCustomer]:
@@ -157,7 +165,7 @@ class FlowObserver:
 
     def _observe(self, topic: str, body: dict[str, Any], now: float) -> None:
         if topic == TOUCHPOINTS_TOPIC:
-            cause = (body.get("causation") or {}).get("event_id")
+            cause: str = (body.get("causation") or {}).get("event_id") or ""
             if body.get("type") == "battery_assessed" and (flow := self.flows.get(cause)) and flow.assessed_emitted is None:
                 flow.assessed_id, flow.assessed_emitted = body["event_id"], now
                 self._by_assessed[body["event_id"]] = flow
