@@ -139,7 +139,7 @@ class IdgraphApp(faust.App):
         # Each part may be missing when the start failed half way; stop what exists.
         if (pipeline := getattr(self, "pipeline", None)) is not None:
             await pipeline.close(SHUTDOWN_DRAIN_S)  # before the store closes under a batch
-        if (router := getattr(self, "router", None)) is not None:
+        if (router := getattr(self, "sink_router", None)) is not None:
             await router.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
