@@ -11,7 +11,7 @@ APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven
 APT_COMMANDS := promtool prometheus docker-compose java mvn
 JARS := java/kafka/target/lib/.built java/neo4j/target/lib/.built
 
-.PHONY: test test-repeat demo install system-deps jars clean
+.PHONY: test check test-repeat demo install system-deps jars clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,13 @@ jars: $(JARS)
 
 system-deps: $(SYSTEM)
 
-test: $(STAMP) $(SYSTEM) $(JARS)
+# Types (mypy, [tool.mypy]) and the one-way import layers (import-linter, [tool.importlinter])
+# are checked before the tests run; configuration in pyproject.toml.
+check: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) $(SYSTEM) $(JARS) check
 	$(BIN)/python -m pytest
 
 # Flaky-test hunt: the whole suite N times in a row (default 5), every run to the end; fails if
@@ -54,4 +60,4 @@ demo: $(STAMP)
 	$(BIN)/idgraph demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info java/*/target
+	rm -rf $(VENV) .pytest_cache .mypy_cache .import_linter_cache build *.egg-info java/*/target

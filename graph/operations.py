@@ -157,9 +157,9 @@ class Operations:
     async def _reject(self, review: dict[str, Any], actor: str, reason: str) -> OperationResult:
         live = sorted({await self._live(p) for p in review["profile_ids"]})
         op = self._record("review.reject", actor, reason, live, review_id=review["id"])
-        pairs = [tuple(sorted(pair)) for pair in combinations(live, 2)]
+        pairs = list(combinations(live, 2))  # live is sorted, so each pair is too
         op.record["kept_apart"] = [list(p) for p in pairs]
-        await self.store.apply_operation(OperationWrite(op, expected={}, kept_apart=pairs,  # type: ignore[arg-type]
+        await self.store.apply_operation(OperationWrite(op, expected={}, kept_apart=pairs,
                                                         review=(review["id"], "rejected")))
         return OperationResult(op.record, [])
 
@@ -193,7 +193,7 @@ class Operations:
         scenario = CUSTOMER if requested_by == "customer" else OPERATOR_SCENARIO
         delta = erased_delta(OperationCause(op.id, "erase", "erase", scenario, op.at), live,
                              family.profile.version + 1, family.retired)
-        await self.store.erase(ErasureWrite(op, live, family.profile.version, ids, hashes, delta))  # type: ignore[arg-type]
+        await self.store.erase(ErasureWrite(op, live, family.profile.version, ids, hashes, delta))
         return OperationResult(op.record, [delta])
 
     # --- helpers ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import orjson
 
@@ -142,7 +142,7 @@ class BatchOverlay:
         )
         self.events.append(PendingEvent(prepared, changes, now, len(self.events)))
 
-    def refuse(self, event_id: str, record: dict, now: str) -> None:  # type: ignore[type-arg]
+    def refuse(self, event_id: str, record: dict[str, Any], now: str) -> None:
         """Remember a refused event so a duplicate later in the batch gets the same answer."""
         text = orjson.dumps(record).decode()
         self._outcomes[event_id] = StoredOutcome(text, ())

@@ -147,8 +147,8 @@ class SQLiteTransaction(StoreTransaction):
 
     async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
         now = _now()
-        for survivor in changes.profiles:
-            self._upsert_profile(survivor, now)
+        for profile in changes.profiles:
+            self._upsert_profile(profile, now)
         for retired, survivor in changes.retired.items():
             self._retire(retired, survivor, prepared.event_id, now)
         source = prepared.event.scenario

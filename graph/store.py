@@ -12,8 +12,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Self, Sequence
 
+from graph.tombstones import Via
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent
 from identity.plan import ChangeSet
@@ -144,7 +145,7 @@ class ErasureWrite:
     #: The live profile and every profile merged into it.
     family: list[str]
     #: (keyed hash, via) for every identifier key, profile id and event id of the customer.
-    hashes: list[tuple[str, str]]
+    hashes: list[tuple[str, Via]]
     delta: IdentityDelta
 
 
@@ -288,7 +289,7 @@ class GraphStore(ABC):
     async def review(self, review_id: int) -> dict[str, Any] | None:
         return next((r for r in await self.reviews() if r["id"] == review_id), None)
 
-    async def __aenter__(self) -> "GraphStore":
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

@@ -9,11 +9,12 @@ rules stop become review proposals instead of silent merges.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from identity.compare import FieldEvidence, PairScore, score_pair
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, split_key
-from identity.model import Decision, Protection, ProfileState, ResolutionContext, ReviewProposal, mask_identifier, stable_id
+from identity.model import Action, Decision, Protection, ProfileState, ResolutionContext, ReviewProposal, mask_identifier, stable_id
 from identity.policy import CUSTOMER as CUSTOMER_SCENARIO
 from identity.rules import Rules
 
@@ -134,7 +135,8 @@ class _Outcome:
     protections: list[Protection]
     withheld: tuple[str, ...] = ()
 
-    def _decision(self, action, profile_id, confidence, merged_from=(), review=None) -> Decision:  # type: ignore[no-untyped-def]
+    def _decision(self, action: Action, profile_id: str, confidence: float, merged_from: Iterable[str] = (),
+                  review: ReviewProposal | None = None) -> Decision:
         return Decision(
             event_id=self.prepared.event_id,
             action=action,

@@ -8,13 +8,13 @@ consumer can measure propagation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 DeltaKind = Literal["profile.created", "profile.updated", "profile.merged", "profile.split", "profile.erased"]
-DELTA_KINDS: tuple[str, ...] = DeltaKind.__args__  # type: ignore[attr-defined]
+DELTA_KINDS: tuple[DeltaKind, ...] = get_args(DeltaKind)
 
 
 class FieldChange(BaseModel):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 MAX_EVENT_BYTES = 256 * 1024
 #: How deeply objects and arrays may nest in an event: deeper than any real payload needs, and
 #: far below what JSON encoders refuse (orjson stops at 255 levels when writing an event back).

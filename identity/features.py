@@ -177,9 +177,9 @@ def blocking_value(features: Features, name: str) -> str | None:
 def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
     keys: list[str] = []
     for index, rule in enumerate(rules.blocking):
-        parts = [blocking_value(features, name) for name in rule]
-        if all(parts):
-            keys.append(f"b{index}:" + "|".join(parts))  # type: ignore[arg-type]
+        parts = [part for name in rule if (part := blocking_value(features, name))]
+        if len(parts) == len(rule):
+            keys.append(f"b{index}:" + "|".join(parts))
     return tuple(keys)
 
 

@@ -23,6 +23,7 @@ from types import MappingProxyType
 import jellyfish
 import opencc
 import phonenumbers
+from pydantic import ConfigDict
 from pypinyin import Style, lazy_pinyin
 
 
@@ -33,6 +34,9 @@ class InvalidIdentifier(ValueError):
 @dataclass(frozen=True)
 class NormalizationRules:
     """Per-deployment choices that change what counts as "the same" identifier."""
+
+    #: Read from the rule file's ``normalization`` section (identity/rules.py): no unknown keys.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     #: phonenumbers region for numbers written without ``+country``.
     default_region: str = "CN"
@@ -116,11 +120,11 @@ def _phone(value: str, default_region: str) -> str:
         raise InvalidIdentifier(_phone_reason(_claimed_region(value, default_region))) from None
     if not phonenumbers.is_valid_number(number):
         # a number without +country gets the default region's code, so this names the right one
-        region = (
-            default_region
-            if number.country_code == phonenumbers.country_code_for_region(default_region)
-            else phonenumbers.region_code_for_country_code(number.country_code)
-        )
+        code = number.country_code
+        if code is None or code == phonenumbers.country_code_for_region(default_region):
+            region = default_region
+        else:
+            region = phonenumbers.region_code_for_country_code(code)
         raise InvalidIdentifier(_phone_reason(region))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -7,7 +7,7 @@ resolved, with the profile it belongs to and only the traits they are entitled t
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +16,7 @@ from identity.deltas import DeltaTimes
 from identity.events import Causation
 from identity.features import PreparedEvent, identifiers_by_type
 
-NOTICE_KIND = "touchpoint"
+NOTICE_KIND: Final = "touchpoint"
 
 
 class NoticeDecision(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
+from identity.deltas import Cause, DeltaKind, DeltaTimes, FieldChange, IdentityDelta
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, identifier_key, identifiers_by_type
 from identity.model import ConsentValue, Decision, ErasedMatch, MatchRecord, ProfileState, TraitValue, stable_id
@@ -153,13 +153,15 @@ def plan_changes(
     field_changes = diff_views(before_view, after_view)
     if before is None or field_changes or losers:
         target.version += 1
-        kind = "profile.created" if before is None else ("profile.merged" if losers else "profile.updated")
+        kind: DeltaKind = "profile.created" if before is None else ("profile.merged" if losers else "profile.updated")
         changes.deltas.append(_delta(prepared, decision, target, kind, field_changes, after_view, resolved_at, ingested_at))
     changes.profiles.append(target)
     return changes
 
 
-def _delta(prepared, decision, target, kind, field_changes, view, resolved_at, ingested_at) -> IdentityDelta:  # type: ignore[no-untyped-def]
+def _delta(prepared: PreparedEvent, decision: Decision, target: ProfileState, kind: DeltaKind,
+           field_changes: dict[str, FieldChange], view: dict[str, dict[str, Any]], resolved_at: str,
+           ingested_at: str | None) -> IdentityDelta:
     event = prepared.event
     return IdentityDelta(
         delta_id=stable_id("d", event.event_id, target.id, str(target.version)),
@@ -239,7 +241,7 @@ def plan_merge(states: list[ProfileState], policy: Policy) -> tuple[ProfileState
     return target, [s.id for s in losers]
 
 
-def operation_delta(cause: OperationCause, kind: str, state: ProfileState, before: dict[str, dict[str, Any]],
+def operation_delta(cause: OperationCause, kind: DeltaKind, state: ProfileState, before: dict[str, dict[str, Any]],
                     merged_from: Iterable[str] = ()) -> IdentityDelta:
     """A delta for one profile an operation changed; ``state.version`` is already the new one."""
     view = profile_view(state)
@@ -247,7 +249,7 @@ def operation_delta(cause: OperationCause, kind: str, state: ProfileState, befor
         delta_id=stable_id("d", cause.operation_id, state.id, str(state.version)),
         profile_id=state.id,
         profile_version=state.version,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         changes=diff_views(before, view),
         merged_from=list(merged_from),
         profile=view,

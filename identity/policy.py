@@ -137,13 +137,13 @@ def _later(candidate: TraitValue, current: TraitValue) -> bool:
 
 def _compare(rule: Rule | tuple[str, ...], current: TraitValue, candidate: TraitValue) -> tuple[bool, str]:
     newer = _later(candidate, current)
-    if rule in ("most_recent", "owner_wins"):
-        return newer, "newer value" if newer else f"older than the value set by {current.scenario}"
     if rule == "highest_confidence":
         if candidate.confidence == current.confidence:
             return newer, "equal confidence, newer value" if newer else "equal confidence, older value"
         higher = candidate.confidence > current.confidence
         return higher, "higher confidence" if higher else f"lower confidence than {current.scenario}'s value"
+    if isinstance(rule, str):  # most_recent, owner_wins
+        return newer, "newer value" if newer else f"older than the value set by {current.scenario}"
     mine, theirs = _rank(rule, candidate.scenario), _rank(rule, current.scenario)
     if mine != theirs:
         return mine < theirs, "higher-priority source" if mine < theirs else f"{current.scenario} has priority"

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from identity.normalize import NormalizationRules
+
+#: Validates a rule file's ``normalization`` section (lists become frozensets).
+_NORMALIZATION = TypeAdapter(NormalizationRules)
 
 ComparatorKind = Literal["name", "date", "text", "company", "code"]
 
@@ -112,11 +115,7 @@ class Rules(BaseModel):
 
     @cached_property
     def normalization_rules(self) -> NormalizationRules:
-        settings = dict(self.normalization)
-        for key in ("email_plus_alias_domains", "email_dot_alias_domains"):
-            if key in settings:
-                settings[key] = frozenset(settings[key])  # type: ignore[arg-type]
-        return NormalizationRules(**settings)  # type: ignore[arg-type]
+        return _NORMALIZATION.validate_python(self.normalization)
 
     def with_updates(self, **changes: object) -> "Rules":
         """A copy with some top-level fields replaced, validated again."""

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: {r['events']} events, precision {r['precision']:.4f}, recall {r['recall']:.4f}, "
                   f"F1 {r['f1']:.4f} ({r['true_positives']}/{r['true_pairs']} true pairs, {r['predicted_pairs']} predicted); "
                   f"{r['events_per_s']:.0f} events/s, peak RSS {r['peak_rss_mb']:.0f} MB; actions {r['actions']}")
-    summary = {name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in
+    summary: dict[str, Any] = {name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k in
                       ("precision", "recall", "f1", "events_per_s", "peak_rss_mb", "events")} for name, r in results.items()}
     summary["rule_version"] = rules.version
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")

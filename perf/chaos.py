@@ -113,7 +113,8 @@ def applied_twice(stored: Sequence[StoredDelta], seen: Sequence[SeenDelta],
     twice: set[str] = set(decided) & set(refused)
     by_event: dict[str, set[str]] = defaultdict(set)
     by_version: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-    for d in [*stored, *seen]:
+    both: list[StoredDelta | SeenDelta] = [*stored, *seen]
+    for d in both:
         by_event[d.event_id].add(d.delta_id)
         by_version[(d.profile_id, d.profile_version)][d.delta_id] = d.event_id
     twice.update(event for event, ids in by_event.items() if len(ids) > 1)

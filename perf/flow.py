@@ -20,41 +20,8 @@ from typing import Any
 
 import orjson
 
-from streams.flows.battery_recycling import POLICY_PATH
-from streams.flows.battery_recycling.driver import HOPS, Flow, make_customers, run_flows
+from streams.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
 from streams.stack import LocalStack
-
-#: Every flow must finish within this, scenario delays included.
-FLOW_BUDGET_MS = 11_000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
-
-
-def flow_env(assessment_delay_s: float) -> dict[str, str]:
-    return {"IDGRAPH_SCENARIOS": "streams.flows.battery_recycling:SCENARIOS", "IDGRAPH_POLICY": str(POLICY_PATH),
-            "BATTERY_ASSESSMENT_DELAY_S": str(assessment_delay_s)}
-
-
-def summarise(flows: list[Flow]) -> dict[str, Any]:
-    done = [f for f in flows if f.complete]
-    totals = [f.total_ms() for f in done]
-    summary: dict[str, Any] = {
-        "flows": len(flows),
-        "completed": len(done),
-        "within_budget": sum(t <= FLOW_BUDGET_MS for t in totals),
-        "e2e_p50_ms": round(percentile(totals, 50), 1),
-        "e2e_p99_ms": round(percentile(totals, 99), 1),
-        "e2e_max_ms": round(max(totals), 1) if totals else None,
-        "processing_p50_ms": round(percentile([f.processing_ms() for f in done], 50), 1),
-        "overhead_p99_ms": round(percentile([f.total_ms() - f.processing_ms() for f in done], 99), 1),
-        "sales_suggestions": sum(f.sales_notified is not None for f in flows),
-    }
-    for hop in HOPS:
-        summary[f"hop_p99_ms[{hop}]"] = round(percentile([f.hop_ms()[hop] for f in done if hop in f.hop_ms()], 99), 1)
-    return summary
 
 
 async def measure(flows: int, rate: float, assessment_delay_s: float, workdir: Path) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from functools import partial
+from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
 import orjson
@@ -18,14 +19,45 @@ import structlog
 
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from sinks.publisher import Publisher
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
-from streams.metrics import WorkerMetrics
-from streams.pipeline import Publisher
 
 log = structlog.get_logger("idgraph.router")
 OnDone = Callable[[], Awaitable[Any]]
+
+
+class DeliveryMetrics(Protocol):
+    """What the router counts; the worker's metrics (streams/metrics.py) provide it."""
+
+    def observe_routed(self, subscription: str, sink_type: str) -> None: ...
+
+    def observe_delivered(self, subscription: str, sink_type: str, times: DeltaTimes) -> None: ...
+
+    def observe_delivery_failure(self, subscription: str, sink_type: str) -> None: ...
+
+    def observe_delivery_retry(self, subscription: str, sink_type: str, count: int = 1) -> None: ...
+
+
+class Unmetered:
+    """Counts nothing: for a router whose deliveries nobody measures."""
+
+    def observe_routed(self, subscription: str, sink_type: str) -> None:
+        pass
+
+    def observe_delivered(self, subscription: str, sink_type: str, times: DeltaTimes) -> None:
+        pass
+
+    def observe_delivery_failure(self, subscription: str, sink_type: str) -> None:
+        pass
+
+    def observe_delivery_retry(self, subscription: str, sink_type: str, count: int = 1) -> None:
+        pass
+
+
+def _project(record: IdentityDelta | TouchpointNotice, subscription: Subscription) -> dict[str, Any] | None:
+    return project(record, subscription) if isinstance(record, IdentityDelta) else project_notice(record, subscription)
 
 
 @dataclass(slots=True)
@@ -42,12 +74,12 @@ class _Pending:
 
 
 class Router:
-    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: WorkerMetrics | None = None, *,
+    def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: DeliveryMetrics | None = None, *,
                  retry_delay_s: float = 0.5) -> None:
         self._publish = publish
         self._retry_delay_s = retry_delay_s
         self._http = http
-        self._metrics = metrics or WorkerMetrics(process_collectors=False)
+        self._metrics: DeliveryMetrics = metrics or Unmetered()
         self._subscriptions: dict[str, Subscription] = {}
         self._webhooks: dict[str, WebhookSender] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,8 +118,7 @@ class Router:
 
     async def route(self, record: IdentityDelta | TouchpointNotice, on_done: OnDone) -> list[str]:
         """Hand a delta or a touchpoint notice to each entitled subscription's sink; returns their names."""
-        projection = project if isinstance(record, IdentityDelta) else project_notice
-        targets = [(s, body) for s in self._subscriptions.values() if (body := projection(record, s)) is not None]
+        targets = [(s, body) for s in self._subscriptions.values() if (body := _project(record, s)) is not None]
         if not targets:
             await on_done()
             return []
@@ -105,7 +136,7 @@ class Router:
             else:
                 self._metrics.observe_routed(name, "webhook")
                 await self._webhooks[name].submit(
-                    body, lambda reason, name=name: self._webhook_done(reason, name, record.times, pending))
+                    body, partial(self._webhook_done, subscription=name, times=record.times, pending=pending))
         return [s.name for s, _ in targets]
 
     async def _tombstones(self, topic: str, erased: IdentityDelta) -> None:

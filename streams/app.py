@@ -28,14 +28,15 @@ from identity.deltas import IdentityDelta
 from identity.notices import TouchpointNotice
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
 from streams.batching import BacklogBatches
 from streams import topics
 from streams.broker import ensure_topics
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 from streams.metrics import WorkerMetrics, install_metrics
-from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, BatchResult, Incoming, OnDurable, ResolutionPipeline
+from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, Incoming, OnDurable, ResolutionPipeline
+from streams.results import BatchResult
 from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, load_scenarios, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport
@@ -94,7 +95,7 @@ class IdgraphApp(faust.App):
 
     store: GraphStore
     pipeline: ResolutionPipeline
-    router: Router
+    sink_router: Router
 
     def __init__(self, settings: Settings, rules: Rules | None = None, scenarios: list[Scenario] | None = None) -> None:
         self.settings = settings
@@ -126,7 +127,7 @@ class IdgraphApp(faust.App):
                                            max_event_bytes=self.settings.max_event_bytes,
                                            notice_wanted=self.notice_wanted)
         self.pipeline.warm_up()
-        self.router = Router(self.publish, self._http, self.metrics)
+        self.sink_router = Router(self.publish, self._http, self.metrics)
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)
 
@@ -138,7 +139,7 @@ class IdgraphApp(faust.App):
         # Each part may be missing when the start failed half way; stop what exists.
         if (pipeline := getattr(self, "pipeline", None)) is not None:
             await pipeline.close(SHUTDOWN_DRAIN_S)  # before the store closes under a batch
-        if (router := getattr(self, "router", None)) is not None:
+        if (router := getattr(self, "sink_router", None)) is not None:
             await router.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -148,7 +149,7 @@ class IdgraphApp(faust.App):
             await store.close()
         await super().on_stop()
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes,
+    async def publish(self, topic: str, key: bytes | None, value: bytes | None,
                       headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
         """Enqueue raw bytes in order; the returned future resolves on the broker's acknowledgement."""
         return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
@@ -176,7 +177,7 @@ class IdgraphApp(faust.App):
             for topic, have in mismatched.items():
                 log.warning("topic exists with another partition count", topic=topic, partitions=have, configured=plan[topic])
             self._topics_ready.update(plan)
-        await self.router.update(subscriptions)
+        await self.sink_router.update(subscriptions)
         self._notice_types = frozenset(t for s in subscriptions for t in s.event_types)
         return subscriptions
 
@@ -184,21 +185,20 @@ class IdgraphApp(faust.App):
 def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
     scenarios = load_scenarios(settings.scenarios) if settings.scenarios else []
     app = IdgraphApp(settings, rules, scenarios)
-    raw = {"value_serializer": "raw", "key_serializer": "raw"}
-    touchpoints = app.topic(TOUCHPOINTS_TOPIC, **raw)
-    changes = app.topic(DELTAS_TOPIC, NOTICES_TOPIC, **raw)
-    declarations = app.topic(SUBSCRIPTIONS_TOPIC, **raw)
+    touchpoints = app.topic(TOUCHPOINTS_TOPIC, value_serializer="raw", key_serializer="raw")
+    changes = app.topic(DELTAS_TOPIC, NOTICES_TOPIC, value_serializer="raw", key_serializer="raw")
+    declarations = app.topic(SUBSCRIPTIONS_TOPIC, value_serializer="raw", key_serializer="raw")
 
     @app.agent(touchpoints, name="idgraph.resolve")
     async def resolve(stream: faust.StreamT) -> None:
-        manual = stream.noack()
+        manual = _manual_acks(stream)
         async for events in _batches(app, manual):
             batch = [Incoming(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
             await app.pipeline.begin(batch, on_durable=_acknowledge(manual, events))
 
     @app.agent(changes, name="idgraph.route")
     async def route(stream: faust.StreamT) -> None:
-        manual = stream.noack()
+        manual = _manual_acks(stream)
         async for events in _batches(app, manual):
             # Nothing below waits on the broker, so a batch's records leave in one produce request.
             for event in events:
@@ -221,6 +221,13 @@ def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
     for scenario in scenarios:
         register(app, scenario, app.publish)
     return app
+
+
+def _manual_acks(stream: faust.StreamT) -> faust.StreamT:
+    """The agent's stream with automatic acks off: each event is acked once its effects are durable."""
+    if not isinstance(stream, faust.Stream):
+        raise TypeError(f"expected a Faust stream, got {type(stream).__name__}")
+    return stream.noack()
 
 
 def _batches(app: IdgraphApp, stream: faust.StreamT) -> BacklogBatches:
@@ -248,7 +255,7 @@ async def _route_one(app: IdgraphApp, stream: faust.StreamT, event: faust.EventT
         await app.dead_letter(event, "schema", f"not a valid {contract.__name__}: {exc.__class__.__name__}")
         await stream.ack(event)
         return
-    await app.router.route(record, on_done=lambda: stream.ack(event))
+    await app.sink_router.route(record, on_done=lambda: stream.ack(event))
 
 
 async def _declare_one(app: IdgraphApp, event: faust.EventT) -> None:

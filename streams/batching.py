@@ -21,7 +21,7 @@ import asyncio
 from typing import AsyncIterator, Callable
 
 import faust
-from faust.types import TP
+from faust.types import TP, ChannelT
 
 #: Reads the consumer's high watermark of a partition: the offset the next record will get.
 Highwater = Callable[[TP], "int | None"]
@@ -70,7 +70,8 @@ class BacklogBatches:
 
     def _more_coming(self, event: faust.EventT) -> bool:
         """Whether the consumer already holds events beyond this one (then the batch grows)."""
-        if not self._stream.channel.queue.empty():
+        channel = self._stream.channel
+        if isinstance(channel, ChannelT) and not channel.queue.empty():
             return True
         message = event.message
         try:

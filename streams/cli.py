@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
 
 import orjson
 import typer
 
 from graph.factory import store_from_url
-from graph.store import StoreError
+from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
 from identity.events import EventRejected, parse_event
 from identity.explain import render_decision
@@ -22,6 +22,11 @@ from identity.rules import Rules, RulesError, load_rules
 from streams.batch import read_lines, resolve_lines, write_assignments
 from streams.api.cli import api_command, review_app, token_command
 from streams.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from sinks.subscriptions import Subscription
+
+T = TypeVar("T")
 
 app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_is_help=True, add_completion=False)
 
@@ -145,7 +150,7 @@ def _settings(**overrides: object) -> Settings:
     for name in Settings.unknown_variables():
         typer.secho(f"warning: {name} is not a setting idgraph knows; see streams/settings.py", err=True, fg=typer.colors.YELLOW)
     try:
-        return Settings.from_env(**overrides)
+        return Settings.from_env(None, **overrides)
     except SettingsError as exc:
         raise _fail(f"bad configuration: {exc}") from None
 
@@ -205,9 +210,9 @@ def _start_api(settings: Settings, port: int) -> "subprocess.Popen[bytes] | None
     return api
 
 
-def _with_store(action):  # type: ignore[no-untyped-def]
+def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
     """Run ``action(store)`` on the configured store, turning store errors into a clean exit."""
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> T:
         async with store_from_url(_settings().store) as store:
             return await action(store)
 
@@ -232,7 +237,7 @@ def subscribe(
         if file is not None:
             subscriptions = load_subscriptions(file)
         elif name:
-            declared: dict = {"name": name, "fields": field}
+            declared: dict[str, Any] = {"name": name, "fields": field}
             if kind:
                 declared["kinds"] = kind
             if webhook:
@@ -243,7 +248,7 @@ def subscribe(
     except SubscriptionError as exc:
         raise _fail(str(exc)) from None
 
-    async def save(store):  # type: ignore[no-untyped-def]
+    async def save(store: GraphStore) -> None:
         for subscription in subscriptions:
             await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
 
@@ -252,7 +257,7 @@ def subscribe(
         typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
 
 
-def _sink_text(subscription) -> str:  # type: ignore[no-untyped-def]
+def _sink_text(subscription: Subscription) -> str:
     sink = subscription.sink
     return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {subscription.topic}"
 

@@ -117,8 +117,7 @@ async def run_demo(*, customers: int, events: int, rate: float, broker_url: str 
 async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, broker_url: str | None,
                         workdir: Path | None) -> None:
     """The battery-recycling flow across four scenarios, with a per-hop timeline."""
-    from perf.flow import FLOW_BUDGET_MS, flow_env, summarise
-    from streams.flows.battery_recycling.driver import HOPS, make_customers, run_flows
+    from streams.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-flow-"))
     typer.secho(f"Starting the embedded stack with the battery-recycling scenarios in {workdir} ...", bold=True)
@@ -136,8 +135,10 @@ async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, b
         for label, at in [("intake request produced", first.produced), ("assessment notified", first.assessment_notified),
                           ("battery_assessed emitted", first.assessed_emitted), ("quoting notified", first.quoting_notified),
                           ("quote_issued emitted", first.quote_emitted), ("sales notified", first.sales_notified)]:
-            typer.echo(f"  {(at - start) * 1000:8.1f} ms  {label}")
-        typer.echo(f"  sales sees only: {orjson.dumps(first.sales_body['profile']['traits']).decode()}")
+            if at is not None:
+                typer.echo(f"  {(at - start) * 1000:8.1f} ms  {label}")
+        if first.sales_body is not None:
+            typer.echo(f"  sales sees only: {orjson.dumps(first.sales_body['profile']['traits']).decode()}")
     result = summarise(done)
     typer.secho("\nAll flows", bold=True)
     typer.echo(f"  {result['completed']}/{result['flows']} completed, {result['within_budget']} within "

@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import IO, TYPE_CHECKING, Any, MutableMapping
+from typing import Any, MutableMapping, TextIO
 
 import orjson
 import structlog
 
-if TYPE_CHECKING:
-    from streams.pipeline import BatchResult
+from streams.results import BatchResult
 
 REDACTED = "[redacted]"
 
@@ -96,7 +95,7 @@ def _json(event_dict: Any, **_kw: Any) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
 
-def configure_logging(level: str | int = "info", *, stream: IO[str] | None = None, json: bool | None = None,
+def configure_logging(level: str | int = "info", *, stream: TextIO | None = None, json: bool | None = None,
                       cache: bool = True) -> None:
     """Configure structlog for the process: JSON lines unless ``stream`` is a terminal.
 
@@ -131,7 +130,7 @@ def configure_logging(level: str | int = "info", *, stream: IO[str] | None = Non
 _decisions = structlog.get_logger("idgraph.decisions")
 
 
-def log_batch(result: "BatchResult", log: Any = _decisions) -> None:
+def log_batch(result: BatchResult, log: Any = _decisions) -> None:
     """One debug line per decision and one warning per merge protection of a handled batch.
 
     Refused events are logged where they are refused (streams/pipeline.py); protections are

@@ -36,11 +36,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from streams.results import BatchResult
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from identity.deltas import DeltaTimes, IdentityDelta
-    from streams.pipeline import BatchResult
 
 log = structlog.get_logger("idgraph.metrics")
 # The client's ``*_created`` series would double the series of every counter and histogram for
@@ -132,7 +133,7 @@ class _Family:
 
 
 def _known(value: object, allowed: tuple[str, ...]) -> str:
-    return value if value in allowed else OTHER  # type: ignore[return-value]
+    return value if isinstance(value, str) and value in allowed else OTHER
 
 
 @lru_cache(maxsize=1024)  # a batch's deltas share their ingested_at and emitted_at stamps
@@ -266,7 +267,7 @@ class WorkerMetrics:
 
     # --- the resolution path ---------------------------------------------------------------
 
-    def observe_batch(self, result: "BatchResult", *, resolve_seconds: float, store_seconds: float | None = None,
+    def observe_batch(self, result: BatchResult, *, resolve_seconds: float, store_seconds: float | None = None,
                       scenarios: Mapping[str, str] | None = None) -> None:
         """Count one handled batch: events by outcome, decisions, protections, dead letters, deltas.
 
@@ -535,7 +536,7 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
                           sample_interval_s: float = 2.0, review_interval_s: float = 15.0) -> "WSGIServer | None":
     """Start /metrics and the samplers of an :class:`streams.app.IdgraphApp`; call once from ``on_start``.
 
-    Needs ``app.store`` and ``app.router`` to exist. Registers two Faust timers (started by
+    Needs ``app.store`` and ``app.sink_router`` to exist. Registers two Faust timers (started by
     Faust in ``on_started``): lag and webhook backlogs/retries every ``sample_interval_s``, the
     review queue every ``review_interval_s`` (it is a store query). Returns the HTTP server,
     for ``server.shutdown()`` in ``on_stop``.
@@ -552,7 +553,7 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
     async def sample() -> None:
         try:
             await lag.sample()
-            webhooks = app.router.webhooks
+            webhooks = app.sink_router.webhooks
             metrics.set_webhook_backlog({name: sender.backlog for name, sender in webhooks.items()})
             retries.sample(webhooks)
         except Exception as exc:  # noqa: BLE001 - a metrics hiccup must never stop the worker

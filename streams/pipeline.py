@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
 import structlog
@@ -33,9 +33,11 @@ from identity.features import PreparedEvent, prepare
 from identity.notices import notice_for
 from identity.policy import Policy
 from identity.rules import Rules
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from sinks.publisher import Publisher
 from streams.logging import log_batch
 from streams.metrics import WorkerMetrics
+from streams.results import BatchResult
 
 DELTAS_TOPIC = "identity.deltas"
 #: Every resolved touchpoint (identity/notices.py), for scenarios subscribed to event types.
@@ -50,17 +52,6 @@ WARM_UP_EVENT = {"event_id": "idgraph-warm-up", "scenario": "idgraph.warm-up", "
                  "traits": {"name": "張偉 Zhang Wei", "city": "上海"}}
 
 
-class Publisher(Protocol):
-    """Enqueues one record in call order and returns an awaitable for the broker's acknowledgement.
-
-    Two steps so that deltas of one profile keep their order on the partition while many
-    are in flight at once.
-    """
-
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
-                       headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Incoming:
     value: bytes | None  # None: a record with a null value (a tombstone), which is no event
@@ -71,13 +62,6 @@ class Incoming:
     @property
     def source(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
-
-
-@dataclass(slots=True)
-class BatchResult:
-    outcomes: list[Outcome] = field(default_factory=list)
-    rejected: list[DeadLetter] = field(default_factory=list)
-    published: list[IdentityDelta] = field(default_factory=list)
 
 
 def _now() -> str:

@@ -28,8 +28,9 @@ import structlog
 
 from identity.events import TouchpointEvent, parse_event
 from identity.model import stable_id
+from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from sinks.publisher import Publisher
 from sinks.subscriptions import Subscription
-from streams.deadletter import DEAD_LETTER_TOPIC, DeadLetter
 
 SUBSCRIPTIONS_TOPIC = "idgraph.subscriptions"
 log = structlog.get_logger("idgraph.scenario")
@@ -99,16 +100,13 @@ class Scenario:
         })
 
 
-Publish = Callable[[str, bytes | None, bytes], Awaitable[Any]]
-
-
 @dataclass
 class ScenarioContext:
     """What a handler may do besides reading its message: emit touchpoints caused by it."""
 
     scenario: str
     message: Message
-    publish: Publish
+    publish: Publisher
     emitted: list[TouchpointEvent] = field(default_factory=list)
 
     async def emit(self, type: str, *, traits: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
@@ -132,7 +130,7 @@ class ScenarioContext:
         return event
 
 
-async def deliver(scenario: Scenario, raw: bytes, publish: Publish) -> ScenarioContext | None:
+async def deliver(scenario: Scenario, raw: bytes, publish: Publisher) -> ScenarioContext | None:
     """Run the handler on one record; a failure is dead-lettered and logged, never raised."""
     try:
         message = Message(orjson.loads(raw), time.time())
@@ -147,7 +145,7 @@ async def deliver(scenario: Scenario, raw: bytes, publish: Publish) -> ScenarioC
         return None
 
 
-def register(app: faust.App, scenario: Scenario, publish: Publish,
+def register(app: faust.App, scenario: Scenario, publish: Publisher,
              on_delivered: Callable[[Scenario, ScenarioContext | None], None] | None = None) -> None:
     """Run ``scenario`` as an agent of ``app`` on its own topic."""
     topic = app.topic(scenario.subscription().topic, value_serializer="raw", key_serializer="raw")

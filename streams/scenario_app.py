@@ -13,10 +13,10 @@ import faust
 import orjson
 import structlog
 
+from sinks.deadletter import DEAD_LETTER_TOPIC
 from streams import topics
 from streams.app import TOUCHPOINTS_TOPIC, faust_options
 from streams.broker import ensure_topics
-from streams.deadletter import DEAD_LETTER_TOPIC
 from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport
@@ -36,7 +36,7 @@ class ScenarioApp(faust.App):
     def _new_transport(self) -> LowLatencyTransport:
         return LowLatencyTransport(self.conf.broker_consumer, self)
 
-    async def publish(self, topic: str, key: bytes | None, value: bytes,
+    async def publish(self, topic: str, key: bytes | None, value: bytes | None,
                       headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
         return await self.producer.send(topic, key, value, partition=None, timestamp=None, headers=headers)
 

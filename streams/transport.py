@@ -7,10 +7,17 @@ would break a 200 ms propagation target; this is the one place the wait is set.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+@runtime_checkable
+class FetchWaitConfigured(Protocol):
+    """An app that says how long a consumer fetch may wait (IdgraphApp, ScenarioApp)."""
+
+    fetch_wait_ms: int
 
 
 class LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -19,6 +26,8 @@ class LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this attribute when start() builds its fetcher, right after this.
         if not hasattr(consumer, "_fetch_max_wait_ms"):
             raise RuntimeError("aiokafka no longer has _fetch_max_wait_ms; update streams/transport.py")
+        if not isinstance(self.app, FetchWaitConfigured):
+            raise TypeError(f"{type(self.app).__name__} has no fetch_wait_ms for the low-latency transport")
         consumer._fetch_max_wait_ms = self.app.fetch_wait_ms
         return consumer
 

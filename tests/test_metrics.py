@@ -18,7 +18,8 @@ from faust.types import TP
 from identity.deltas import DeltaTimes
 from streams.broker import free_port
 from streams.metrics import LATENCY_BUCKETS, MAX_SCENARIOS, LagSampler, WebhookRetryMirror, WorkerMetrics, start_metrics_server
-from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
+from streams.pipeline import Incoming, ResolutionPipeline
+from streams.results import BatchResult
 from tests.conftest import cn_national_id
 from tests.prometheus_support import metric_names, promtool
 

@@ -10,11 +10,10 @@ from collections import Counter
 import orjson
 import pytest
 
-from perf.flow import flow_env
+from sinks.deadletter import DeadLetter
 from streams.broker import EmbeddedBroker
-from streams.deadletter import DeadLetter
 from streams.flows.battery_recycling import SUGGESTION
-from streams.flows.battery_recycling.driver import make_customers, run_flows
+from streams.flows.battery_recycling.driver import flow_env, make_customers, run_flows
 from streams.stack import WorkerProcess, wait_until
 from tests.streaming_support import produce, read_topic
 

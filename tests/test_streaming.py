@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from streams.broker import EmbeddedBroker
+from sinks.deadletter import DeadLetter
 from streams.jvm import ApacheKafka
-from streams.deadletter import DeadLetter
 from streams.probe import TopicWatcher
 from streams.workload import synthetic_events
 from tests.api_support import run_api

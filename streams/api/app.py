@@ -7,7 +7,7 @@ unless one is handed in already open. Everything but health and metrics needs a 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from fastapi import Depends, FastAPI, Request
@@ -91,7 +91,7 @@ def _add_service_routes(app: FastAPI) -> None:
 
 def _count_requests(app: FastAPI) -> None:
     @app.middleware("http")
-    async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Optional
+from typing import Awaitable, Callable, Optional, TypeVar
 
 import orjson
 import typer
 
 from graph.factory import store_from_url
 from graph.operations import OperationError, Operations
+from graph.store import GraphStore
 from identity.rules import load_rules
 from streams.api.auth import AuthConfigError, TokenRegistry, issue
 from streams.api.limits import LimitConfigError, max_body_bytes_from_env
+
+T = TypeVar("T")
 
 review_app = typer.Typer(help="The review queue: list, approve, reject.", no_args_is_help=True)
 ENV_API_PORT = "IDGRAPH_API_PORT"
@@ -63,8 +66,8 @@ def dev_admin_token() -> tuple[str, TokenRegistry]:
     return token, TokenRegistry.from_env().with_entry(entry)
 
 
-def _run(action):  # type: ignore[no-untyped-def]
-    async def run():  # type: ignore[no-untyped-def]
+def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
+    async def run() -> T:
         async with store_from_url(_store_url()) as store:
             return await action(store)
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Awaitable, Callable, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -26,7 +26,7 @@ def _out(result: OperationResult) -> OperationOut:
         for d in result.deltas])
 
 
-async def _run(state: ApiState, action) -> OperationOut:  # type: ignore[no-untyped-def]
+async def _run(state: ApiState, action: Callable[[], Awaitable[OperationResult]]) -> OperationOut:
     async with state.write_lock:
         try:
             return _out(await action())

@@ -209,7 +209,7 @@ async def put_consent(profile_id: ProfileId, body: ConsentIn, who: Caller, state
     async with state.write_lock:
         try:
             outcome = await state.operations.customer_event(live, type_="consent.updated", actor=who.subject,
-                                                            idempotency_key=idempotency_key, consent=dict(body.purposes))
+                                                            idempotency_key=idempotency_key, consent={purpose: given for purpose, given in body.purposes.items()})
         except OperationError as exc:
             raise _operation_error(exc) from None
     snapshot = await state.store.profile(outcome.profile_id)

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import Rules, load_rules
+from streams.flows.battery_recycling import POLICY_PATH
 from streams.app import TOUCHPOINTS_TOPIC
 from streams.probe import TopicWatcher
 
@@ -70,19 +71,27 @@ class Flow:
     def hop_ms(self) -> dict[str, float]:
         """Pipeline time per hop and scenario time, in milliseconds."""
         hops = {
-            HOPS[0]: self.assessment_notified - self.produced,
-            HOPS[1]: self.quoting_notified - self.assessed_emitted,
+            HOPS[0]: _elapsed(self.produced, self.assessment_notified),
+            HOPS[1]: _elapsed(self.assessed_emitted, self.quoting_notified),
         }
         if self.sales_notified is not None:
-            hops[HOPS[2]] = self.sales_notified - self.quote_emitted
+            hops[HOPS[2]] = _elapsed(self.quote_emitted, self.sales_notified)
         return {k: v * 1000 for k, v in hops.items()}
 
     def processing_ms(self) -> float:
-        return ((self.assessed_emitted - self.assessment_notified) + (self.quote_emitted - self.quoting_notified)) * 1000
+        return (_elapsed(self.assessment_notified, self.assessed_emitted)
+                + _elapsed(self.quoting_notified, self.quote_emitted)) * 1000
 
     def total_ms(self) -> float:
         end = self.sales_notified if self.sales_notified is not None else self.quote_emitted
-        return (end - self.produced) * 1000
+        return _elapsed(self.produced, end) * 1000
+
+
+def _elapsed(start: float | None, end: float | None) -> float:
+    """Seconds from one observed step of a flow to a later one."""
+    if start is None or end is None:
+        raise ValueError("the flow was not observed this far")
+    return end - start
 
 
 def make_customers(count: int, seed: int = 11) -> list[FlowCustomer]:
@@ -156,7 +165,7 @@ class FlowObserver:
 
     def _observe(self, topic: str, body: dict[str, Any], now: float) -> None:
         if topic == TOUCHPOINTS_TOPIC:
-            cause = (body.get("causation") or {}).get("event_id")
+            cause: str = (body.get("causation") or {}).get("event_id") or ""
             if body.get("type") == "battery_assessed" and (flow := self.flows.get(cause)) and flow.assessed_emitted is None:
                 flow.assessed_id, flow.assessed_emitted = body["event_id"], now
                 self._by_assessed[body["event_id"]] = flow
@@ -204,3 +213,36 @@ async def run_flows(bootstrap: str, customers: list[FlowCustomer], rate_per_s: f
             return list(observer.flows.values())
     finally:
         await producer.stop()
+
+
+#: Every flow must finish within this, scenario delays included.
+FLOW_BUDGET_MS = 11_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def flow_env(assessment_delay_s: float) -> dict[str, str]:
+    return {"IDGRAPH_SCENARIOS": "streams.flows.battery_recycling:SCENARIOS", "IDGRAPH_POLICY": str(POLICY_PATH),
+            "BATTERY_ASSESSMENT_DELAY_S": str(assessment_delay_s)}
+
+
+def summarise(flows: list[Flow]) -> dict[str, Any]:
+    done = [f for f in flows if f.complete]
+    totals = [f.total_ms() for f in done]
+    summary: dict[str, Any] = {
+        "flows": len(flows),
+        "completed": len(done),
+        "within_budget": sum(t <= FLOW_BUDGET_MS for t in totals),
+        "e2e_p50_ms": round(percentile(totals, 50), 1),
+        "e2e_p99_ms": round(percentile(totals, 99), 1),
+        "e2e_max_ms": round(max(totals), 1) if totals else None,
+        "processing_p50_ms": round(percentile([f.processing_ms() for f in done], 50), 1),
+        "overhead_p99_ms": round(percentile([f.total_ms() - f.processing_ms() for f in done], 99), 1),
+        "sales_suggestions": sum(f.sales_notified is not None for f in flows),
+    }
+    for hop in HOPS:
+        summary[f"hop_p99_ms[{hop}]"] = round(percentile([f.hop_ms()[hop] for f in done if hop in f.hop_ms()], 99), 1)
+    return summary
