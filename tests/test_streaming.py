@@ -18,7 +18,7 @@ from typing import Iterator
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from sinks.deadletter import DeadLetter
 from streams.jvm import ApacheKafka
 from streams.probe import TopicWatcher
@@ -231,17 +231,24 @@ async def test_up_runs_an_embedded_broker_and_a_worker_and_ctrl_c_stops_both(tmp
     subscriptions = tmp_path / "subs.yaml"
     subscriptions.write_text("- {name: service, fields: ['traits.*']}\n")
     env = {k: v for k, v in os.environ.items() if k != "IDGRAPH_BROKER"}
+    # Ports of its own (the defaults 8080 and 9100 may be taken on a shared machine).
     env.update(IDGRAPH_STORE=f"sqlite:///{tmp_path / 'g.db'}", IDGRAPH_SUBSCRIPTIONS=str(subscriptions),
-               IDGRAPH_DATA_DIR=str(tmp_path), IDGRAPH_SESSION_TIMEOUT_S="2", PYTHONUNBUFFERED="1")
+               IDGRAPH_DATA_DIR=str(tmp_path), IDGRAPH_SESSION_TIMEOUT_S="2", PYTHONUNBUFFERED="1",
+               IDGRAPH_API_PORT=str(free_port()), IDGRAPH_METRICS_PORT="0")
     up = subprocess.Popen([sys.executable, "-m", "streams.cli", "up", "--loglevel", "info"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert up.stdout is not None
+    first = up.stdout.readline().decode()
+    # Keep reading: a full pipe would block the worker's logging, and with it the worker.
+    output: list[bytes] = []
+    threading.Thread(target=lambda: output.extend(up.stdout or []), daemon=True).start()
     try:
-        url = up.stdout.readline().decode().split(" on ")[1].split(" ")[0]
+        url = first.split(" on ")[1].split(" ")[0]
         assert url.startswith("kafka://127.0.0.1:")
         bootstrap = url.removeprefix("kafka://")
         await produce(bootstrap, [event("up-1", {"crm_id": "c-1"}, {"name": "Qian Yu"})])
         (record,) = await read_topic(bootstrap, "scenario.service", expect=1)
-        assert record.json()["cause"]["event_id"] == "up-1"
+        assert record.json()["cause"]["event_id"] == "up-1", b"".join(output).decode(errors="replace")[-3000:]
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         with pytest.raises(OSError):
