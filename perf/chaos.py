@@ -1,6 +1,6 @@
 """Chaos: touchpoints at a steady rate while the worker is SIGKILLed again and again.
 
-A fresh stack (embedded broker, one worker, a new store) receives ``--events`` synthetic
+A fresh stack (Apache Kafka with a data directory, one worker, a new store) receives ``--events`` synthetic
 touchpoints, keyed as the product's touchpoint producers key them (``partition_key``), at a
 steady rate. Meanwhile a chaos task SIGKILLs the worker ``--kills`` times at random (seeded)
 moments spread over the whole processing of the stream (see :class:`Chaos`), each time once the
@@ -19,12 +19,13 @@ When every event is resolved in the store and every stored delta has been seen o
   seen on the topic, are not non-decreasing (a repeated delta_id, which at-least-once permits,
   is not out of order: repeats are counted as ``redelivered_deltas``).
 
-The embedded broker (Tansu) keeps topics in memory only, so a broker restart would lose every
-topic by design; the broker restart is skipped and the JSON says so. A readable summary comes
-first, then ONE JSON object on the last line. Exits non-zero if any count is non-zero.
+Once half the events are resolved, Kafka is stopped and started again on its data (the
+``--broker embedded`` run skips that: Tansu keeps topics in memory only, so a restart would lose
+every topic by design, and the JSON says so). A readable summary comes first, then ONE JSON
+object on the last line. Exits non-zero if any count is non-zero.
 
-    python -m perf.chaos                                  # 10,000 events, 15 kills
-    python -m perf.chaos --events 2000 --kills 3 --seed 1
+    python -m perf.chaos                                  # 10,000 events, 15 kills, one broker restart
+    python -m perf.chaos --events 2000 --kills 3 --seed 1 --broker embedded
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ from identity.features import partition_key
 from identity.rules import load_rules
 from streams.app import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
 from streams.probe import TopicWatcher
+from streams.jvm import ApacheKafka
 from streams.stack import LocalStack, WorkerProcess, wait_until
 from streams.workload import synthetic_events
 
 SUBSCRIPTION = {"name": "chaos", "fields": ["traits.*", "identifiers.*"]}
 BROKER_RESTART_SKIPPED = "skipped: the embedded broker keeps topics in memory only"
+#: Kafka refuses group sessions shorter than its group.min.session.timeout.ms (6 s).
+KAFKA_WORKER_ENV = {"IDGRAPH_SESSION_TIMEOUT_S": "6"}
 #: Longest wait, after the last event was sent and the last kill, for the store and the topic to catch up.
 COMPLETE_TIMEOUT_S = 300.0
 #: How long a restarted worker may take to say "worker ready".
@@ -278,21 +282,49 @@ async def send(bootstrap: str, events: Sequence[tuple[bytes | None, dict[str, An
     return time.perf_counter() - started
 
 
-async def run(events: int, kills: int, seed: int, rate: float, workdir: Path) -> dict[str, Any]:
+async def restart_broker(kafka: ApacheKafka, store: Path, moment: int, log: list[str], started: float) -> None:
+    """Stop Kafka once ``moment`` events are resolved and start it again on its data: the topics stay."""
+    await wait_until(lambda: _resolved(store) >= moment, COMPLETE_TIMEOUT_S, 0.05, f"{moment} events before the restart")
+    await asyncio.to_thread(kafka.stop)
+    down = time.monotonic()
+    await asyncio.to_thread(kafka.start)
+    log.append(f"broker restart at {down - started:6.1f}s ({moment}+ events resolved), "
+               f"down {time.monotonic() - down:.1f}s")
+
+
+async def run(events: int, kills: int, seed: int, rate: float, workdir: Path, broker: str) -> dict[str, Any]:
     keyed = keyed_events(events, seed)
     sent_ids = [body["event_id"] for _, body in keyed]
     recorder = DeltaRecorder()
     started = time.monotonic()
-    async with LocalStack(workdir, [SUBSCRIPTION]) as stack:
+    kafka = ApacheKafka(workdir / "kafka").start() if broker == "kafka" else None
+    try:
+        return await _run(keyed, sent_ids, recorder, kills, seed, rate, workdir, kafka)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+
+
+async def _run(keyed: list[tuple[bytes | None, dict[str, Any]]], sent_ids: list[str], recorder: "DeltaRecorder",
+               kills: int, seed: int, rate: float, workdir: Path, kafka: ApacheKafka | None) -> dict[str, Any]:
+    events = len(sent_ids)
+    restarts: list[str] = []
+    started = time.monotonic()
+    async with LocalStack(workdir, [SUBSCRIPTION], broker_url=kafka.url if kafka else None,
+                          worker_env=KAFKA_WORKER_ENV if kafka else None) as stack:
         assert stack.worker is not None
         store = stack.worker.store_path
         async with TopicWatcher(stack.bootstrap, [DELTAS_TOPIC], recorder):
             chaos = Chaos(stack, kills, events, seed)
             started = time.monotonic()
             chaos_task = asyncio.ensure_future(chaos.run(started))
+            restart = asyncio.ensure_future(restart_broker(kafka, store, events // 2, restarts, started)) if kafka \
+                else None
             send_seconds = await send(stack.bootstrap, keyed, rate)
             print(f"sent {events} events in {send_seconds:.1f}s; {chaos.done} kills so far", flush=True)
             await chaos_task
+            if restart is not None:
+                await restart
             try:
                 await wait_until(lambda: _resolved(store) >= len(sent_ids) and _alive(stack.worker),
                                  COMPLETE_TIMEOUT_S, 0.5, "every event resolved")
@@ -308,7 +340,8 @@ async def run(events: int, kills: int, seed: int, rate: float, workdir: Path) ->
         seconds = time.monotonic() - started
     counts = count(sent_ids, decided, refused, stored, seen)
     return {
-        "events": events, "kills": chaos.done, "broker_restarts": 0, "broker_restart": BROKER_RESTART_SKIPPED,
+        "events": events, "kills": chaos.done, "broker": "kafka" if kafka else "embedded",
+        "broker_restarts": len(restarts), "broker_restart": restarts[0] if restarts else BROKER_RESTART_SKIPPED,
         "lost": len(counts.lost), "applied_twice": len(counts.applied_twice),
         "deltas_missing": len(counts.deltas_missing), "out_of_order_per_profile": len(counts.out_of_order),
         "redelivered_deltas": counts.redelivered, "deltas_unpublished": len(counts.unpublished),
@@ -349,9 +382,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kills", type=int, default=15)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=200.0, help="events/s offered")
+    parser.add_argument("--broker", choices=("kafka", "embedded"), default="kafka",
+                        help="Apache Kafka (make jars), restarted once mid-run on its data; or the embedded "
+                             "broker, which keeps topics in memory only and so is not restarted")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="idgraph-chaos-") as tmp:
-        result = asyncio.run(run(args.events, args.kills, args.seed, args.rate, Path(tmp)))
+        result = asyncio.run(run(args.events, args.kills, args.seed, args.rate, Path(tmp), args.broker))
     print(summary(result), flush=True)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.exit(1 if any(result[k] for k in FAILURE_KEYS) or result["kills"] < args.kills else 0)

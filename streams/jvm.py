@@ -71,6 +71,7 @@ class _JavaServer:
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0  # where this launch's output begins: a restart appends to the log
 
     @property
     def log_path(self) -> Path:
@@ -83,6 +84,7 @@ class _JavaServer:
     def _launch(self, command: list[str], env: dict[str, str] | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a+b")
+        self._log_start = self._log.seek(0, os.SEEK_END)
         self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
                                       cwd=self.workdir, env={**os.environ, **(env or {})},
                                       start_new_session=True, preexec_fn=die_with_parent())
@@ -93,8 +95,10 @@ class _JavaServer:
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
                 raise self._failure("exited during startup")
-            if line in self.log_path.read_bytes():
-                return
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                if line in log.read():
+                    return
             time.sleep(0.1)
         raise self._failure(f"was not ready within {self.startup_timeout} s")
 
