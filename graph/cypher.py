@@ -412,7 +412,7 @@ LIMIT $limit
 UNPUBLISHED_DELTAS_OF = Statement(
     "unpublished_deltas_of",
     """
-CALL {
+CALL () {
   UNWIND $event_ids AS event_id
   MATCH (:Touchpoint {event_id: event_id})-[:DECIDED_BY]->(:Decision)-[:EMITTED]->(d:Delta:Unpublished)
   RETURN d

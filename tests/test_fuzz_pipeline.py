@@ -34,8 +34,10 @@ from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
 #: The worker's default (streams/settings.py), equal to the contract's own limit.
 LIMIT = MAX_EVENT_BYTES
 #: Records per batch beyond one of each kind, and batches per run: over 10,000 malformed records.
+#: Hypothesis does not run every generated batch (it drops some it cannot build within its
+#: buffer), so the count varies between runs: 410 batches once gave 9,993; 450 leave a margin.
 EXTRA = int(os.environ.get("FUZZ_EXTRA", 6))
-BATCHES = int(os.environ.get("FUZZ_BATCHES", 410))
+BATCHES = int(os.environ.get("FUZZ_BATCHES", 450))
 TOPIC = "touchpoints"
 
 
