@@ -144,9 +144,12 @@ class TouchpointEvent(BaseModel):
         """A fingerprint of the event's content, equal for equal events however they were encoded.
 
         A redelivery carries the same content under the same id; the same id with another digest
-        is a producer reusing ids, which must not pass for a redelivery.
+        is a producer reusing ids, which must not pass for a redelivery. ``occurred_at`` is left
+        out: a scenario acting again on a redelivered delta emits the same event (same id) with
+        the time it acted, and that is a redelivery, not another event.
         """
-        canonical = orjson.dumps(self.model_dump(mode="json", exclude_none=True), option=orjson.OPT_SORT_KEYS)
+        content = self.model_dump(mode="json", exclude_none=True, exclude={"occurred_at"})
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Protocol
 
 
@@ -14,3 +15,14 @@ class Publisher(Protocol):
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None,
                        headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]: ...
+
+
+async def resend(publish: Publisher, topic: str, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
+    """Send a record again from a retry loop: a publisher that raises (the producer is down)
+    gives a failed acknowledgement instead, so the loop retries rather than dying with it."""
+    try:
+        return await publish(topic, key, value)
+    except Exception as exc:  # noqa: BLE001 - handed to the retry loop as a failed acknowledgement
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed

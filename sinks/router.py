@@ -20,11 +20,21 @@ import structlog
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
 from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
-from sinks.publisher import Publisher
+from sinks.publisher import Publisher, resend
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender
 
 log = structlog.get_logger("idgraph.router")
+#: (topic, key, value) of a record sent to a Kafka sink; no value is a tombstone.
+Record = tuple[str, bytes, bytes | None]
+
+
+def _tombstones(topic: str, record: IdentityDelta | TouchpointNotice) -> list[Record]:
+    """After an erasure, a tombstone per erased profile id: the topic is compacted
+    (streams/topics.py), so the broker then drops the customer's earlier records there."""
+    if not isinstance(record, IdentityDelta) or record.kind != "profile.erased":
+        return []
+    return [(topic, p.encode(), None) for p in (record.profile_id, *record.merged_from)]
 OnDone = Callable[[], Awaitable[Any]]
 
 
@@ -128,46 +138,34 @@ class Router:
             name = subscription.name
             if isinstance(subscription.sink, KafkaSink):
                 self._metrics.observe_routed(name, "kafka")
-                value = orjson.dumps(body)
-                ack = await self._publish(subscription.topic, key, value)
-                self._spawn(self._after_ack(ack, (subscription.topic, key, value), pending, name, record.times))
-                if isinstance(record, IdentityDelta) and record.kind == "profile.erased":
-                    await self._tombstones(subscription.topic, record)
+                records = [(subscription.topic, key, orjson.dumps(body)), *_tombstones(subscription.topic, record)]
+                acks = [await self._publish(*r) for r in records]
+                self._spawn(self._after_ack(acks, records, pending, name, record.times))
             else:
                 self._metrics.observe_routed(name, "webhook")
                 await self._webhooks[name].submit(
                     body, partial(self._webhook_done, subscription=name, times=record.times, pending=pending))
         return [s.name for s, _ in targets]
 
-    async def _tombstones(self, topic: str, erased: IdentityDelta) -> None:
-        """After the erasure itself, a tombstone per erased profile id: the topic is compacted
-        (streams/topics.py), so the broker then drops the customer's earlier records there.
-
-        Not awaited: like the erasure before them, they are sent again if the delta is redelivered.
-        """
-        for profile_id in (erased.profile_id, *erased.merged_from):
-            await self._publish(topic, profile_id.encode(), None)
-
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _after_ack(self, ack: Awaitable[Any], record: tuple[str, bytes, bytes], pending: _Pending,
+    async def _after_ack(self, acks: list[Awaitable[Any]], records: list[Record], pending: _Pending,
                          subscription: str, times: DeltaTimes) -> None:
-        """Count the delivery once the broker has the record, sending it again while it fails.
+        """Count the delivery once the broker has the records, sending them all again while any fails.
 
         The delta's offset stays unacknowledged meanwhile, so a stop before success redelivers it.
         """
         while True:
-            try:
-                await ack
+            failed = [r for r in await asyncio.gather(*acks, return_exceptions=True) if isinstance(r, BaseException)]
+            if not failed:
                 break
-            except Exception as exc:  # noqa: BLE001 - the broker may be back after a pause
-                log.warning("scenario publish failed, retrying", subscription=subscription, error=repr(exc))
-                self._metrics.observe_delivery_retry(subscription, "kafka")
-                await asyncio.sleep(self._retry_delay_s)
-                ack = await self._publish(*record)
+            log.warning("scenario publish failed, retrying", subscription=subscription, error=repr(failed[0]))
+            self._metrics.observe_delivery_retry(subscription, "kafka")
+            await asyncio.sleep(self._retry_delay_s)
+            acks = [await resend(self._publish, *r) for r in records]
         self._metrics.observe_delivered(subscription, "kafka", times)
         await pending.finish()
 

@@ -34,7 +34,7 @@ from identity.notices import notice_for
 from identity.policy import Policy
 from identity.rules import Rules
 from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
-from sinks.publisher import Publisher
+from sinks.publisher import Publisher, resend
 from streams.logging import log_batch
 from streams.metrics import WorkerMetrics
 from streams.results import BatchResult
@@ -195,7 +195,10 @@ class ResolutionPipeline:
         """
         self._closing = True
         deadline = asyncio.get_running_loop().time() + timeout_s
-        await self._idle.wait()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:  # a broker that is down holds the batch: the store closes under it
+            log.warning("a batch was still being resolved at shutdown", waited_s=timeout_s)
         relays = set(self._in_flight.values())
         if relays:
             _, late = await asyncio.wait(relays, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
@@ -353,7 +356,9 @@ class ResolutionPipeline:
     @staticmethod
     def _notice_records(accepted: list[PreparedEvent], outcomes: list[Outcome]) -> list[Record]:
         """Tell event-type subscribers what was resolved; a redelivered event is told again (same notice)."""
-        prepared = {p.event_id: p for p in accepted}
+        prepared: dict[str, PreparedEvent] = {}
+        for p in accepted:  # the first record of an id is the one applied; a later one was refused
+            prepared.setdefault(p.event_id, p)
         resolved_at = _now()
         records: list[Record] = []
         for outcome in outcomes:
@@ -407,4 +412,4 @@ class ResolutionPipeline:
             except Exception as exc:  # noqa: BLE001 - the broker may be back after a pause
                 log.warning("publishing failed, retrying", records=len(records), error=repr(exc))
                 await asyncio.sleep(self._retry_delay_s)
-                acks = [await self._publish(*record) for record in records]
+                acks = [await resend(self._publish, *record) for record in records]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
+import tempfile
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator, Mapping
 
 from graph import cypher
@@ -23,6 +26,7 @@ from streams.jvm import Neo4jServer, classpath
 ENV_URI = "NEO4J_URI"
 SKIPPED = f"Neo4j contract tests skipped: {ENV_URI} is not set and the Neo4j jars are not built (make jars)"
 _local: list[Neo4jServer] = []  # the session's server, started on first use
+_failed: list[BrokerError] = []  # or why it could not start: said once, not waited for by every test
 
 
 def configured(env: Mapping[str, str] = os.environ) -> bool:
@@ -40,10 +44,18 @@ def describe(env: Mapping[str, str] = os.environ) -> str:
 
 
 def _local_server() -> Neo4jServer:
+    if _failed:
+        raise _failed[0]
     if not _local:
-        server = Neo4jServer()
-        server.start()
-        atexit.register(server.stop)
+        workdir = Path(tempfile.mkdtemp(prefix="idgraph-test-neo4j-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        server = Neo4jServer(workdir)
+        try:
+            server.start()
+        except BrokerError as exc:
+            _failed.append(exc)
+            raise
+        atexit.register(server.stop)  # runs before the removal above: atexit calls run in reverse
         _local.append(server)
     return _local[0]
 

@@ -110,3 +110,12 @@ def test_an_event_nesting_up_to_the_limit_is_accepted():
     for _ in range(MAX_NESTING - 1):
         deep = {"x": deep}
     assert parse_event({"event_id": "e", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "payload": deep})
+
+
+def test_the_same_event_stamped_at_another_time_has_the_same_digest_but_other_content_does_not():
+    """A scenario acting again on a redelivered delta emits its event (same id) with a new time."""
+    first = dict(VALID)
+    again = first | {"occurred_at": "2030-01-01T00:00:00+00:00"}
+    other = first | {"traits": {"city": "Elsewhere"}}
+    assert parse_event(first).digest() == parse_event(again).digest()
+    assert parse_event(first).digest() != parse_event(other).digest()

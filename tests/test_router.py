@@ -44,3 +44,21 @@ async def test_a_failed_scenario_topic_publish_is_sent_again_until_acknowledged(
         await router.stop()
     assert [topic for topic, _ in broker.sent] == ["scenario.sales"] * 3
     assert len({value for _, value in broker.sent}) == 1, "the same record each time"
+
+
+async def test_an_erasure_and_its_tombstones_are_sent_again_together_until_all_are_acknowledged():
+    broker = FlakyBroker(failures=2)  # the erasure and its first tombstone fail once
+    done = asyncio.Event()
+
+    async def on_done() -> None:
+        done.set()
+
+    erased = delta(kind="profile.erased").model_copy(update={"merged_from": ["p_0"], "profile": {}, "changes": {}})
+    async with httpx.AsyncClient() as http:
+        router = Router(broker, http, retry_delay_s=0.01)
+        await router.update([subscription(fields=["traits.*"])])
+        await router.route(erased, on_done)
+        await asyncio.wait_for(done.wait(), 1)
+        await router.stop()
+    kinds = [None if value is None else "erased" for _, value in broker.sent]
+    assert kinds == ["erased", None, None] * 2, "the whole unit again, erasure first"
