@@ -143,6 +143,17 @@ def kill_orphan(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a child that still runs, wait up to ``timeout``, then SIGKILL it."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
 def _broker_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # debug logging floods the file
     env["NO_COLOR"] = "1"  # plain text in the log file, not ANSI escapes
@@ -226,13 +237,7 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; safe to call twice."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        terminate(proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

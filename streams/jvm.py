@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from streams.broker import BrokerError, die_with_parent, free_port, kill_orphan
+from streams.broker import BrokerError, die_with_parent, free_port, kill_orphan, terminate
 
 #: Where `make jars` puts each server's classpath (java/*/target/lib).
 JAVA_DIR = Path(os.environ.get("IDGRAPH_JAVA_DIR", Path(__file__).resolve().parents[1] / "java"))
@@ -111,15 +111,9 @@ class _JavaServer:
     def stop(self, timeout: float = 15.0) -> None:
         """Close its input (Neo4j stops on that), SIGTERM, then SIGKILL after ``timeout``; safe twice."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        if proc is not None and proc.stdin is not None and proc.poll() is None:
+            proc.stdin.close()
+        terminate(proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
