@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sqlite3
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from aiokafka import AIOKafkaProducer
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import load_rules
+from perf.propagation import query_store
 from streams.app import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
 from streams.probe import TopicWatcher
 from streams.jvm import ApacheKafka
@@ -193,27 +193,19 @@ class DeltaRecorder:
         self.ids.add(delta["delta_id"])
 
 
-def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
-
-
 def _resolved(path: Path) -> int:
     if not path.exists():
         return 0
-    return _query(path, "SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM refusals)")[0][0]
+    return query_store(path, "SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM refusals)")[0][0]
 
 
 def _outbox_drained(path: Path, seen: set[str]) -> bool:
-    rows = _query(path, "SELECT delta_id, published FROM outbox")
+    rows = query_store(path, "SELECT delta_id, published FROM outbox")
     return all(published and delta_id in seen for delta_id, published in rows)
 
 
 def _stored_deltas(path: Path) -> list[StoredDelta]:
-    rows = _query(path, "SELECT delta_id, event_id, profile_id, delta, published FROM outbox ORDER BY seq")
+    rows = query_store(path, "SELECT delta_id, event_id, profile_id, delta, published FROM outbox ORDER BY seq")
     return [StoredDelta(d, e, p, int(orjson.loads(raw)["profile_version"]), bool(pub)) for d, e, p, raw, pub in rows]
 
 
@@ -333,8 +325,8 @@ async def _run(keyed: list[tuple[bytes | None, dict[str, Any]]], sent_ids: list[
             except TimeoutError as exc:
                 print(f"gave up waiting: {exc}", flush=True)
             await asyncio.sleep(1.0)  # a moment longer, so late repeats are read too
-            decided = [e for (e,) in _query(store, "SELECT event_id FROM decisions")]
-            refused = [e for (e,) in _query(store, "SELECT event_id FROM refusals")]
+            decided = [e for (e,) in query_store(store, "SELECT event_id FROM decisions")]
+            refused = [e for (e,) in query_store(store, "SELECT event_id FROM refusals")]
             stored = _stored_deltas(store)
             seen = list(recorder.seen)
         seconds = time.monotonic() - started

@@ -105,16 +105,17 @@ async def _expected_deltas(worker: WorkerProcess, events: int) -> tuple[int, int
     except TimeoutError:
         pass  # reported as unresolved: the rate is not sustained
     (subscription,) = parse_subscriptions([SUBSCRIPTION], "perf.propagation")
-    deltas = (IdentityDelta.model_validate_json(d) for (d,) in _stored(worker, "SELECT delta FROM outbox"))
+    deltas = (IdentityDelta.model_validate_json(d) for (d,) in query_store(worker.store_path, "SELECT delta FROM outbox"))
     return sum(project(d, subscription) is not None for d in deltas), max(0, events - _resolved(worker))
 
 
 def _resolved(worker: WorkerProcess) -> int:
-    return _stored(worker, "SELECT COUNT(*) FROM decisions")[0][0]
+    return query_store(worker.store_path, "SELECT COUNT(*) FROM decisions")[0][0]
 
 
-def _stored(worker: WorkerProcess, sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(f"file:{worker.store_path}?mode=ro", uri=True, timeout=5)
+def query_store(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` on a running worker's SQLite store, opened read-only beside it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         return db.execute(sql).fetchall()
     finally:
