@@ -37,7 +37,7 @@ class StoreConflict(StoreUnavailable):
     """Another writer changed what a batch read before the batch could write; nothing was written.
 
     Raised when a transaction commits. The batch is still valid input: re-run it whole (read
-    again, decide again), which :class:`graph.resolver.Resolver` does a bounded number of times;
+    again, decide again), which :class:`service.resolver.Resolver` does a bounded number of times;
     past that it is contention, so callers treat it like any other busy store.
     """
 
@@ -249,7 +249,7 @@ class GraphStore(ABC):
     async def delete_subscription(self, name: str) -> bool:
         """Remove a subscription; False when there was none of that name."""
 
-    # --- operations by people (streams/api, graph/operations.py) -----------------------------
+    # --- operations by people (api/, service/operations.py) -----------------------------
 
     @property
     @abstractmethod

@@ -45,15 +45,15 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from devstack.jvm import ApacheKafka
+from devstack.probe import TopicWatcher
+from devstack.stack import LocalStack, WorkerProcess, wait_until
+from devstack.workload import synthetic_events
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import load_rules
+from identity.topics import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
 from perf.propagation import query_store
-from streams.app import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
-from streams.probe import TopicWatcher
-from streams.jvm import ApacheKafka
-from streams.stack import LocalStack, WorkerProcess, wait_until
-from streams.workload import synthetic_events
 
 SUBSCRIPTION = {"name": "chaos", "fields": ["traits.*", "identifiers.*"]}
 BROKER_RESTART_SKIPPED = "skipped: the embedded broker keeps topics in memory only"

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from streams.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
-from streams.stack import LocalStack
+from devstack.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
+from devstack.stack import LocalStack
 
 
 async def measure(flows: int, rate: float, assessment_delay_s: float, workdir: Path) -> dict[str, Any]:

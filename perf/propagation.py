@@ -30,11 +30,11 @@ from typing import Any
 import orjson
 import psutil
 
+from devstack.probe import PropagationProbe
+from devstack.stack import LocalStack, WorkerProcess, wait_until
+from devstack.workload import synthetic_events
 from identity.deltas import IdentityDelta
 from sinks.subscriptions import parse_subscriptions, project
-from streams.probe import PropagationProbe
-from streams.stack import LocalStack, WorkerProcess, wait_until
-from streams.workload import synthetic_events
 
 SUBSCRIPTION = {"name": "perf", "fields": ["traits.*", "identifiers.*"]}
 TOPIC = "scenario.perf"

@@ -14,8 +14,6 @@ from typing import Any, Iterable
 
 import orjson
 
-DEAD_LETTER_TOPIC = "idgraph.dead-letter"
-
 H_REASON_CLASS = "idgraph.reason_class"  # empty | not_json | schema | oversized | invalid_identifier | hop_limit | id_conflict | internal_error | delivery_failed
 H_ERRORS = "idgraph.errors"  # JSON list of {"path", "reason"}
 H_SOURCE = "idgraph.source"  # JSON: topic/partition/offset of an event, or subscription/sink of a delivery

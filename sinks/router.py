@@ -19,7 +19,8 @@ import structlog
 
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
-from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from identity.topics import DEAD_LETTER_TOPIC
+from sinks.deadletter import DeadLetter
 from sinks.publisher import Publisher, resend
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender

@@ -1,1 +1,1 @@
-"""The runtime: broker, Faust app and agents, and the ``idgraph`` command line."""
+"""The runtime: the Faust app and its agents, the resolution pipeline, topics, metrics and logging."""

@@ -28,20 +28,20 @@ from identity.deltas import IdentityDelta
 from identity.notices import TouchpointNotice
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
-from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
+from sinks.deadletter import DeadLetter
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
-from streams.batching import BacklogBatches
 from streams import topics
-from streams.broker import ensure_topics
+from streams.admin import ensure_topics
+from streams.batching import BacklogBatches
 from streams.metrics import WorkerMetrics, install_metrics
-from streams.pipeline import DELTAS_TOPIC, NOTICES_TOPIC, Incoming, OnDurable, ResolutionPipeline
+from streams.pipeline import Incoming, OnDurable, ResolutionPipeline
 from streams.results import BatchResult
-from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, load_scenarios, register
+from streams.scenario import Scenario, load_scenarios, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport
 
-TOUCHPOINTS_TOPIC = "touchpoints"
 SUBSCRIPTION_REFRESH_S = 1.0
 #: How often the worker looks for deltas written outside its batches (by the profile API).
 RELAY_INTERVAL_S = 0.5
@@ -299,4 +299,4 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     Worker(create_app(settings), loglevel=loglevel).execute_from_commandline()
 
 
-__all__ = ["IdgraphApp", "create_app", "faust_options", "run_worker", "topic_plan", "topic_configs", "TOUCHPOINTS_TOPIC", "DELTAS_TOPIC"]
+__all__ = ["IdgraphApp", "create_app", "faust_options", "run_worker", "topic_plan", "topic_configs"]

@@ -10,11 +10,11 @@ from typing import IO, Iterable, Iterator
 
 import orjson
 
-from graph.resolver import Resolver
 from graph.store import GraphStore
 from identity.events import EventRejected, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
 from identity.rules import Rules
+from service.resolver import Resolver
 
 
 @dataclass(slots=True)

@@ -430,9 +430,9 @@ def idgraph_version() -> str:
 def detect_broker_kind(bootstrap_servers: str) -> str:
     """``embedded`` for the Tansu broker idgraph starts itself, ``kafka`` for any other, ``unknown`` if unreachable.
 
-    The embedded broker is recognised by the cluster id it was started with (streams/broker.py).
+    The embedded broker is recognised by the cluster id it was started with (devstack/broker.py).
     """
-    from streams.broker import probe_cluster_id
+    from streams.admin import probe_cluster_id
 
     host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
     try:
@@ -476,7 +476,7 @@ class LagSampler:
     * High watermark: ``app.consumer.highwater(tp)``, Faust's public call for the value
       aiokafka keeps from the last fetch response. Not ``highwaters()`` / ``end_offsets()``,
       which ask ListOffsets, and Tansu answers that with the last batch's base offset + 1
-      (streams/broker.py). ``None`` until the partition's first fetch: no lag reported yet.
+      (devstack/broker.py). ``None`` until the partition's first fetch: no lag reported yet.
     * Committed offset: ``app.monitor.tp_committed_offsets``, where Faust's consumer reports
       every commit it makes (public Monitor state). Before this process's first commit on a
       partition, the fetch position (``app.consumer.position(tp)``) stands in: right after

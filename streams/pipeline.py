@@ -25,7 +25,6 @@ from typing import Any, Awaitable, Callable, Sequence
 import orjson
 import structlog
 
-from graph.resolver import Resolver
 from graph.store import GraphStore, Outcome, StoreUnavailable
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, FieldError, id_reused, parse_event
@@ -33,15 +32,14 @@ from identity.features import PreparedEvent, prepare
 from identity.notices import notice_for
 from identity.policy import Policy
 from identity.rules import Rules
-from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC
+from service.resolver import Resolver
+from sinks.deadletter import DeadLetter
 from sinks.publisher import Publisher, resend
 from streams.logging import log_batch
 from streams.metrics import WorkerMetrics
 from streams.results import BatchResult
 
-DELTAS_TOPIC = "identity.deltas"
-#: Every resolved touchpoint (identity/notices.py), for scenarios subscribed to event types.
-NOTICES_TOPIC = "identity.touchpoints"
 log = structlog.get_logger("idgraph.pipeline")
 #: At most this many outbox deltas read back per batch: far more than a crash leaves unsent.
 _OUTBOX_READ_LIMIT = 10_000

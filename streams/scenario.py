@@ -28,11 +28,11 @@ import structlog
 
 from identity.events import TouchpointEvent, parse_event
 from identity.model import stable_id
-from sinks.deadletter import DEAD_LETTER_TOPIC, DeadLetter
+from identity.topics import DEAD_LETTER_TOPIC, TOUCHPOINTS_TOPIC
+from sinks.deadletter import DeadLetter
 from sinks.publisher import Publisher
 from sinks.subscriptions import Subscription
 
-SUBSCRIPTIONS_TOPIC = "idgraph.subscriptions"
 log = structlog.get_logger("idgraph.scenario")
 
 Handler = Callable[["Message", "ScenarioContext"], Awaitable[None]]
@@ -124,7 +124,7 @@ class ScenarioContext:
             "causation": {"event_id": message.event_id, "delta_id": message.delta_id,
                           "hops": message.hops + 1, "profile_id": message.profile_id},
         })
-        ack = await self.publish("touchpoints", message.profile_id.encode(), event.to_json())
+        ack = await self.publish(TOUCHPOINTS_TOPIC, message.profile_id.encode(), event.to_json())
         await ack
         self.emitted.append(event)
         return event

@@ -13,11 +13,11 @@ import faust
 import orjson
 import structlog
 
-from sinks.deadletter import DEAD_LETTER_TOPIC
+from identity.topics import DEAD_LETTER_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
 from streams import topics
-from streams.app import TOUCHPOINTS_TOPIC, faust_options
-from streams.broker import ensure_topics
-from streams.scenario import SUBSCRIPTIONS_TOPIC, Scenario, register
+from streams.admin import ensure_topics
+from streams.app import faust_options
+from streams.scenario import Scenario, register
 from streams.settings import Settings
 from streams.transport import LowLatencyTransport
 

@@ -83,7 +83,7 @@ class Settings(BaseModel):
     def _scenario_specs(cls, value: str | None) -> str | None:
         if value is not None and not _SCENARIO_SPECS.match(value):
             raise ValueError("expected module:object, several separated by commas "
-                             "(e.g. streams.flows.battery_recycling:SCENARIOS)")
+                             "(e.g. devstack.flows.battery_recycling:SCENARIOS)")
         return value
 
     @field_validator("rules", "subscriptions", "policy")

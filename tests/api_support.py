@@ -19,13 +19,13 @@ import httpx
 import uvicorn
 from fastapi.testclient import TestClient
 
+from api import create_app
+from api.auth import TokenEntry, TokenRegistry, hash_token
 from graph.sqlite import SQLiteStore
 from graph.store import Outcome
 from identity.deltas import IdentityDelta
 from identity.events import TouchpointEvent
 from identity.rules import load_rules
-from streams.api import create_app
-from streams.api.auth import TokenEntry, TokenRegistry, hash_token
 from tests.conftest import Engine
 
 RULES = load_rules()

@@ -12,13 +12,13 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore
 from graph.store import GraphStore, Outcome
-from tests import neo4j_support
 from identity.events import TouchpointEvent, parse_event
 from identity.features import prepare
 from identity.rules import Rules, load_rules
+from service.resolver import Resolver
+from tests import neo4j_support
 
 _sequence = count(1)
 

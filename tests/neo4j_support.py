@@ -3,7 +3,7 @@
 ``NEO4J_URI`` (e.g. ``neo4j://localhost:7687``) names a server; ``NEO4J_USER`` (default
 ``neo4j``), ``NEO4J_PASSWORD`` and ``NEO4J_DATABASE`` (default ``neo4j``) say how to log in.
 Without it, the first test that needs Neo4j starts Neo4j Community from the jars `make jars`
-built (streams/jvm.py) for the rest of the session. Every test gets an empty database: the
+built (devstack/jvm.py) for the rest of the session. Every test gets an empty database: the
 tests delete everything in it, so never point these at a database whose data you want to keep.
 """
 
@@ -17,11 +17,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Mapping
 
+from devstack.broker import BrokerError
+from devstack.jvm import Neo4jServer, classpath
 from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
-from streams.broker import BrokerError
-from streams.jvm import Neo4jServer, classpath
 
 ENV_URI = "NEO4J_URI"
 SKIPPED = f"Neo4j contract tests skipped: {ENV_URI} is not set and the Neo4j jars are not built (make jars)"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from streams.broker import free_port
+from devstack.broker import free_port
 
 INSTALL_HINT = "apt-get install -y prometheus  (Debian's package ships both prometheus and promtool)"
 #: The scrape job of the compose stack (deploy/prometheus/prometheus.yml); the alert rules select it.

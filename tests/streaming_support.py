@@ -1,4 +1,4 @@
-"""Reading and writing topics in streaming tests; the broker and workers come from streams.stack."""
+"""Reading and writing topics in streaming tests; the broker and workers come from devstack.stack."""
 
 from __future__ import annotations
 

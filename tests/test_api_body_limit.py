@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from streams.api.limits import (
+from api.limits import (
     DEFAULT_MAX_BODY_BYTES, ENV_MAX_BODY_BYTES, BodyLimit, LimitConfigError, max_body_bytes_from_env,
 )
 from tests.api_support import resolve, serve_api

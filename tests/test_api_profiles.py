@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
+from api.search import matches, parse_query
+from api.views import redact_for_customer
 from graph.sqlite import SQLiteStore
-from streams.api.search import matches, parse_query
-from streams.api.views import redact_for_customer
+from identity.events import parse_event
 from tests.api_support import outbox, resolve, run_api, RULES
 from tests.conftest import Engine
-from identity.events import parse_event
 from tests.conftest import make_event
 
 LAST_YEAR = datetime.now(timezone.utc).year - 1

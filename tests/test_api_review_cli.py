@@ -3,7 +3,7 @@
 from typer.testing import CliRunner
 import typer
 
-from streams.api.cli import review_app
+from cli.api import review_app
 from tests.api_support import resolve
 from tests.conftest import make_event
 

@@ -12,8 +12,8 @@ import schemathesis
 from schemathesis import checks
 from hypothesis import HealthCheck, settings
 
+from api import create_app
 from graph.sqlite import SQLiteStore
-from streams.api import create_app
 from tests.api_support import RULES, registry
 from tests.conftest import Engine, make_event
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from streams.flows.battery_recycling.grading import MeasurementError, grade_battery
-from streams.flows.battery_recycling.pricing import MetalPrices, PricingError, price_quote
+from devstack.flows.battery_recycling.grading import MeasurementError, grade_battery
+from devstack.flows.battery_recycling.pricing import MetalPrices, PricingError, price_quote
 
 PRICES = MetalPrices("2026-11-02", {"cobalt": 34800, "nickel": 16990, "lithium_carbonate": 11800})
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import orjson
 
+from devstack.demo import sample_events_path
+from devstack.workload import synthetic_events
 from identity.rules import load_rules
-from streams.demo import sample_events_path
-from streams.workload import synthetic_events
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def idgraph(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True)
 
 
 def resolve(tmp: Path, name: str, events: Path) -> subprocess.CompletedProcess[str]:

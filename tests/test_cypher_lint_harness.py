@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from graph.cypher_lint import Diagnostic, lint_statements
+from tools.cypher_lint import Diagnostic, lint_statements
 
 UPSERT = """
 UNWIND $rows AS row

@@ -1,7 +1,7 @@
 """Every Cypher statement the Neo4j store runs passes Neo4j's own parser and semantic analyser.
 
 The analyser is the npm package @neo4j-cypher/language-support run under Node.js
-(graph/cypher_lint; it installs itself on first use). No server is involved, so this runs in
+(tools/cypher_lint; it installs itself on first use). No server is involved, so this runs in
 every test run: a typo, an undefined variable, a deprecated construct or a parameter the
 statement does not declare fails here rather than against a live database.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from graph import cypher
 from graph.cypher import STATEMENTS, Statement
-from graph.cypher_lint import Diagnostic, lint_statements
+from tools.cypher_lint import Diagnostic, lint_statements
 
 _PARAMETER = re.compile(r"\$(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*))")
 

@@ -15,9 +15,9 @@ import pytest
 from graph.sqlite import SQLiteStore
 from graph.store import StoreConflict
 from identity.deltas import IdentityDelta
+from identity.rules import load_rules
 from sinks.router import Router
 from sinks.subscriptions import Subscription
-from identity.rules import load_rules
 from streams.app import topic_configs
 from streams.pipeline import ResolutionPipeline
 from streams.settings import Settings
@@ -214,7 +214,7 @@ def test_erasing_a_profile_changed_since_it_was_read_is_a_conflict(tmp_path):
     (outcome,) = resolve(path, make_event({"email": EMAIL}))
 
     async def stale(store):
-        from graph.operations import Operations
+        from service.operations import Operations
         from tests.api_support import RULES
         family = await store.family(outcome.profile_id)
         await Engine_(store).resolve(make_event({"email": EMAIL}, {"city": "Beijing"}))
@@ -235,7 +235,7 @@ def test_resolving_a_file_with_an_erased_customers_event_lists_it_with_no_profil
     replay = tmp_path / "replay.jsonl"
     replay.write_bytes(events[0].to_json() + b"\n")
     output = tmp_path / "replay.csv"
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "resolve", "--input", str(replay), "--output", str(output),
+    done = subprocess.run([sys.executable, "-m", "cli.main", "resolve", "--input", str(replay), "--output", str(output),
                            "--store", f"sqlite:///{path}"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert "refused 1" in done.stdout

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from graph.sqlite import SQLiteStore
 from identity.events import MAX_EVENT_BYTES, MAX_NESTING, EventRejected, parse_event
-from sinks.deadletter import DEAD_LETTER_TOPIC, H_REASON_CLASS
+from identity.topics import DEAD_LETTER_TOPIC
+from sinks.deadletter import H_REASON_CLASS
 from streams.metrics import EVENT_REASON_CLASSES
 from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
 

@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.jvm import ApacheKafka
+from devstack.jvm import ApacheKafka
 
 
 async def _produce(bootstrap: str, value: bytes) -> None:

@@ -14,8 +14,8 @@ import pytest
 
 from faust.types import TP
 
+from devstack.broker import free_port
 from identity.deltas import DeltaTimes
-from streams.broker import free_port
 from streams.metrics import LATENCY_BUCKETS, MAX_SCENARIOS, LagSampler, WebhookRetryMirror, WorkerMetrics, start_metrics_server
 from streams.pipeline import Incoming, ResolutionPipeline
 from streams.results import BatchResult

@@ -11,9 +11,9 @@ from neo4j.exceptions import ServiceUnavailable
 from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
-from graph.resolver import Resolver
 from graph.store import StoreConflict, StoreError, StoreUnavailable
 from identity.features import prepare
+from service.resolver import Resolver
 from tests.conftest import make_event
 from tests.fake_neo4j import EMPTY_NEIGHBOURHOOD, FakeServer, server_error
 

@@ -24,9 +24,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
+from devstack.broker import EmbeddedBroker, free_port
+from devstack.stack import WorkerProcess
 from streams.metrics import WorkerMetrics
-from streams.stack import WorkerProcess
 from tests.conftest import cn_national_id
 from tests.prometheus_support import WORKER_JOB, Prometheus, QueryError, metric_names, running_prometheus
 from tests.streaming_support import read_topic

@@ -3,9 +3,9 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore
 from identity.features import prepare
+from service.resolver import Resolver
 from tests.conftest import make_event
 
 POOL = {

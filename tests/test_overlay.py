@@ -11,13 +11,13 @@ import random
 
 import pytest
 
+from devstack.workload import synthetic_events
 from graph.overlay import BatchOverlay
 from graph.snapshot import Snapshot
 from identity.events import parse_event
 from identity.features import prepare
 from identity.model import stable_id
 from perf.accuracy import benchmark_rules, event_lines, load_datasets
-from streams.workload import synthetic_events
 from tests.conftest import cn_national_id, make_event
 from tests.overlay_harness import DifferentialRun
 

@@ -11,9 +11,9 @@ import orjson
 
 from faust.types import TP
 
-from graph.resolver import Resolver
 from identity.events import parse_event
 from identity.features import prepare
+from service.resolver import Resolver
 from streams.batching import BacklogBatches
 from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
 

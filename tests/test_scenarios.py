@@ -10,11 +10,11 @@ from collections import Counter
 import orjson
 import pytest
 
+from devstack.broker import EmbeddedBroker
+from devstack.flows.battery_recycling import SUGGESTION
+from devstack.flows.battery_recycling.driver import flow_env, make_customers, run_flows
+from devstack.stack import WorkerProcess, wait_until
 from sinks.deadletter import DeadLetter
-from streams.broker import EmbeddedBroker
-from streams.flows.battery_recycling import SUGGESTION
-from streams.flows.battery_recycling.driver import flow_env, make_customers, run_flows
-from streams.stack import WorkerProcess, wait_until
 from tests.streaming_support import produce, read_topic
 
 
@@ -135,7 +135,7 @@ async def test_scenario_in_its_own_process_declares_its_subscription_and_acts(br
     worker = await WorkerProcess(broker.url, tmp_path / "w", []).start().ready()
     env = {**worker.env(), "IDGRAPH_DATA_DIR": str(tmp_path / "s")}
     log = (tmp_path / "scenario.log").open("wb")
-    scenario = subprocess.Popen([sys.executable, "-m", "streams.cli", "scenario", "run", "tests.scenarios_for_tests:ECHO"],
+    scenario = subprocess.Popen([sys.executable, "-m", "cli.main", "scenario", "run", "tests.scenarios_for_tests:ECHO"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         await wait_until(lambda: _registered(worker) == ["echo"], timeout_s=30, what="the echo subscription in the registry")

@@ -2,10 +2,10 @@
 
 import pytest
 
-from graph.resolver import Resolver
 from identity.explain import render_decision
 from identity.features import prepare
 from identity.policy import Policy
+from service.resolver import Resolver
 from tests.conftest import make_event
 
 POLICY = Policy.model_validate({

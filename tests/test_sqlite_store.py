@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from graph.resolver import Resolver
+from devstack.workload import synthetic_events
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS
 from graph.store import StoreError
 from identity.features import prepare
-from streams.workload import synthetic_events
+from service.resolver import Resolver
 from tests.conftest import make_event
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def _write_workload(path: Path, events: int) -> None:
 
 
 def _resolve_cmd(tmp: Path, name: str) -> list[str]:
-    return [sys.executable, "-m", "streams.cli", "resolve", "--input", str(tmp / "events.jsonl"),
+    return [sys.executable, "-m", "cli.main", "resolve", "--input", str(tmp / "events.jsonl"),
             "--output", str(tmp / f"{name}.csv"), "--store", f"sqlite:///{tmp / name}.db", "--batch-size", "25"]
 
 

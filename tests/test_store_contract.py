@@ -12,10 +12,10 @@ import pytest
 
 import identity.decide
 from graph.neo4j import Neo4jStore
-from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore
 from identity.events import PROFILE_ID_TYPE
 from identity.features import prepare
+from service.resolver import Resolver
 from tests.conftest import cn_national_id, make_event
 
 pytestmark = pytest.mark.every_store
@@ -250,7 +250,7 @@ async def test_failure_mid_batch_writes_nothing_of_the_batch(store, rules, monke
             raise RuntimeError("disk on fire")
         return real(prepared, ctx, r)
 
-    monkeypatch.setattr("graph.resolver.decide", failing_third)
+    monkeypatch.setattr("service.resolver.decide", failing_third)
     with pytest.raises(RuntimeError):
         await Resolver(store, rules).resolve(batch)
     assert await store.assignments() == []
@@ -283,7 +283,7 @@ async def test_subscriptions_are_registered_replaced_listed_and_removed(store):
 # --- operations by people: merge, review verdicts, erasure, refusals ----------------------
 
 async def test_operator_merge_rewrites_lineage_touchpoints_and_outbox(engine, store, rules):
-    from graph.operations import Operations
+    from service.operations import Operations
     older = await engine.resolve(make_event({"crm_id": "a"}))
     newer = await engine.resolve(make_event({"email": "n@example.com"}))
     result = await Operations(store, rules).merge([newer.profile_id, older.profile_id], actor="op", reason="same")
@@ -294,7 +294,7 @@ async def test_operator_merge_rewrites_lineage_touchpoints_and_outbox(engine, st
 
 
 async def test_rejected_review_is_recorded_and_its_pair_kept_apart(engine, store, rules):
-    from graph.operations import Operations
+    from service.operations import Operations
     await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}))
     await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}))
     (review,) = await store.reviews("open")
@@ -304,7 +304,7 @@ async def test_rejected_review_is_recorded_and_its_pair_kept_apart(engine, store
 
 
 async def test_erasure_leaves_a_tombstone_and_refuses_the_old_events(engine, store, rules):
-    from graph.operations import Operations
+    from service.operations import Operations
     event = make_event({"email": "gone@example.com"}, {"name": "Gone Person"})
     outcome = await engine.resolve(event)
     await Operations(store, rules).erase(outcome.profile_id, actor="me", requested_by="customer")

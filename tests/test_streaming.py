@@ -18,14 +18,14 @@ from typing import Iterator
 import orjson
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
+from devstack.broker import EmbeddedBroker, free_port
+from devstack.jvm import ApacheKafka
+from devstack.probe import TopicWatcher
+from devstack.stack import WorkerProcess, wait_until
+from devstack.workload import synthetic_events
 from sinks.deadletter import DeadLetter
-from streams.jvm import ApacheKafka
-from streams.probe import TopicWatcher
-from streams.workload import synthetic_events
 from tests.api_support import run_api
 from tests.conftest import cn_national_id
-from streams.stack import WorkerProcess, wait_until
 from tests.streaming_support import produce, read_topic
 
 SALES = {"name": "sales", "kinds": ["profile.created", "profile.merged"], "fields": ["traits.name", "identifiers.phone"]}
@@ -218,7 +218,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
 async def test_subscription_registered_while_running_starts_receiving(broker, worker_factory):
     worker = await worker_factory([SERVICE])
     env = {**os.environ, "IDGRAPH_STORE": f"sqlite:///{worker.store_path}"}
-    registered = subprocess.run([sys.executable, "-m", "streams.cli", "subscribe", "--name", "late", "--field", "traits.name"],
+    registered = subprocess.run([sys.executable, "-m", "cli.main", "subscribe", "--name", "late", "--field", "traits.name"],
                                 env=env, capture_output=True, text=True)
     assert registered.returncode == 0, registered.stderr
     await asyncio.sleep(1.5)  # workers re-read the registry every second
@@ -235,7 +235,7 @@ async def test_up_runs_an_embedded_broker_and_a_worker_and_ctrl_c_stops_both(tmp
     env.update(IDGRAPH_STORE=f"sqlite:///{tmp_path / 'g.db'}", IDGRAPH_SUBSCRIPTIONS=str(subscriptions),
                IDGRAPH_DATA_DIR=str(tmp_path), IDGRAPH_SESSION_TIMEOUT_S="2", PYTHONUNBUFFERED="1",
                IDGRAPH_API_PORT=str(free_port()), IDGRAPH_METRICS_PORT="0")
-    up = subprocess.Popen([sys.executable, "-m", "streams.cli", "up", "--loglevel", "info"], env=env,
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--loglevel", "info"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert up.stdout is not None
     first = up.stdout.readline().decode()

@@ -19,8 +19,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from streams.flows.battery_recycling.grading import grade_battery
-from streams.flows.battery_recycling.pricing import MetalPrices, price_quote
+from devstack.flows.battery_recycling.grading import grade_battery
+from devstack.flows.battery_recycling.pricing import MetalPrices, price_quote
 from streams.scenario import Message, Scenario, ScenarioContext
 
 HERE = Path(__file__).parent
@@ -73,6 +73,6 @@ def scenarios(assessment_delay_s: float = 1.0) -> list[Scenario]:
     return [assessment(assessment_delay_s), quoting(), sales()]
 
 
-#: ``IDGRAPH_SCENARIOS=streams.flows.battery_recycling:SCENARIOS`` runs them in a worker;
+#: ``IDGRAPH_SCENARIOS=devstack.flows.battery_recycling:SCENARIOS`` runs them in a worker;
 #: BATTERY_ASSESSMENT_DELAY_S sets the edge model's simulated processing time.
 SCENARIOS = scenarios(assessment_delay_s=float(os.environ.get("BATTERY_ASSESSMENT_DELAY_S", "1.0")))

@@ -7,7 +7,7 @@ to JavaScript). This is test/CI tooling; it imports nothing heavy (no neo4j).
 
 Usage::
 
-    from graph.cypher_lint import lint_statements
+    from tools.cypher_lint import lint_statements
 
     report = lint_statements({"upsert": ("UNWIND $rows AS row MERGE ...", ["rows"])})
     errors = {name: [d for d in ds if d.is_error] for name, ds in report.items()}

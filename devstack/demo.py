@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 import typer
 
+from devstack.probe import PropagationProbe, ProbeResult
+from devstack.stack import LocalStack
+from devstack.workload import synthetic_events
 from identity.explain import render_decision
-from streams.probe import PropagationProbe, ProbeResult
-from streams.stack import LocalStack
-from streams.workload import synthetic_events
 
 SUBSCRIPTIONS: list[dict[str, Any]] = [
     {"name": "sales", "kinds": ["profile.created", "profile.updated", "profile.merged"],
@@ -38,7 +38,7 @@ TOPICS = [f"scenario.{s['name']}" for s in SUBSCRIPTIONS]
 
 def sample_events_path() -> Path:
     """A handful of hand-written events (Chinese and English names), shipped with the package."""
-    return Path(str(resources.files("streams").joinpath("samples", "touchpoints.jsonl")))
+    return Path(str(resources.files("devstack").joinpath("samples", "touchpoints.jsonl")))
 
 
 def _malformed(count: int) -> list[dict[str, Any]]:
@@ -117,7 +117,7 @@ async def run_demo(*, customers: int, events: int, rate: float, broker_url: str 
 async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, broker_url: str | None,
                         workdir: Path | None) -> None:
     """The battery-recycling flow across four scenarios, with a per-hop timeline."""
-    from streams.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
+    from devstack.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-flow-"))
     typer.secho(f"Starting the embedded stack with the battery-recycling scenarios in {workdir} ...", bold=True)

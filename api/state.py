@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter
 
-from graph.operations import Operations
+from api.auth import TokenRegistry
 from graph.store import GraphStore
 from identity.policy import Policy
 from identity.rules import Rules
-from streams.api.auth import TokenRegistry
+from service.operations import Operations
 
 
 @dataclass

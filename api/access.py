@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.auth import Principal
+from api.problems import ProblemError
+from api.state import ApiState
 from sinks.subscriptions import Subscription, parse_subscriptions
-from streams.api.auth import Principal
-from streams.api.problems import ProblemError
-from streams.api.state import ApiState
 
 bearer = HTTPBearer(auto_error=False, description="A token issued with `idgraph api token`")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="idgraph"'}
@@ -53,7 +53,7 @@ async def reach(state: ApiState, principal: Principal, profile_id: str) -> str:
     if principal.profile_id is not None and await state.store.survivor(principal.profile_id) == live:
         return live
     if principal.scenarios:
-        return live  # the caller cuts the answer down to the subscription (streams/api/views.py)
+        return live  # the caller cuts the answer down to the subscription (api/views.py)
     raise not_found(profile_id)
 
 

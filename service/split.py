@@ -9,7 +9,6 @@ current rules and policy, as any re-resolution would.
 
 from __future__ import annotations
 
-from graph.resolver import Resolver
 from graph.sqlite import SQLiteStore, load_profiles
 from graph.store import Family, OperationRecord, OperationWrite
 from identity.events import parse_event
@@ -18,6 +17,7 @@ from identity.model import ProfileState
 from identity.plan import OperationCause, operation_delta, profile_view
 from identity.policy import Policy
 from identity.rules import Rules
+from service.resolver import Resolver
 
 OPERATOR_SCENARIO = "idgraph.operator"
 

@@ -6,13 +6,13 @@ from typing import Annotated, Awaitable, Callable, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from graph.operations import OperationError, OperationResult
+from api.access import allow, api_state, caller, reach
+from api.auth import Principal
+from api.models import DeltaSummary, MergeIn, OperationOut, ReviewOut, SplitIn, VerdictIn
+from api.problems import ProblemError, documented, operation_problem
+from api.state import ApiState
 from graph.store import StoreConflict
-from streams.api.access import allow, api_state, caller, reach
-from streams.api.auth import Principal
-from streams.api.models import DeltaSummary, MergeIn, OperationOut, ReviewOut, SplitIn, VerdictIn
-from streams.api.problems import ProblemError, documented
-from streams.api.state import ApiState
+from service.operations import OperationError, OperationResult
 
 router = APIRouter(prefix="/v1", tags=["review"])
 Caller = Annotated[Principal, Depends(caller)]
@@ -31,7 +31,7 @@ async def _run(state: ApiState, action: Callable[[], Awaitable[OperationResult]]
         try:
             return _out(await action())
         except OperationError as exc:
-            raise ProblemError(exc.status, str(exc)) from None
+            raise operation_problem(exc) from None
         except StoreConflict as exc:
             raise ProblemError(409, str(exc)) from None
 

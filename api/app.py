@@ -14,16 +14,16 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api import operator, problems, profiles
+from api.access import caller
+from api.auth import TokenRegistry
+from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from api.models import Health
+from api.state import ApiState
 from graph.factory import store_from_url
 from graph.store import GraphStore
 from identity.policy import Policy, load_policy
 from identity.rules import Rules, load_rules
-from streams.api import operator, problems, profiles
-from streams.api.access import caller
-from streams.api.auth import TokenRegistry
-from streams.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
-from streams.api.models import Health
-from streams.api.state import ApiState
 
 API_VERSION = "1.0.0"
 
@@ -41,7 +41,7 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
                rules: Rules | None = None, policy: Policy | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The API over ``store`` (kept open by the caller) or the store at ``store_url`` (opened here);
-    request bodies over ``max_body_bytes`` are refused (streams/api/limits.py)."""
+    request bodies over ``max_body_bytes`` are refused (api/limits.py)."""
 
     rules, policy = rules or load_rules(), policy or load_policy()
 

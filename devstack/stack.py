@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
-from streams.broker import EmbeddedBroker
+from devstack.broker import EmbeddedBroker
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60, interval_s: float = 0.1,
@@ -69,7 +69,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--loglevel", "info"],
                                          env=self.env(), stdout=log, stderr=subprocess.STDOUT)
         return self
 

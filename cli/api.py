@@ -1,7 +1,7 @@
 """Command-line wiring for the API: ``idgraph api`` (serve), ``idgraph api-token`` (issue a
 token) and ``idgraph review ...`` (the review queue for operators without a browser).
 
-streams/cli.py mounts these (see docs/api.md, "Wiring")."""
+cli/main.py mounts these (see docs/api.md, "Wiring")."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Awaitable, Callable, Optional, TypeVar
 import orjson
 import typer
 
+from api.auth import AuthConfigError, TokenRegistry, issue
+from api.limits import LimitConfigError, max_body_bytes_from_env
 from graph.factory import store_from_url
-from graph.operations import OperationError, Operations
 from graph.store import GraphStore
 from identity.rules import load_rules
-from streams.api.auth import AuthConfigError, TokenRegistry, issue
-from streams.api.limits import LimitConfigError, max_body_bytes_from_env
+from service.operations import OperationError, Operations
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on
     from IDGRAPH_API_MAX_BODY_BYTES)."""
     import uvicorn
 
-    from streams.api import create_app
+    from api import create_app
 
     try:
         tokens = TokenRegistry.from_env()

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from streams.broker import BrokerError, die_with_parent, free_port, kill_orphan, terminate
+from devstack.broker import BrokerError, die_with_parent, free_port, kill_orphan, terminate
 
 #: Where `make jars` puts each server's classpath (java/*/target/lib).
 JAVA_DIR = Path(os.environ.get("IDGRAPH_JAVA_DIR", Path(__file__).resolve().parents[1] / "java"))

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streams.api.problems import problem_response
+from api.problems import problem_response
 
 ENV_MAX_BODY_BYTES = "IDGRAPH_API_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -50,7 +50,7 @@ def _too_large(limit: int) -> str:
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` once the body passes the limit. An HTTPException because FastAPI
     turns any other error met while reading a body into a 400, but lets this one through to the
-    app's problem handler (streams/api/problems.py), which answers it as a 413 problem."""
+    app's problem handler (api/problems.py), which answers it as a 413 problem."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, _too_large(limit), headers=_CLOSE)

@@ -7,20 +7,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 
-from graph.operations import OperationError, customer_traits
-from identity.normalize import InvalidIdentifier, normalize_identifier
+from api.access import allow, api_state, caller, not_found, reach, subscription_of
+from api.auth import Principal
 from identity.features import identifier_key
+from identity.normalize import InvalidIdentifier, normalize_identifier
+from service.operations import OperationError, customer_traits
 from sinks.subscriptions import Subscription
-from streams.api.access import allow, api_state, caller, not_found, reach, subscription_of
-from streams.api.auth import Principal
-from streams.api.models import (
+from api.models import (
     ConsentDocument, ConsentIn, ErasureOut, ExportOut, ProfileOut, RectifyIn, RectifyOut, ResolveCandidate, ResolveOut,
     TimelineOut,
 )
-from streams.api.problems import ProblemError, documented
-from streams.api.search import matches, parse_query
-from streams.api.state import ApiState
-from streams.api.views import consent_view, profile_view, redact_for_customer, scenario_view, timeline_view
+from api.problems import ProblemError, documented, operation_problem
+from api.search import matches, parse_query
+from api.state import ApiState
+from api.views import consent_view, profile_view, redact_for_customer, scenario_view, timeline_view
 
 router = APIRouter(prefix="/v1", tags=["profiles"])
 ProfileId = Annotated[str, Path(min_length=1, max_length=128, description="A profile id (a merged id answers with its survivor)")]
@@ -147,10 +147,6 @@ def _refused(decision: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"trait": c["trait"], "reason": c["reason"]} for c in conflicts]
 
 
-def _operation_error(exc: OperationError) -> ProblemError:
-    return ProblemError(exc.status, str(exc))
-
-
 @router.patch("/profiles/{profile_id}", response_model=RectifyOut, responses=WRITE)
 async def rectify(profile_id: ProfileId, body: RectifyIn, who: Caller, state: State,
                   idempotency_key: IdempotencyKey = None) -> RectifyOut:
@@ -167,7 +163,7 @@ async def rectify(profile_id: ProfileId, body: RectifyIn, who: Caller, state: St
             outcome = await state.operations.customer_event(live, type_="profile.rectified", actor=who.subject,
                                                             idempotency_key=idempotency_key, traits=body.traits)
         except OperationError as exc:
-            raise _operation_error(exc) from None
+            raise operation_problem(exc) from None
     return RectifyOut(event_id=outcome.event_id, action=outcome.decision["action"], refused=_refused(outcome.decision),
                       profile=await _view(state, outcome.profile_id, profile_id))
 
@@ -182,7 +178,7 @@ async def erase(profile_id: ProfileId, who: Caller, state: State) -> ErasureOut:
         try:
             result = await state.operations.erase(live, actor=who.subject, requested_by=requested_by)
         except OperationError as exc:
-            raise _operation_error(exc) from None
+            raise operation_problem(exc) from None
     record = result.record
     erased_at = record.get("erased_at") or record["at"]
     return ErasureOut(profile_id=live, erased_at=erased_at, operation_id=record["operation_id"],
@@ -211,7 +207,7 @@ async def put_consent(profile_id: ProfileId, body: ConsentIn, who: Caller, state
             outcome = await state.operations.customer_event(live, type_="consent.updated", actor=who.subject,
                                                             idempotency_key=idempotency_key, consent={purpose: given for purpose, given in body.purposes.items()})
         except OperationError as exc:
-            raise _operation_error(exc) from None
+            raise operation_problem(exc) from None
     snapshot = await state.store.profile(outcome.profile_id)
     if snapshot is None:
         raise not_found(profile_id)

@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Awaitable, Callable, TypeVar
 
-from graph.resolver import Resolver
 from graph.store import ErasureWrite, Family, GraphStore, OperationRecord, OperationWrite, Outcome, StoreConflict
 from graph.tombstones import erasure_hashes
 from identity.deltas import IdentityDelta
@@ -26,6 +25,7 @@ from identity.model import stable_id
 from identity.plan import OperationCause, erased_delta, operation_delta, plan_merge, profile_view
 from identity.policy import CUSTOMER, Policy, load_policy
 from identity.rules import Rules
+from service.resolver import Resolver
 
 T = TypeVar("T")
 #: Attempts of an operation whose profiles another writer changed between its read and write.
@@ -34,17 +34,15 @@ OPERATOR_SCENARIO = "idgraph.operator"
 
 
 class OperationError(ValueError):
-    """An operation that cannot be done as asked; ``status`` is the HTTP status that says why."""
-
-    status = 422
+    """An operation that cannot be done as asked (the API answers 422)."""
 
 
 class NotFound(OperationError):
-    status = 404
+    """What the operation names does not exist (the API answers 404)."""
 
 
 class Conflict(OperationError):
-    status = 409
+    """The operation was already done or undone (the API answers 409)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +108,7 @@ class Operations:
         return await self._retrying(once)
 
     async def split(self, profile_id: str, separate: str, *, actor: str, reason: str) -> OperationResult:
-        from graph.split import plan_split  # the replay needs an embedded store; imported when used
+        from service.split import plan_split  # the replay needs an embedded store; imported when used
 
         async def once() -> OperationResult:
             family = await self._family(profile_id)

@@ -24,12 +24,12 @@ from typing import Any, Callable
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from devstack.flows.battery_recycling import POLICY_PATH
+from devstack.probe import TopicWatcher
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import Rules, load_rules
-from streams.flows.battery_recycling import POLICY_PATH
-from streams.app import TOUCHPOINTS_TOPIC
-from streams.probe import TopicWatcher
+from identity.topics import TOUCHPOINTS_TOPIC
 
 ASSESSMENT_TOPIC = "scenario.battery-recycling.assessment"
 QUOTING_TOPIC = "scenario.battery-recycling.quoting"
@@ -225,7 +225,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def flow_env(assessment_delay_s: float) -> dict[str, str]:
-    return {"IDGRAPH_SCENARIOS": "streams.flows.battery_recycling:SCENARIOS", "IDGRAPH_POLICY": str(POLICY_PATH),
+    return {"IDGRAPH_SCENARIOS": "devstack.flows.battery_recycling:SCENARIOS", "IDGRAPH_POLICY": str(POLICY_PATH),
             "BATTERY_ASSESSMENT_DELAY_S": str(assessment_delay_s)}
 
 

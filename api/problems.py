@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from graph.store import StoreConflict, StoreUnavailable
+from service.operations import Conflict, NotFound, OperationError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
@@ -41,6 +42,12 @@ class ProblemError(Exception):
                  errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers, self.errors = status, detail, headers or {}, errors
+
+
+def operation_problem(exc: OperationError) -> ProblemError:
+    """The HTTP status that says why an operation was refused: the service knows no HTTP."""
+    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+    return ProblemError(status, str(exc))
 
 
 def problem_response(request: Request, status: int, detail: str | None, *, headers: dict[str, str] | None = None,

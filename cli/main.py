@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
 import orjson
 import typer
 
+from cli.api import api_command, review_app, token_command
 from graph.factory import store_from_url
 from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
@@ -20,7 +21,6 @@ from identity.explain import render_decision
 from identity.features import prepare
 from identity.rules import Rules, RulesError, load_rules
 from streams.batch import read_lines, resolve_lines, write_assignments
-from streams.api.cli import api_command, review_app, token_command
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ def demo(
     assessment_delay: float = typer.Option(1.0, min=0, help="With --flow: the assessment scenario's processing time (s)"),
 ) -> None:
     """Run the embedded stack with three scenarios and a realistic workload; report propagation."""
-    from streams.demo import run_demo, run_flow_demo
+    from devstack.demo import run_demo, run_flow_demo
 
     settings = _settings()
     if flow is None:
@@ -170,8 +170,8 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
 def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
        api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API")) -> None:
     """Run everything on this machine: an embedded broker (unless IDGRAPH_BROKER is set) and a worker."""
+    from devstack.broker import BrokerError, EmbeddedBroker
     from streams.app import run_worker
-    from streams.broker import BrokerError, EmbeddedBroker
 
     settings = _settings()
     broker = None
@@ -199,12 +199,12 @@ def _start_api(settings: Settings, port: int) -> "subprocess.Popen[bytes] | None
     """The profile API beside the worker, with a fresh dev admin token printed once."""
     if port == 0:
         return None
-    from streams.api.auth import issue
+    from api.auth import issue
 
     token, entry = issue(["admin"], "local-admin")
     env = {**os.environ, "IDGRAPH_STORE": settings.store,
            "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
-    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api", "--port", str(port)], env=env)
+    api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env)
     typer.secho(f"Profile API on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:", bold=True)
     typer.echo(f"  {token}")
     return api

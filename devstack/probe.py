@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.app import TOUCHPOINTS_TOPIC
+from identity.topics import TOUCHPOINTS_TOPIC
 
 
 @dataclass(frozen=True, slots=True)

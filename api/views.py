@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.models import ConsentOut, ProfileOut, TimelineEntryOut, TraitOut
 from graph.store import ProfileSnapshot, TimelineEntry
 from identity.events import CONSENT_PURPOSES
 from sinks.subscriptions import Subscription
-from streams.api.models import ConsentOut, ProfileOut, TimelineEntryOut, TraitOut
 
 
 def consent_view(snapshot: ProfileSnapshot) -> dict[str, ConsentOut]:

@@ -1,5 +1,5 @@
 """The profile API: customer data sovereignty and human review over HTTP (docs/api.md)."""
 
-from streams.api.app import create_app
+from api.app import create_app
 
 __all__ = ["create_app"]

@@ -1,0 +1,114 @@
+"""The Kafka admin calls the worker itself makes: create its topics, and ask a broker for its cluster id.
+
+Plain Kafka protocol, whatever answers it (Apache Kafka, or the embedded Tansu broker that
+devstack/broker.py starts on one machine and recognises by the cluster id it was given).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created (anything other than "it already exists")."""
+
+
+def probe_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """Send one Kafka Metadata (v2) request and return the cluster id it reports.
+
+    The id proves *our* process answered: Tansu does not reliably exit when its port
+    is taken (the bind panics in a worker thread), so an answer on the port may come
+    from another broker. Plain sockets rather than aiokafka, so this works from sync
+    code and from inside a running event loop alike.
+    """
+    client_id = b"idgraph-probe"
+    # api_key=3 (Metadata), api_version=2, correlation_id=1, then a null topic array (= all).
+    body = struct.pack(">hhih", 3, 2, 1, len(client_id)) + client_id + struct.pack(">i", -1)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+        return _cluster_id_from_metadata_v2(_recv_exactly(sock, size))
+
+
+def _cluster_id_from_metadata_v2(data: bytes) -> str | None:
+    correlation_id, brokers = struct.unpack_from(">ii", data, 0)
+    if correlation_id != 1 or brokers < 1:
+        return None
+    pos = 8
+    for _ in range(brokers):
+        pos += 4  # node_id
+        pos = _skip_string(data, pos)  # host
+        pos += 4  # port
+        pos = _skip_string(data, pos)  # rack
+    (length,) = struct.unpack_from(">h", data, pos)
+    return None if length < 0 else data[pos + 2 : pos + 2 + length].decode()
+
+
+def _skip_string(data: bytes, pos: int) -> int:
+    length = int(struct.unpack_from(">h", data, pos)[0])
+    return pos + 2 + max(length, 0)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("broker closed the connection mid-response")
+        data += chunk
+    return data
+
+
+async def ensure_topics(
+    bootstrap: str,
+    partitions: Mapping[str, int],
+    *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    replication: int = 1,
+    timeout_ms: int = 10_000,
+) -> dict[str, int]:
+    """Create each topic with its partition count and config; return existing topics whose count differs.
+
+    Explicit creation matters on Tansu because auto-creation picks 4 partitions. A topic an
+    operator created with another count is theirs to keep (ordering is per key either way),
+    so it is reported rather than refused.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        configs = configs or {}
+        wanted = [NewTopic(name, count, replication, topic_configs=dict(configs.get(name, {})))
+                  for name, count in partitions.items()]
+        response = await admin.create_topics(wanted, timeout_ms=timeout_ms)
+        existing = _created_or_existing(response.topic_errors)
+        return await _partition_mismatches(admin, existing, partitions) if existing else {}
+    finally:
+        await admin.close()
+
+
+def _created_or_existing(topic_errors: list[Any]) -> list[str]:
+    """Names that already existed; any other per-topic error is fatal."""
+    existing = []
+    for topic, code, *message in topic_errors:
+        if code == _TOPIC_ALREADY_EXISTS:
+            existing.append(topic)
+        elif code != 0:
+            raise TopicError(f"cannot create topic {topic!r}: error {code} {message}")
+    return existing
+
+
+async def _partition_mismatches(
+    admin: AIOKafkaAdminClient, topics: list[str], partitions: Mapping[str, int]
+) -> dict[str, int]:
+    found = {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
+    return {name: have for name, have in found.items() if have != partitions[name]}

@@ -1,0 +1,1 @@
+"""CI tooling that is not part of the product."""
