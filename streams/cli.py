@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
@@ -25,6 +23,7 @@ from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from sinks.subscriptions import Subscription
+    from streams.up import BrokerKind
 
 T = TypeVar("T")
 
@@ -132,18 +131,30 @@ def demo(
     workdir: Optional[Path] = typer.Option(None, help="Where the store and logs go (default: a new temp dir)"),
     flow: Optional[str] = typer.Option(None, help="Run a reference flow instead: battery-recycling"),
     assessment_delay: float = typer.Option(1.0, min=0, help="With --flow: the assessment scenario's processing time (s)"),
+    broker: str = typer.Option("kafka", help="kafka (Apache Kafka in WORKDIR/kafka) or embedded (in memory), "
+                                             "unless IDGRAPH_BROKER names one"),
 ) -> None:
-    """Run the embedded stack with three scenarios and a realistic workload; report propagation."""
+    """Run a local stack with three scenarios and a realistic workload; report propagation."""
     from streams.demo import run_demo, run_flow_demo
 
     settings = _settings()
+    kind = _broker_kind(broker)
     if flow is None:
-        asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir))
+        asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir,
+                             broker=kind))
     elif flow == "battery-recycling":
         asyncio.run(run_flow_demo(flows=min(customers, 40), rate=min(rate, 10), assessment_delay_s=assessment_delay,
-                                  broker_url=settings.broker, workdir=workdir))
+                                  broker_url=settings.broker, workdir=workdir, broker=kind))
     else:
         raise _fail(f"unknown flow {flow!r}: the reference flow is battery-recycling")
+
+
+def _broker_kind(name: str) -> "BrokerKind":
+    if name == "kafka":
+        return "kafka"
+    if name == "embedded":
+        return "embedded"
+    raise _fail(f"unknown broker {name!r}: use kafka (Apache Kafka, durable) or embedded (in memory)")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -159,55 +170,35 @@ def _settings(**overrides: object) -> Settings:
 def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
     """Run a stream worker against IDGRAPH_BROKER (see streams/settings.py for every IDGRAPH_* variable)."""
     from streams.app import run_worker
+    from streams.ports import Listener, PortTaken, require_free
 
     settings = _settings()
     if settings.broker is None:
-        raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start an embedded broker with a worker")
+        raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start a broker with a worker")
+    try:
+        require_free([Listener("worker metrics", "0.0.0.0", settings.metrics_port, "IDGRAPH_METRICS_PORT")])
+    except PortTaken as exc:
+        raise _fail(str(exc)) from None
     run_worker(settings, loglevel=loglevel)
 
 
 @app.command()
 def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
-       api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API")) -> None:
-    """Run everything on this machine: an embedded broker (unless IDGRAPH_BROKER is set) and a worker."""
-    from streams.app import run_worker
-    from streams.broker import BrokerError, EmbeddedBroker
+       api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API"),
+       broker: str = typer.Option("kafka", help="kafka: Apache Kafka, topics kept under IDGRAPH_DATA_DIR/kafka; "
+                                                "embedded: in memory, lost when it stops (tests)"),
+       kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts")) -> None:
+    """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and a worker."""
+    from streams.broker import BrokerError
+    from streams.ports import PortTaken
+    from streams.up import StackError, UpOptions, run_up
 
-    settings = _settings()
-    broker = None
-    if settings.broker is None:
-        try:
-            broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
-        except BrokerError as exc:
-            raise _fail(str(exc)) from None
-        settings = settings.with_broker(broker.url)
-        typer.secho(f"Embedded broker on {broker.url} (in memory). Produce touchpoints there, e.g.", bold=True)
-        typer.echo(f"  export IDGRAPH_BROKER={broker.url}")
-    api = _start_api(settings, api_port)
-    typer.echo(f"Worker: store {settings.store}; Ctrl-C stops everything.")
+    options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel)
     try:
-        run_worker(settings, loglevel=loglevel)
-    finally:
-        if api is not None:
-            api.terminate()
-            api.wait(10)
-        if broker is not None:
-            broker.stop()
-
-
-def _start_api(settings: Settings, port: int) -> "subprocess.Popen[bytes] | None":
-    """The profile API beside the worker, with a fresh dev admin token printed once."""
-    if port == 0:
-        return None
-    from streams.api.auth import issue
-
-    token, entry = issue(["admin"], "local-admin")
-    env = {**os.environ, "IDGRAPH_STORE": settings.store,
-           "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
-    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api", "--port", str(port)], env=env)
-    typer.secho(f"Profile API on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:", bold=True)
-    typer.echo(f"  {token}")
-    return api
+        code = run_up(_settings(), options, typer.echo)
+    except (PortTaken, BrokerError, StackError) as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
 
 
 def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
