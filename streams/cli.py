@@ -201,6 +201,100 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
     raise typer.Exit(code)
 
 
+def _broker_bootstrap() -> str:
+    settings = _settings()
+    if settings.broker is None:
+        raise _fail("IDGRAPH_BROKER is not set: 'idgraph up' prints the broker's address (kafka://127.0.0.1:9092)")
+    return settings.bootstrap_servers
+
+
+def _input_lines(source: str) -> list[tuple[int, bytes]]:
+    if source == "-":
+        numbered = enumerate(sys.stdin.buffer, start=1)
+        return [(n, line.rstrip(b"\r\n")) for n, line in numbered if line.strip()]
+    path = Path(source)
+    if not path.is_file():
+        raise _fail(f"no such file: {source}")
+    return list(read_lines(path))
+
+
+@app.command()
+def send(
+    source: str = typer.Argument(..., metavar="FILE|-", help="Touchpoint events, one JSON per line; - reads stdin"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Send the valid lines even if some are refused"),
+    rules: Optional[Path] = RulesOption,
+) -> None:
+    """Produce touchpoints to IDGRAPH_BROKER, each keyed by its customer's strongest identifier.
+
+    Every line is checked first: if any is refused, each is named by its line number and
+    nothing is sent (unless --skip-invalid)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streams.app import TOUCHPOINTS_TOPIC
+    from streams.console import check_lines, send_records
+
+    bootstrap = _broker_bootstrap()
+    checked = check_lines(_input_lines(source), _rules(rules))
+    for number, reason in checked.refused:
+        typer.secho(f"line {number} refused: {reason}", err=True, fg=typer.colors.YELLOW)
+    if checked.refused and not skip_invalid:
+        raise _fail(f"{len(checked.refused)} of {len(checked.refused) + len(checked.records)} lines refused; "
+                    "nothing sent (--skip-invalid sends the valid ones)")
+    columns = [TextColumn(f"sending to {TOUCHPOINTS_TOPIC}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("send", total=len(checked.records), rate="-")
+
+        def sent(count: int) -> None:
+            progress.advance(task, count)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
+
+        try:
+            seconds = asyncio.run(send_records(bootstrap, TOUCHPOINTS_TOPIC, checked.records, sent))
+        except Exception as exc:  # noqa: BLE001 - the broker's error, said plainly
+            raise _fail(f"sending to {bootstrap} failed: {exc!r}") from None
+    rate = len(checked.records) / seconds if seconds else 0.0
+    skipped = f"; {len(checked.refused)} refused lines skipped" if checked.refused else ""
+    typer.echo(f"sent {len(checked.records)} events to {TOUCHPOINTS_TOPIC} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
+
+
+@app.command()
+def tail(
+    scenario: str = typer.Argument(..., help="Scenario whose deltas to print (as registered: idgraph subscriptions)"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the topic's first record, not its end"),
+    count: Optional[int] = typer.Option(None, min=1, help="Stop after this many deltas"),
+) -> None:
+    """Print a scenario's deltas as they arrive, one JSON per line (Ctrl-C stops)."""
+    from sinks.subscriptions import parse_subscriptions
+    from streams.console import follow
+
+    documents = _with_store(lambda store: store.subscription_documents())
+    found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
+    if not found:
+        raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
+    if found[0].sink.type == "webhook":
+        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0])}), not to a topic")
+    topic, bootstrap = found[0].topic, _broker_bootstrap()
+
+    async def run() -> None:
+        printed = 0
+        ready = lambda: typer.secho(f"following {topic} on {bootstrap} (Ctrl-C stops)", err=True)  # noqa: E731
+        async for value in follow(bootstrap, topic, from_beginning=from_beginning, on_ready=ready):
+            typer.echo(value.decode("utf-8", "replace"))
+            printed += 1
+            if count is not None and printed >= count:
+                return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
     """Run ``action(store)`` on the configured store, turning store errors into a clean exit."""
     async def run() -> T:
