@@ -1,6 +1,7 @@
 """``idgraph demo``: the whole product on one machine, end to end, in under a minute.
 
-Starts the embedded broker (or uses ``IDGRAPH_BROKER``) and a worker on a fresh embedded
+Starts Apache Kafka in its work directory (the in-memory embedded broker with ``--broker
+embedded``, or uses ``IDGRAPH_BROKER``) and a worker on a fresh embedded
 store, registers three scenario subscriptions, plays a few hundred synthetic customers
 through five scenarios — Chinese and English names, typos, identifiers that force merges,
 a few malformed events — and shows deltas arriving per scenario, then propagation latency,

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 | --- | --- | --- |
-| IDGRAPH_BROKER | (unset) | ``kafka://host:port[,host:port]``; unset means ``idgraph up`` starts an embedded broker |
+| IDGRAPH_BROKER | (unset) | ``kafka://host:port[,host:port]``; unset means ``idgraph up`` starts Apache Kafka (streams/up.py) |
 | IDGRAPH_STORE | sqlite:///data/idgraph.db | graph store URL |
 | IDGRAPH_RULES | bundled rules | resolution rule file (YAML) |
 | IDGRAPH_SUBSCRIPTIONS | (unset) | subscriptions YAML registered at start |
@@ -96,7 +96,7 @@ class Settings(BaseModel):
     @property
     def bootstrap_servers(self) -> str:
         if self.broker is None:
-            raise SettingsError("IDGRAPH_BROKER is not set and no embedded broker was started")
+            raise SettingsError("IDGRAPH_BROKER is not set and no local broker was started")
         return self.broker.removeprefix("kafka://")
 
     def with_broker(self, url: str) -> "Settings":

@@ -123,7 +123,9 @@ class LocalStack:
         self._broker: EmbeddedBroker | ApacheKafka | None = None
         self.workdir = workdir
         self.subscriptions = subscriptions
-        self.worker_env = worker_env or {}
+        # Kafka refuses sessions shorter than its group.min.session.timeout.ms (6 s); the worker's
+        # 2 s suits the embedded broker only.
+        self.worker_env = {**({"IDGRAPH_SESSION_TIMEOUT_S": "6"} if broker == "kafka" else {}), **(worker_env or {})}
         self.worker: WorkerProcess | None = None
 
     @property

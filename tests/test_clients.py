@@ -213,6 +213,14 @@ async def test_send_skip_invalid_sends_the_valid_lines_and_names_the_refused(sta
     assert [r.json()["event_id"] for r in await sent_records(stack, {"k-ok"})] == ["k-ok"]
 
 
+async def test_send_skip_invalid_of_the_shipped_samples_names_their_one_bad_line(stack):
+    # The README's quick start sends this file.
+    done = idgraph(stack, "send", "--skip-invalid", "streams/samples/touchpoints.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert "line 10 refused: invalid_identifier" in done.stderr
+    assert "sent 12 events to touchpoints" in done.stdout
+
+
 async def test_send_reads_events_from_standard_input(stack):
     done = idgraph(stack, "send", "-", stdin=line_of(touchpoint("in-1", {"crm_id": "in-1"})) + b"\n\n")
     assert done.returncode == 0, done.stderr
@@ -230,6 +238,19 @@ async def test_tail_prints_a_scenarios_deltas_as_they_arrive(stack):
         await produce(stack.bootstrap, [touchpoint("t-1", {"crm_id": "t-1"}, {"name": "Deng Hui"})])
         delta = orjson.loads(Lines(tail, tail.stdout).until(lambda line: caused_by(line, "t-1")))
         assert delta["kind"] == "profile.created" and delta["profile"]["traits"] == {"name": "Deng Hui"}
+    finally:
+        tail.terminate()
+        tail.wait(10)
+
+
+async def test_tail_from_the_beginning_prints_earlier_deltas(stack):
+    await produce(stack.bootstrap, [touchpoint("tb-1", {"crm_id": "tb-1"}, {"name": "Yan Bo"})])
+    await delta_for(stack, "tb-1")
+    tail = subprocess.Popen([sys.executable, "-m", "streams.cli", "tail", "service", "--from-beginning"],
+                            env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert tail.stdout is not None
+        Lines(tail, tail.stdout).until(lambda line: caused_by(line, "tb-1"))
     finally:
         tail.terminate()
         tail.wait(10)
