@@ -132,7 +132,10 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run_up(settings: Settings, options: UpOptions, echo: Echo) -> int:
     """Check the ports, start the broker, the API and the worker; stop them in reverse order."""
     require_free(listeners(settings, options))
-    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
+    # A service manager's stop is a Ctrl-C. SIGINT is set explicitly too: a process started in the
+    # background by a shell without job control inherits it ignored, and Python then leaves it so.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     broker = api = None
     try:
         if settings.broker is None:
