@@ -69,7 +69,12 @@ class Up:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.proc.poll() is None:
-            self.stop()
+            try:
+                self.stop()
+            finally:  # a failed stop must not leave the stack running: its children die with it
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
 
 
 def listening(port: int) -> bool:
