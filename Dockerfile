@@ -37,6 +37,6 @@ ENV PATH=/opt/idgraph/bin:$PATH \
 USER idgraph:idgraph
 WORKDIR /var/lib/idgraph
 # Prometheus metrics (IDGRAPH_METRICS_PORT).
-EXPOSE 9100
+EXPOSE 18100
 ENTRYPOINT ["idgraph"]
 CMD ["worker"]

@@ -6,9 +6,10 @@ SYSTEM := $(VENV)/.system-deps
 
 # Debian packages the tests run for real: Prometheus and promtool (metrics, alert rules,
 # dashboard queries), docker-compose (validates docker-compose.yml offline), and a JDK with
-# Maven for Apache Kafka and Neo4j (java/, fetched from Maven Central by `make jars`).
-APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven
-APT_COMMANDS := promtool prometheus docker-compose java mvn
+# Maven for Apache Kafka and Neo4j (java/, fetched from Maven Central by `make jars`), and kcat,
+# the standard command-line Kafka client the README's quick start uses (tests/test_clients.py).
+APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven kcat
+APT_COMMANDS := promtool prometheus docker-compose java mvn kcat
 JARS := java/kafka/target/lib/.built java/neo4j/target/lib/.built
 
 .PHONY: test check test-repeat demo install system-deps jars clean
@@ -19,7 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(SYSTEM):
+# Re-checked when this file changes, so a package added here reaches machines installed before.
+$(SYSTEM): Makefile
 	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
@@ -56,7 +58,8 @@ test-repeat: $(STAMP) $(SYSTEM) $(JARS)
 	for i in $$(seq $(N)); do echo "== run $$i of $(N)"; $(BIN)/python -m pytest -q -p no:cacheprovider || red=$$((red + 1)); done; \
 	echo "== $$red of $(N) runs failed"; [ $$red -eq 0 ]
 
-demo: $(STAMP)
+# The demo runs Apache Kafka from the jars (`idgraph demo --broker embedded` needs none).
+demo: $(STAMP) $(JARS)
 	$(BIN)/idgraph demo
 
 clean:

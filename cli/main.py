@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
@@ -25,6 +23,7 @@ from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from sinks.subscriptions import Subscription
+    from devstack.up import BrokerKind
 
 T = TypeVar("T")
 
@@ -132,18 +131,30 @@ def demo(
     workdir: Optional[Path] = typer.Option(None, help="Where the store and logs go (default: a new temp dir)"),
     flow: Optional[str] = typer.Option(None, help="Run a reference flow instead: battery-recycling"),
     assessment_delay: float = typer.Option(1.0, min=0, help="With --flow: the assessment scenario's processing time (s)"),
+    broker: str = typer.Option("kafka", help="kafka (Apache Kafka in WORKDIR/kafka) or embedded (in memory), "
+                                             "unless IDGRAPH_BROKER names one"),
 ) -> None:
-    """Run the embedded stack with three scenarios and a realistic workload; report propagation."""
+    """Run a local stack with three scenarios and a realistic workload; report propagation."""
     from devstack.demo import run_demo, run_flow_demo
 
     settings = _settings()
+    kind = _broker_kind(broker)
     if flow is None:
-        asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir))
+        asyncio.run(run_demo(customers=customers, events=events, rate=rate, broker_url=settings.broker, workdir=workdir,
+                             broker=kind))
     elif flow == "battery-recycling":
         asyncio.run(run_flow_demo(flows=min(customers, 40), rate=min(rate, 10), assessment_delay_s=assessment_delay,
-                                  broker_url=settings.broker, workdir=workdir))
+                                  broker_url=settings.broker, workdir=workdir, broker=kind))
     else:
         raise _fail(f"unknown flow {flow!r}: the reference flow is battery-recycling")
+
+
+def _broker_kind(name: str) -> "BrokerKind":
+    if name == "kafka":
+        return "kafka"
+    if name == "embedded":
+        return "embedded"
+    raise _fail(f"unknown broker {name!r}: use kafka (Apache Kafka, durable) or embedded (in memory)")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -159,55 +170,129 @@ def _settings(**overrides: object) -> Settings:
 def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
     """Run a stream worker against IDGRAPH_BROKER (see streams/settings.py for every IDGRAPH_* variable)."""
     from streams.app import run_worker
+    from streams.ports import Listener, PortTaken, require_free
 
     settings = _settings()
     if settings.broker is None:
-        raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start an embedded broker with a worker")
+        raise _fail("IDGRAPH_BROKER is not set; use 'idgraph up' to start a broker with a worker")
+    try:
+        require_free([Listener("worker metrics", "0.0.0.0", settings.metrics_port, "IDGRAPH_METRICS_PORT")])
+    except PortTaken as exc:
+        raise _fail(str(exc)) from None
     run_worker(settings, loglevel=loglevel)
 
 
 @app.command()
 def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
-       api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API")) -> None:
-    """Run everything on this machine: an embedded broker (unless IDGRAPH_BROKER is set) and a worker."""
-    from devstack.broker import BrokerError, EmbeddedBroker
-    from streams.app import run_worker
+       api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API"),
+       broker: str = typer.Option("kafka", help="kafka: Apache Kafka, topics kept under IDGRAPH_DATA_DIR/kafka; "
+                                                "embedded: in memory, lost when it stops (tests)"),
+       kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts")) -> None:
+    """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and a worker."""
+    from devstack.broker import BrokerError
+    from streams.ports import PortTaken
+    from devstack.up import StackError, UpOptions, run_up
 
-    settings = _settings()
-    broker = None
-    if settings.broker is None:
-        try:
-            broker = EmbeddedBroker(log_path=settings.data_dir / "broker.log").start()
-        except BrokerError as exc:
-            raise _fail(str(exc)) from None
-        settings = settings.with_broker(broker.url)
-        typer.secho(f"Embedded broker on {broker.url} (in memory). Produce touchpoints there, e.g.", bold=True)
-        typer.echo(f"  export IDGRAPH_BROKER={broker.url}")
-    api = _start_api(settings, api_port)
-    typer.echo(f"Worker: store {settings.store}; Ctrl-C stops everything.")
+    options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel)
     try:
-        run_worker(settings, loglevel=loglevel)
-    finally:
-        if api is not None:
-            api.terminate()
-            api.wait(10)
-        if broker is not None:
-            broker.stop()
+        code = run_up(_settings(), options, typer.echo)
+    except (PortTaken, BrokerError, StackError) as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
 
 
-def _start_api(settings: Settings, port: int) -> "subprocess.Popen[bytes] | None":
-    """The profile API beside the worker, with a fresh dev admin token printed once."""
-    if port == 0:
-        return None
-    from api.auth import issue
+def _broker_bootstrap() -> str:
+    settings = _settings()
+    if settings.broker is None:
+        raise _fail("IDGRAPH_BROKER is not set: 'idgraph up' prints the broker's address (kafka://127.0.0.1:9092)")
+    return settings.bootstrap_servers
 
-    token, entry = issue(["admin"], "local-admin")
-    env = {**os.environ, "IDGRAPH_STORE": settings.store,
-           "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
-    api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env)
-    typer.secho(f"Profile API on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:", bold=True)
-    typer.echo(f"  {token}")
-    return api
+
+def _input_lines(source: str) -> list[tuple[int, bytes]]:
+    if source == "-":
+        numbered = enumerate(sys.stdin.buffer, start=1)
+        return [(n, line.rstrip(b"\r\n")) for n, line in numbered if line.strip()]
+    path = Path(source)
+    if not path.is_file():
+        raise _fail(f"no such file: {source}")
+    return list(read_lines(path))
+
+
+@app.command()
+def send(
+    source: str = typer.Argument(..., metavar="FILE|-", help="Touchpoint events, one JSON per line; - reads stdin"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Send the valid lines even if some are refused"),
+    rules: Optional[Path] = RulesOption,
+) -> None:
+    """Produce touchpoints to IDGRAPH_BROKER, each keyed by its customer's strongest identifier.
+
+    Every line is checked first: if any is refused, each is named by its line number and
+    nothing is sent (unless --skip-invalid)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from identity.topics import TOUCHPOINTS_TOPIC
+    from cli.console import check_lines, send_records
+
+    bootstrap = _broker_bootstrap()
+    checked = check_lines(_input_lines(source), _rules(rules))
+    for number, reason in checked.refused:
+        typer.secho(f"line {number} refused: {reason}", err=True, fg=typer.colors.YELLOW)
+    if checked.refused and not skip_invalid:
+        raise _fail(f"{len(checked.refused)} of {len(checked.refused) + len(checked.records)} lines refused; "
+                    "nothing sent (--skip-invalid sends the valid ones)")
+    columns = [TextColumn(f"sending to {TOUCHPOINTS_TOPIC}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task("send", total=len(checked.records), rate="-")
+
+        def sent(count: int) -> None:
+            progress.advance(task, count)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
+
+        try:
+            seconds = asyncio.run(send_records(bootstrap, TOUCHPOINTS_TOPIC, checked.records, sent))
+        except Exception as exc:  # noqa: BLE001 - the broker's error, said plainly
+            raise _fail(f"sending to {bootstrap} failed: {exc!r}") from None
+    rate = len(checked.records) / seconds if seconds else 0.0
+    skipped = f"; {len(checked.refused)} refused lines skipped" if checked.refused else ""
+    typer.echo(f"sent {len(checked.records)} events to {TOUCHPOINTS_TOPIC} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
+
+
+@app.command()
+def tail(
+    scenario: str = typer.Argument(..., help="Scenario whose deltas to print (as registered: idgraph subscriptions)"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the topic's first record, not its end"),
+    count: Optional[int] = typer.Option(None, min=1, help="Stop after this many deltas"),
+) -> None:
+    """Print a scenario's deltas as they arrive, one JSON per line (Ctrl-C stops)."""
+    from sinks.subscriptions import parse_subscriptions
+    from cli.console import follow
+
+    documents = _with_store(lambda store: store.subscription_documents())
+    found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
+    if not found:
+        raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
+    if found[0].sink.type == "webhook":
+        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0])}), not to a topic")
+    topic, bootstrap = found[0].topic, _broker_bootstrap()
+
+    async def run() -> None:
+        printed = 0
+        ready = lambda: typer.secho(f"following {topic} on {bootstrap} (Ctrl-C stops)", err=True)  # noqa: E731
+        async for value in follow(bootstrap, topic, from_beginning=from_beginning, on_ready=ready):
+            typer.echo(value.decode("utf-8", "replace"))
+            printed += 1
+            if count is not None and printed >= count:
+                return
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:

@@ -1,6 +1,7 @@
 """``idgraph demo``: the whole product on one machine, end to end, in under a minute.
 
-Starts the embedded broker (or uses ``IDGRAPH_BROKER``) and a worker on a fresh embedded
+Starts Apache Kafka in its work directory (the in-memory embedded broker with ``--broker
+embedded``, or uses ``IDGRAPH_BROKER``) and a worker on a fresh embedded
 store, registers three scenario subscriptions, plays a few hundred synthetic customers
 through five scenarios — Chinese and English names, typos, identifiers that force merges,
 a few malformed events — and shows deltas arriving per scenario, then propagation latency,
@@ -25,6 +26,10 @@ from devstack.probe import PropagationProbe, ProbeResult
 from devstack.stack import LocalStack
 from devstack.workload import synthetic_events
 from identity.explain import render_decision
+from devstack.probe import PropagationProbe, ProbeResult
+from devstack.stack import LocalStack
+from devstack.up import BrokerKind
+from devstack.workload import synthetic_events
 
 SUBSCRIPTIONS: list[dict[str, Any]] = [
     {"name": "sales", "kinds": ["profile.created", "profile.updated", "profile.merged"],
@@ -63,6 +68,12 @@ class _Progress:
         typer.echo(f"\r{line}" if self.tty else line, nl=not self.tty)
 
 
+def _broker_text(broker_url: str | None, broker: BrokerKind) -> str:
+    if broker_url:
+        return f"broker {broker_url}"
+    return "Apache Kafka" if broker == "kafka" else "embedded in-memory broker"
+
+
 def _store_summary(path: Path) -> tuple[Counter[str], int, str | None]:
     with sqlite3.connect(path) as db:
         actions = Counter(dict(db.execute("SELECT action, COUNT(*) FROM decisions GROUP BY action")))
@@ -94,11 +105,12 @@ def _report(result: ProbeResult, store: Path) -> None:
         typer.echo(render_decision(orjson.loads(merge)))
 
 
-async def run_demo(*, customers: int, events: int, rate: float, broker_url: str | None, workdir: Path | None) -> ProbeResult:
+async def run_demo(*, customers: int, events: int, rate: float, broker_url: str | None, workdir: Path | None,
+                   broker: BrokerKind = "kafka") -> ProbeResult:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-demo-"))
     workload = [e for _, e in synthetic_events(customers, events, seed=2026)] + _malformed(5)
-    typer.secho(f"Starting the embedded stack in {workdir} ...", bold=True)
-    async with LocalStack(workdir, SUBSCRIPTIONS, broker_url=broker_url) as stack:
+    typer.secho(f"Starting the stack ({_broker_text(broker_url, broker)}) in {workdir} ...", bold=True)
+    async with LocalStack(workdir, SUBSCRIPTIONS, broker_url=broker_url, broker=broker) as stack:
         assert stack.worker is not None
         typer.echo(f"  broker {stack.broker_url}, worker pid {stack.worker.pid}, store {stack.worker.store_path}")
         typer.echo(f"  subscriptions: {', '.join(s['name'] for s in SUBSCRIPTIONS)}")
@@ -115,13 +127,15 @@ async def run_demo(*, customers: int, events: int, rate: float, broker_url: str 
 
 
 async def run_flow_demo(*, flows: int, rate: float, assessment_delay_s: float, broker_url: str | None,
-                        workdir: Path | None) -> None:
+                        workdir: Path | None, broker: BrokerKind = "kafka") -> None:
     """The battery-recycling flow across four scenarios, with a per-hop timeline."""
     from devstack.flows.battery_recycling.driver import FLOW_BUDGET_MS, HOPS, flow_env, make_customers, run_flows, summarise
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="idgraph-flow-"))
-    typer.secho(f"Starting the embedded stack with the battery-recycling scenarios in {workdir} ...", bold=True)
-    async with LocalStack(workdir, [], broker_url=broker_url, worker_env=flow_env(assessment_delay_s)) as stack:
+    typer.secho(f"Starting the stack ({_broker_text(broker_url, broker)}) with the battery-recycling scenarios "
+                f"in {workdir} ...", bold=True)
+    async with LocalStack(workdir, [], broker_url=broker_url, broker=broker,
+                          worker_env=flow_env(assessment_delay_s)) as stack:
         typer.echo(f"  scenarios: site-intake (this demo) -> assessment ({assessment_delay_s:.1f} s) -> quoting -> sales")
         customers = make_customers(flows)
         done = await run_flows(stack.bootstrap, customers, rate, timeout_s=60 + flows / rate,

@@ -1,4 +1,4 @@
-"""A running stack on one machine: a broker (embedded unless one is given) and worker processes.
+"""A running stack on one machine: a broker (embedded, Apache Kafka, or one given) and worker processes.
 
 The demo, the benchmarks and the end-to-end tests all need the same thing — a real broker
 and real ``idgraph worker`` processes that can be killed and restarted — so it lives here once.
@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import yaml
 
 from devstack.broker import EmbeddedBroker
+from devstack.jvm import ApacheKafka
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60, interval_s: float = 0.1,
@@ -109,15 +110,22 @@ class WorkerProcess:
 
 
 class LocalStack:
-    """A broker and one worker, started together and stopped in the right order (worker first)."""
+    """A broker and one worker, started together and stopped in the right order (worker first).
+
+    Without ``broker_url`` it starts its own broker: the in-memory embedded one, or Apache
+    Kafka with its data under ``workdir/kafka`` (``broker="kafka"``, what the demo runs).
+    """
 
     def __init__(self, workdir: Path, subscriptions: list[dict[str, Any]], *, broker_url: str | None = None,
-                 worker_env: dict[str, str] | None = None) -> None:
+                 broker: Literal["embedded", "kafka"] = "embedded", worker_env: dict[str, str] | None = None) -> None:
         self._external = broker_url
-        self._broker: EmbeddedBroker | None = None
+        self._kind = broker
+        self._broker: EmbeddedBroker | ApacheKafka | None = None
         self.workdir = workdir
         self.subscriptions = subscriptions
-        self.worker_env = worker_env or {}
+        # Kafka refuses sessions shorter than its group.min.session.timeout.ms (6 s); the worker's
+        # 2 s suits the embedded broker only.
+        self.worker_env = {**({"IDGRAPH_SESSION_TIMEOUT_S": "6"} if broker == "kafka" else {}), **(worker_env or {})}
         self.worker: WorkerProcess | None = None
 
     @property
@@ -133,7 +141,8 @@ class LocalStack:
 
     async def __aenter__(self) -> "LocalStack":
         if not self._external:
-            self._broker = EmbeddedBroker(log_path=self.workdir / "broker.log").start()
+            self._broker = (ApacheKafka(self.workdir / "kafka") if self._kind == "kafka"
+                            else EmbeddedBroker(log_path=self.workdir / "broker.log")).start()
         try:
             self.worker = await WorkerProcess(self.broker_url, self.workdir, self.subscriptions, self.worker_env).start().ready()
         except BaseException:

@@ -2,12 +2,12 @@
 
 Each worker process owns one :class:`WorkerMetrics` with its own ``CollectorRegistry`` (no
 module-level globals, so tests and several apps in one process never share counters) and
-serves it on its own port, ``IDGRAPH_METRICS_PORT`` (default 9100, 0 disables it).
+serves it on its own port, ``IDGRAPH_METRICS_PORT`` (default 18100, 0 disables it).
 
 Several workers: one endpoint per process, not prometheus-client's multiprocess mode. A
 Faust worker is one process (its consumer thread lives inside it), so there is nothing to
 aggregate across forks; Prometheus scrapes each worker and sums in PromQL. Workers on one
-host need distinct ports; the compose stack runs two replicas, each on 9100 in its own
+host need distinct ports; the compose stack runs two replicas, each on 18100 in its own
 container, found by Prometheus through DNS service discovery (deploy/prometheus/prometheus.yml).
 
 Label values are bounded: actions, kinds and reason classes are fixed sets (anything else

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 | --- | --- | --- |
-| IDGRAPH_BROKER | (unset) | ``kafka://host:port[,host:port]``; unset means ``idgraph up`` starts an embedded broker |
+| IDGRAPH_BROKER | (unset) | ``kafka://host:port[,host:port]``; unset means ``idgraph up`` starts Apache Kafka (devstack/up.py) |
 | IDGRAPH_STORE | sqlite:///data/idgraph.db | graph store URL |
 | IDGRAPH_RULES | bundled rules | resolution rule file (YAML) |
 | IDGRAPH_SUBSCRIPTIONS | (unset) | subscriptions YAML registered at start |
@@ -18,7 +18,7 @@
 | IDGRAPH_POLICY | bundled policy | attribute sovereignty policy (YAML) |
 | IDGRAPH_SCENARIOS | (unset) | ``module:object[,...]`` scenarios to run inside the worker |
 | IDGRAPH_MAX_HOPS | 8 | events caused through more scenario hops are refused (dead-lettered as hop_limit) |
-| IDGRAPH_METRICS_PORT | 9100 | Prometheus ``/metrics`` port of this worker; 0 disables it |
+| IDGRAPH_METRICS_PORT | 18100 | Prometheus ``/metrics`` port of this worker; 0 disables it |
 | IDGRAPH_REPLICATION | 1 | replication factor of the topics the worker creates (3 on a three-broker cluster) |
 """
 
@@ -61,7 +61,7 @@ class Settings(BaseModel):
     policy: Path | None = None
     scenarios: str | None = None
     max_hops: int = Field(default=8, ge=1, le=100)
-    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_port: int = Field(default=18100, ge=0, le=65535)
     replication: int = Field(default=1, ge=1, le=10)
     raw_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
 
@@ -96,7 +96,7 @@ class Settings(BaseModel):
     @property
     def bootstrap_servers(self) -> str:
         if self.broker is None:
-            raise SettingsError("IDGRAPH_BROKER is not set and no embedded broker was started")
+            raise SettingsError("IDGRAPH_BROKER is not set and no local broker was started")
         return self.broker.removeprefix("kafka://")
 
     def with_broker(self, url: str) -> "Settings":

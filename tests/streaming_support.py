@@ -26,12 +26,20 @@ async def produce(bootstrap: str, events: Iterable[bytes | dict[str, Any]], topi
         await producer.stop()
 
 
+def touchpoint(event_id: str, identifiers: dict[str, Any], traits: dict[str, Any] | None = None,
+               minute: int = 0) -> dict[str, Any]:
+    """A valid touchpoint event, as a platform would produce it."""
+    return {"event_id": event_id, "scenario": "sales.crm", "type": "lead_created",
+            "occurred_at": f"2026-03-01T09:{minute:02d}:00+08:00", "identifiers": identifiers, "traits": traits or {}}
+
+
 @dataclass
 class Record:
     topic: str
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    partition: int
 
     def json(self) -> Any:
         return orjson.loads(self.value)
@@ -52,12 +60,12 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, s
         last_new = time.monotonic()
         while time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=200)).values():
-                records += [Record(m.topic, m.key, m.value, list(m.headers or [])) for m in messages]
+                records += [Record(m.topic, m.key, m.value, list(m.headers or []), m.partition) for m in messages]
                 last_new = time.monotonic()
             if expect is not None and len(records) >= expect:
                 # A moment longer, so that an unexpected extra record would be seen too.
                 for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    records += [Record(m.topic, m.key, m.value, list(m.headers or [])) for m in messages]
+                    records += [Record(m.topic, m.key, m.value, list(m.headers or []), m.partition) for m in messages]
                 return records
             if expect is None and time.monotonic() - last_new > settle_s:
                 return records

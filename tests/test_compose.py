@@ -65,7 +65,7 @@ def test_two_workers_run_the_worker_command_against_kafka_and_neo4j(stack):
     assert worker["command"] == ["worker"] and worker["deploy"]["replicas"] == 2
     env = worker["environment"]
     assert (env["IDGRAPH_BROKER"], env["IDGRAPH_STORE"], env["IDGRAPH_METRICS_PORT"]) == (
-        "kafka://kafka:9092", "neo4j://neo4j:7687", "9100")
+        "kafka://kafka:9092", "neo4j://neo4j:7687", "18100")
     assert env["IDGRAPH_NEO4J_PASSWORD"] and env["IDGRAPH_NEO4J_USER"] == "neo4j"
 
 
@@ -131,7 +131,7 @@ def test_promtool_accepts_the_prometheus_config_and_its_rules():
 def test_prometheus_scrapes_every_worker_on_its_metrics_port():
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "idgraph-worker"]
-    assert job["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9100, "refresh_interval": "15s"}]
+    assert job["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 18100, "refresh_interval": "15s"}]
 
 
 def test_grafana_provisions_prometheus_and_the_dashboards_folder():

@@ -162,10 +162,10 @@ def test_generic_value_alert_stays_quiet_on_the_odd_shared_value(tmp_path):
 
 
 def test_worker_down_alert_fires_with_its_summary_and_runbook(tmp_path):
-    series = {f'up{{job="{WORKER_JOB}",instance="w1:9100"}}': "1 1 1 0 0 0 0 0 0"}
-    labels = {"severity": "page", "job": WORKER_JOB, "instance": "w1:9100"}
+    series = {f'up{{job="{WORKER_JOB}",instance="w1:18100"}}': "1 1 1 0 0 0 0 0 0"}
+    labels = {"severity": "page", "job": WORKER_JOB, "instance": "w1:18100"}
     rule = next(r for r in alert_rules() if r["alert"] == "IdgraphWorkerDown")
-    annotations = {**rule["annotations"], "summary": "idgraph worker w1:9100 is down or not scraped"}
+    annotations = {**rule["annotations"], "summary": "idgraph worker w1:18100 is down or not scraped"}
     case = [{"exp_labels": labels, "exp_annotations": annotations}]
     _run_with_annotations(tmp_path, series, case)
 
@@ -185,6 +185,6 @@ def test_worker_down_alert_fires_when_no_worker_is_scraped_at_all(tmp_path):
 
 
 def test_worker_down_alert_stays_quiet_while_workers_are_up(tmp_path):
-    series = {f'up{{job="{WORKER_JOB}",instance="w1:9100"}}': "1x10"}
+    series = {f'up{{job="{WORKER_JOB}",instance="w1:18100"}}': "1x10"}
     run_unit_test(tmp_path, series, "IdgraphWorkerDown", 8, [])
 

@@ -231,11 +231,11 @@ async def test_up_runs_an_embedded_broker_and_a_worker_and_ctrl_c_stops_both(tmp
     subscriptions = tmp_path / "subs.yaml"
     subscriptions.write_text("- {name: service, fields: ['traits.*']}\n")
     env = {k: v for k, v in os.environ.items() if k != "IDGRAPH_BROKER"}
-    # Ports of its own (the defaults 8080 and 9100 may be taken on a shared machine).
+    # Ports of its own (the defaults 8080 and 18100 may be taken on a shared machine).
     env.update(IDGRAPH_STORE=f"sqlite:///{tmp_path / 'g.db'}", IDGRAPH_SUBSCRIPTIONS=str(subscriptions),
                IDGRAPH_DATA_DIR=str(tmp_path), IDGRAPH_SESSION_TIMEOUT_S="2", PYTHONUNBUFFERED="1",
                IDGRAPH_API_PORT=str(free_port()), IDGRAPH_METRICS_PORT="0")
-    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--loglevel", "info"], env=env,
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--broker", "embedded", "--loglevel", "info"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert up.stdout is not None
     first = up.stdout.readline().decode()
