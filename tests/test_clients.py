@@ -215,7 +215,7 @@ async def test_send_skip_invalid_sends_the_valid_lines_and_names_the_refused(sta
 
 async def test_send_skip_invalid_of_the_shipped_samples_names_their_one_bad_line(stack):
     # The README's quick start sends this file.
-    done = idgraph(stack, "send", "--skip-invalid", "streams/samples/touchpoints.jsonl")
+    done = idgraph(stack, "send", "--skip-invalid", "devstack/samples/touchpoints.jsonl")
     assert done.returncode == 0, done.stderr
     assert "line 10 refused: invalid_identifier" in done.stderr
     assert "sent 12 events to touchpoints" in done.stdout
