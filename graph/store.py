@@ -12,13 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Self, Sequence
+from typing import Any, NotRequired, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent
 from identity.plan import ChangeSet
-from identity.model import ProfileState, ResolutionContext
+from identity.model import DecisionRecord, ProfileState, ResolutionContext
 from identity.rules import Rules
 
 
@@ -47,7 +47,7 @@ class Outcome:
     """What resolving one event produced; a redelivered event returns its original outcome."""
 
     event_id: str
-    decision: dict[str, Any]
+    decision: DecisionRecord
     deltas: list[IdentityDelta]
     duplicate: bool = False
     #: The event id was already applied to an event with other content: this one was not applied,
@@ -57,6 +57,61 @@ class Outcome:
     @property
     def profile_id(self) -> str:
         return self.decision["profile_id"]
+
+
+class OpenReview(TypedDict):
+    """A review proposal waiting for a person, as the review queue lists it."""
+
+    id: int
+    event_id: str
+    profile_ids: list[str]
+    reason: str
+    confidence: float
+    created_at: str
+
+
+class ReviewRecord(OpenReview):
+    """A review proposal of any status, with its verdict once a person gave one."""
+
+    status: str
+    decided_at: str | None
+    decided_by: str | None
+    operation_id: str | None
+
+
+class TombstoneRecord(TypedDict):
+    """What is left of an erased customer's id: when, and by which operation."""
+
+    profile_id: str
+    erased_at: str
+    operation_id: str
+
+
+class OperationDocument(TypedDict):
+    """The stored record of an operation by a person, as the API and the profile history show it.
+
+    Every operation has the common fields; each kind adds its own (merge: ``survivor``, ``retired``;
+    split: ``separated``, ``profiles``, ``assignments``; review verdicts: ``review_id``, and
+    ``kept_apart`` on a rejection; erasure: ``identifiers``, ``touchpoints``).
+    """
+
+    operation_id: str
+    kind: str
+    actor: str
+    reason: str
+    at: str
+    profile_ids: list[str]
+    rule_version: str
+    policy_version: str
+    review_id: NotRequired[int | None]
+    survivor: NotRequired[str]
+    retired: NotRequired[list[str]]
+    kept_apart: NotRequired[list[list[str]]]
+    separated: NotRequired[str]
+    profiles: NotRequired[list[str]]
+    assignments: NotRequired[dict[str, str]]
+    identifiers: NotRequired[int]
+    touchpoints: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +161,7 @@ class OperationRecord:
     at: str
     #: Every profile the operation concerns; an erasure later removes records naming it.
     profile_ids: tuple[str, ...]
-    record: dict[str, Any]
+    record: OperationDocument
 
 
 @dataclass(slots=True)
@@ -173,7 +228,7 @@ class StoreTransaction(ABC):
         """Write one event's changes, its decision and its deltas (the outbox)."""
 
     @abstractmethod
-    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+    async def refuse(self, prepared: PreparedEvent, record: DecisionRecord) -> None:
         """Remember that an event was refused (it belongs to an erased customer), keeping none of it
         but its id and the reason, so a redelivery is answered with the same refusal."""
 
@@ -204,10 +259,10 @@ class GraphStore(ABC):
         """The live profile for an id (a merged id answers with its survivor)."""
 
     @abstractmethod
-    async def decision(self, event_id: str) -> dict[str, Any] | None: ...
+    async def decision(self, event_id: str) -> DecisionRecord | None: ...
 
     @abstractmethod
-    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         """Every decision that touched the profile or a profile merged into it, oldest first."""
 
     @abstractmethod
@@ -231,7 +286,7 @@ class GraphStore(ABC):
     async def mark_published(self, delta_ids: list[str]) -> None: ...
 
     @abstractmethod
-    async def open_reviews(self) -> list[dict[str, Any]]: ...
+    async def open_reviews(self) -> list[OpenReview]: ...
 
     @abstractmethod
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
@@ -271,22 +326,22 @@ class GraphStore(ABC):
         personal value of theirs may remain anywhere in the store's files."""
 
     @abstractmethod
-    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+    async def tombstone(self, profile_id: str) -> TombstoneRecord | None:
         """{profile_id, erased_at, operation_id} when the id belonged to an erased customer."""
 
     @abstractmethod
-    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
         """Records of operations by people that concern the profile or one merged into it, oldest first."""
 
     @abstractmethod
-    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
         """Reviews (of one status if given) by id, with their verdicts."""
 
     @abstractmethod
     async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
         """For each key held by some profile, the live profiles holding it, sorted."""
 
-    async def review(self, review_id: int) -> dict[str, Any] | None:
+    async def review(self, review_id: int) -> ReviewRecord | None:
         return next((r for r in await self.reviews() if r["id"] == review_id), None)
 
     async def __aenter__(self) -> Self:

@@ -49,8 +49,8 @@ async def plan_split(family: Family, separate: str, op: OperationRecord, rules: 
     before = profile_view(family.profile)
     deltas = [operation_delta(cause, "profile.split", s, before if s.id == live else {}) for s in
               sorted(states.values(), key=lambda s: s.id != live)]
-    op.record.update(separated=separate, profiles=sorted(states),
-                     assignments={e: p for e, p in assignments.items()})
+    op.record["separated"], op.record["profiles"] = separate, sorted(states)
+    op.record["assignments"] = dict(assignments)
     return OperationWrite(
         op, expected={live: family.profile.version}, profiles=list(states.values()), retired=retired,
         touchpoints={e: p for e, p in assignments.items() if p != live}, regroup_identifiers=True,
