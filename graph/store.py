@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, Self, Sequence, TypedDict
+from typing import Any, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
@@ -233,22 +233,23 @@ class StoreTransaction(ABC):
         but its id and the reason, so a redelivery is answered with the same refusal."""
 
 
-class GraphStore(ABC):
-    """A durable identity graph. Implementations must be safe to reopen after a crash."""
+# The store's roles. Each consumer names the one it uses (the resolver resolves, the API reads,
+# the relay drains the outbox), so what a module may do with the store shows in its signature,
+# and a new role method cannot creep into code that had no business calling it. They are
+# protocols so that a consumer needing two roles can compose them (``class X(A, B, Protocol)``);
+# :class:`GraphStore` composes all of them and is what the stores implement.
 
-    #: Short name for metrics and logs ("sqlite", "neo4j").
-    kind: str
 
-    @abstractmethod
-    async def open(self) -> None:
-        """Connect, and create or migrate the schema."""
-
-    @abstractmethod
-    async def close(self) -> None: ...
+class ResolutionStore(Protocol):
+    """Resolving events: one transaction per batch (see :class:`StoreTransaction`)."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
         """A transaction: committed when the block exits normally, rolled back on error."""
+
+
+class ReadViews(Protocol):
+    """What people and APIs read: profiles, timelines, decisions, reviews."""
 
     @abstractmethod
     async def survivor(self, profile_id: str) -> str | None:
@@ -274,6 +275,32 @@ class GraphStore(ABC):
         """(event_id, live profile id) for every applied event, in arrival order."""
 
     @abstractmethod
+    async def open_reviews(self) -> list[OpenReview]: ...
+
+    @abstractmethod
+    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
+        """Reviews (of one status if given) by id, with their verdicts."""
+
+    async def review(self, review_id: int) -> ReviewRecord | None:
+        return next((r for r in await self.reviews() if r["id"] == review_id), None)
+
+    @abstractmethod
+    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
+        """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+
+    @abstractmethod
+    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """For each key held by some profile, the live profiles holding it, sorted."""
+
+    @abstractmethod
+    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
+        """Records of operations by people that concern the profile or one merged into it, oldest first."""
+
+
+class Outbox(Protocol):
+    """The deltas written with each batch, until the relay has them on the broker."""
+
+    @abstractmethod
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
                                  profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
         """Deltas written but not yet confirmed as published, oldest first.
@@ -285,12 +312,9 @@ class GraphStore(ABC):
     @abstractmethod
     async def mark_published(self, delta_ids: list[str]) -> None: ...
 
-    @abstractmethod
-    async def open_reviews(self) -> list[OpenReview]: ...
 
-    @abstractmethod
-    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
-        """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+class SubscriptionRegistry(Protocol):
+    """Subscriptions as registered, shared by every worker and the API."""
 
     @abstractmethod
     async def subscription_documents(self) -> dict[str, dict[str, Any]]:
@@ -304,7 +328,9 @@ class GraphStore(ABC):
     async def delete_subscription(self, name: str) -> bool:
         """Remove a subscription; False when there was none of that name."""
 
-    # --- operations by people (api/, service/operations.py) -----------------------------
+
+class ProfileOperations(Protocol):
+    """The store side of operations by people (service/operations.py): merge, split, review, erase."""
 
     @property
     @abstractmethod
@@ -327,22 +353,21 @@ class GraphStore(ABC):
 
     @abstractmethod
     async def tombstone(self, profile_id: str) -> TombstoneRecord | None:
-        """{profile_id, erased_at, operation_id} when the id belonged to an erased customer."""
+        """What is left of an erased customer's id, or None when it belonged to none."""
+
+
+class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, ABC):
+    """A durable identity graph in every role. Implementations must be safe to reopen after a crash."""
+
+    #: Short name for metrics and logs ("sqlite", "neo4j").
+    kind: str
 
     @abstractmethod
-    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
-        """Records of operations by people that concern the profile or one merged into it, oldest first."""
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
 
     @abstractmethod
-    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
-        """Reviews (of one status if given) by id, with their verdicts."""
-
-    @abstractmethod
-    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        """For each key held by some profile, the live profiles holding it, sorted."""
-
-    async def review(self, review_id: int) -> ReviewRecord | None:
-        return next((r for r in await self.reviews() if r["id"] == review_id), None)
+    async def close(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Protocol, TypeVar
 
-from graph.store import (ErasureWrite, Family, GraphStore, OperationDocument, OperationRecord, OperationWrite, Outcome,
-                         ReviewRecord, StoreConflict)
+from graph.store import (ErasureWrite, Family, OperationDocument, OperationRecord, OperationWrite, Outcome,
+                         ProfileOperations, ReadViews, ResolutionStore, ReviewRecord, StoreConflict)
 from graph.tombstones import erasure_hashes
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, parse_event
@@ -64,10 +64,15 @@ def customer_traits(policy: Policy) -> list[str]:
     return sorted(name for name, t in policy.traits.items() if first(t.rule, t.owners))
 
 
+class OperationsStore(ResolutionStore, ReadViews, ProfileOperations, Protocol):
+    """The store as operations use it: they read profiles and reviews, write through the
+    operations role, and resolve the customer's own events like any touchpoint."""
+
+
 class Operations:
     """Operations on one store under one rule set and sovereignty policy."""
 
-    def __init__(self, store: GraphStore, rules: Rules, policy: Policy | None = None) -> None:
+    def __init__(self, store: OperationsStore, rules: Rules, policy: Policy | None = None) -> None:
         self.store = store
         self.rules = rules
         self.policy = policy or load_policy()

@@ -20,12 +20,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import orjson
 import structlog
 
-from graph.store import GraphStore, Outcome, StoreUnavailable
+from graph.store import Outbox, Outcome, ResolutionStore, StoreUnavailable
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, FieldError, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
@@ -74,8 +74,12 @@ Record = tuple[str, bytes | None, bytes | None]
 Messages = dict[str, list[Incoming]]
 
 
+class WorkerStore(ResolutionStore, Outbox, Protocol):
+    """The store as the pipeline uses it: it resolves batches and relays their outbox."""
+
+
 class ResolutionPipeline:
-    def __init__(self, store: GraphStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
+    def __init__(self, store: WorkerStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
