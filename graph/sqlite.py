@@ -283,7 +283,8 @@ class SQLiteStore(GraphStore):
         row = self.db.execute("SELECT id, merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
         if row is None:
             return None
-        return row[1] or row[0]
+        live: str = row[1] or row[0]
+        return live
 
     async def profile(self, profile_id: str) -> ProfileSnapshot | None:
         live = await self.survivor(profile_id)
