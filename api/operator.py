@@ -21,7 +21,7 @@ WRITE = documented(400, 401, 403, 404, 409, 422)
 
 
 def _out(result: OperationResult) -> OperationOut:
-    return OperationOut(operation=result.record, deltas=[
+    return OperationOut(operation=dict(result.record), deltas=[
         DeltaSummary(delta_id=d.delta_id, profile_id=d.profile_id, profile_version=d.profile_version, kind=d.kind)
         for d in result.deltas])
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from api.access import allow, api_state, caller, not_found, reach, subscription_of
 from api.auth import Principal
 from identity.features import identifier_key
+from identity.model import DecisionRecord
 from identity.normalize import InvalidIdentifier, normalize_identifier
 from service.operations import OperationError, customer_traits
 from sinks.subscriptions import Subscription
@@ -132,8 +133,8 @@ async def export(profile_id: ProfileId, who: Caller, state: State) -> ExportOut:
     allow(who, "customer", "operator", "admin")
     live = await reach(state, who, profile_id)
     view = await _view(state, live, profile_id)
-    decisions = await state.store.decisions_for(live)
-    operations = await state.store.operations_for(live)
+    decisions: list[dict[str, Any]] = [dict(d) for d in await state.store.decisions_for(live)]
+    operations: list[dict[str, Any]] = [dict(o) for o in await state.store.operations_for(live)]
     if not who.staff:
         own = {live, *view.merged_from}
         decisions = [redact_for_customer(d, own) for d in decisions]
@@ -142,7 +143,7 @@ async def export(profile_id: ProfileId, who: Caller, state: State) -> ExportOut:
                      timeline=timeline_view(await state.store.timeline(live)), decisions=decisions, operations=operations)
 
 
-def _refused(decision: dict[str, Any]) -> list[dict[str, Any]]:
+def _refused(decision: DecisionRecord) -> list[dict[str, Any]]:
     conflicts = (decision.get("evidence") or {}).get("sovereignty", {}).get("conflicts", [])
     return [{"trait": c["trait"], "reason": c["reason"]} for c in conflicts]
 

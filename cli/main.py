@@ -17,6 +17,7 @@ from identity.estimate import estimate
 from identity.events import EventRejected, parse_event
 from identity.explain import render_decision
 from identity.features import prepare
+from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
 from streams.batch import read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
@@ -83,7 +84,7 @@ def explain(
 ) -> None:
     """Show why an event was resolved the way it was."""
 
-    async def fetch() -> dict | None:
+    async def fetch() -> DecisionRecord | None:
         async with store_from_url(store) as graph:
             return await graph.decision(event_id)
 

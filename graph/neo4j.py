@@ -46,20 +46,24 @@ from graph.store import (
     ErasureWrite,
     Family,
     GraphStore,
+    OpenReview,
+    OperationDocument,
     OperationWrite,
     Outcome,
     ProfileSnapshot,
+    ReviewRecord,
     StoreConflict,
     StoreError,
     StoreTransaction,
     StoreUnavailable,
     TimelineEntry,
+    TombstoneRecord,
 )
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
 from identity.features import PreparedEvent, identifiers_by_type, split_key
-from identity.model import ResolutionContext, tombstone_hash
+from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -177,7 +181,7 @@ class Neo4jTransaction(StoreTransaction):
     async def apply(self, prepared: PreparedEvent, changes: ChangeSet) -> None:
         self._overlay.apply(prepared, changes, _now())
 
-    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+    async def refuse(self, prepared: PreparedEvent, record: DecisionRecord) -> None:
         self._overlay.refuse(prepared.event_id, record, _now())
 
     def write_plan(self) -> WritePlan:
@@ -325,11 +329,11 @@ class Neo4jStore(GraphStore):
                                orjson.loads(row["traits"]), list(row["merged_from"]),
                                orjson.loads(row["consent"]) if row.get("consent") else {})
 
-    async def decision(self, event_id: str) -> dict[str, Any] | None:
+    async def decision(self, event_id: str) -> DecisionRecord | None:
         rows = await self._read(cypher.DECISION, event_id=event_id)
         return orjson.loads(rows[0]["record"]) if rows else None
 
-    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         rows = await self._read(cypher.DECISIONS_FOR, profile_id=profile_id)
         return [orjson.loads(r["record"]) for r in rows]
 
@@ -353,9 +357,10 @@ class Neo4jStore(GraphStore):
         if delta_ids:
             await self._write(cypher.MARK_PUBLISHED, delta_ids=list(delta_ids))
 
-    async def open_reviews(self) -> list[dict[str, Any]]:
+    async def open_reviews(self) -> list[OpenReview]:
         rows = await self._read(cypher.OPEN_REVIEWS)
-        return [{**r, "profile_ids": list(r["profile_ids"])} for r in rows]
+        return [OpenReview(id=r["id"], event_id=r["event_id"], profile_ids=list(r["profile_ids"]), reason=r["reason"],
+                           confidence=r["confidence"], created_at=r["created_at"]) for r in rows]
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)
@@ -408,16 +413,20 @@ class Neo4jStore(GraphStore):
             except ConstraintError as exc:
                 raise StoreConflict(f"another writer got there first: {exc.message}") from exc
 
-    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+    async def tombstone(self, profile_id: str) -> TombstoneRecord | None:
         rows = await self._read(cypher.TOMBSTONE, profile_id=profile_id)
-        return rows[0] if rows else None
+        return TombstoneRecord(profile_id=rows[0]["profile_id"], erased_at=rows[0]["erased_at"],
+                               operation_id=rows[0]["operation_id"]) if rows else None
 
-    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
         return [orjson.loads(r["record"]) for r in await self._read(cypher.OPERATIONS_FOR, profile_id=profile_id)]
 
-    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
         rows = await self._read(cypher.REVIEWS, status=status)
-        return [{**r, "profile_ids": list(r["profile_ids"])} for r in rows]
+        return [ReviewRecord(id=r["id"], event_id=r["event_id"], profile_ids=list(r["profile_ids"]), reason=r["reason"],
+                             confidence=r["confidence"], created_at=r["created_at"], status=r["status"],
+                             decided_at=r["decided_at"], decided_by=r["decided_by"], operation_id=r["operation_id"])
+                for r in rows]
 
     async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
         holders: dict[str, list[str]] = {}

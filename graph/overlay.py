@@ -26,7 +26,7 @@ from graph.snapshot import Holders, NeighbourhoodRequest, Snapshot, StoredOutcom
 from graph.sqlite import RECORDS_PER_PROFILE
 from graph.store import Outcome
 from identity.features import PreparedEvent
-from identity.model import MatchRecord, ProfileState, ResolutionContext
+from identity.model import DecisionRecord, MatchRecord, ProfileState, ResolutionContext
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -142,7 +142,7 @@ class BatchOverlay:
         )
         self.events.append(PendingEvent(prepared, changes, now, len(self.events)))
 
-    def refuse(self, event_id: str, record: dict[str, Any], now: str) -> None:
+    def refuse(self, event_id: str, record: DecisionRecord, now: str) -> None:
         """Remember a refused event so a duplicate later in the batch gets the same answer."""
         text = orjson.dumps(record).decode()
         self._outcomes[event_id] = StoredOutcome(text, ())

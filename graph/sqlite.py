@@ -23,18 +23,22 @@ from graph.store import (
     ErasureWrite,
     Family,
     GraphStore,
+    OpenReview,
+    OperationDocument,
     OperationWrite,
     Outcome,
     ProfileSnapshot,
+    ReviewRecord,
     StoreError,
     StoreTransaction,
     StoreUnavailable,
     TimelineEntry,
+    TombstoneRecord,
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent, identifiers_by_type, split_key
-from identity.model import ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
+from identity.model import DecisionRecord, ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -141,7 +145,7 @@ class SQLiteTransaction(StoreTransaction):
         )
         return tuple(ErasedMatch(p, at, via) for p, at, via in rows)
 
-    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+    async def refuse(self, prepared: PreparedEvent, record: DecisionRecord) -> None:
         self._db.execute("INSERT INTO refusals (event_id, record, refused_at) VALUES (?, ?, ?)",
                          (prepared.event_id, orjson.dumps(record), _now()))
 
@@ -279,7 +283,8 @@ class SQLiteStore(GraphStore):
         row = self.db.execute("SELECT id, merged_into FROM profiles WHERE id = ?", (profile_id,)).fetchone()
         if row is None:
             return None
-        return row[1] or row[0]
+        live: str = row[1] or row[0]
+        return live
 
     async def profile(self, profile_id: str) -> ProfileSnapshot | None:
         live = await self.survivor(profile_id)
@@ -294,11 +299,11 @@ class SQLiteStore(GraphStore):
         return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from,
                                orjson.loads(consent))
 
-    async def decision(self, event_id: str) -> dict[str, Any] | None:
+    async def decision(self, event_id: str) -> DecisionRecord | None:
         row = self.db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
         return None if row is None else orjson.loads(row[0])
 
-    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         live = await self.survivor(profile_id) or profile_id
         rows = self.db.execute(
             "SELECT d.record FROM decisions d JOIN touchpoints t ON t.event_id = d.event_id "
@@ -342,15 +347,13 @@ class SQLiteStore(GraphStore):
             chunk = delta_ids[start:start + 500]
             self.db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
 
-    async def open_reviews(self) -> list[dict[str, Any]]:
+    async def open_reviews(self) -> list[OpenReview]:
         rows = self.db.execute(
             "SELECT id, event_id, profile_ids, reason, confidence, created_at FROM reviews "
             "WHERE status = 'open' ORDER BY id"
         )
-        return [
-            {"id": i, "event_id": e, "profile_ids": orjson.loads(p), "reason": r, "confidence": c, "created_at": t}
-            for i, e, p, r, c, t in rows
-        ]
+        return [OpenReview(id=i, event_id=e, profile_ids=orjson.loads(p), reason=r, confidence=c, created_at=t)
+                for i, e, p, r, c, t in rows]
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         return list(self.db.execute(
@@ -402,12 +405,12 @@ class SQLiteStore(GraphStore):
             operations.erase(db, write)
         operations.compact(self.db)
 
-    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
+    async def tombstone(self, profile_id: str) -> TombstoneRecord | None:
         row = self.db.execute("SELECT profile_id, erased_at, operation_id FROM tombstones WHERE profile_id = ?",
                               (profile_id,)).fetchone()
-        return None if row is None else dict(zip(("profile_id", "erased_at", "operation_id"), row))
+        return None if row is None else TombstoneRecord(profile_id=row[0], erased_at=row[1], operation_id=row[2])
 
-    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
         live = await self.survivor(profile_id) or profile_id
         family = [live, *(r for (r,) in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,)))]
         rows = self.db.execute(
@@ -417,14 +420,14 @@ class SQLiteStore(GraphStore):
         )
         return [orjson.loads(record) for _, record in rows]
 
-    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         rows = self.db.execute(
             "SELECT id, event_id, profile_ids, reason, confidence, created_at, status, decided_at, decided_by, "
             f"operation_id FROM reviews {where} ORDER BY id", args)
-        names = ("id", "event_id", "profile_ids", "reason", "confidence", "created_at", "status", "decided_at",
-                 "decided_by", "operation_id")
-        return [{**dict(zip(names, row)), "profile_ids": orjson.loads(row[2])} for row in rows]
+        return [ReviewRecord(id=i, event_id=e, profile_ids=orjson.loads(p), reason=r, confidence=c, created_at=t,
+                             status=s, decided_at=da, decided_by=db, operation_id=o)
+                for i, e, p, r, c, t, s, da, db, o in rows]
 
     async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
         if not keys:

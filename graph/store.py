@@ -12,13 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Self, Sequence
+from typing import Any, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
 from identity.features import PreparedEvent
 from identity.plan import ChangeSet
-from identity.model import ProfileState, ResolutionContext
+from identity.model import DecisionRecord, ProfileState, ResolutionContext
 from identity.rules import Rules
 
 
@@ -47,7 +47,7 @@ class Outcome:
     """What resolving one event produced; a redelivered event returns its original outcome."""
 
     event_id: str
-    decision: dict[str, Any]
+    decision: DecisionRecord
     deltas: list[IdentityDelta]
     duplicate: bool = False
     #: The event id was already applied to an event with other content: this one was not applied,
@@ -57,6 +57,61 @@ class Outcome:
     @property
     def profile_id(self) -> str:
         return self.decision["profile_id"]
+
+
+class OpenReview(TypedDict):
+    """A review proposal waiting for a person, as the review queue lists it."""
+
+    id: int
+    event_id: str
+    profile_ids: list[str]
+    reason: str
+    confidence: float
+    created_at: str
+
+
+class ReviewRecord(OpenReview):
+    """A review proposal of any status, with its verdict once a person gave one."""
+
+    status: str
+    decided_at: str | None
+    decided_by: str | None
+    operation_id: str | None
+
+
+class TombstoneRecord(TypedDict):
+    """What is left of an erased customer's id: when, and by which operation."""
+
+    profile_id: str
+    erased_at: str
+    operation_id: str
+
+
+class OperationDocument(TypedDict):
+    """The stored record of an operation by a person, as the API and the profile history show it.
+
+    Every operation has the common fields; each kind adds its own (merge: ``survivor``, ``retired``;
+    split: ``separated``, ``profiles``, ``assignments``; review verdicts: ``review_id``, and
+    ``kept_apart`` on a rejection; erasure: ``identifiers``, ``touchpoints``).
+    """
+
+    operation_id: str
+    kind: str
+    actor: str
+    reason: str
+    at: str
+    profile_ids: list[str]
+    rule_version: str
+    policy_version: str
+    review_id: NotRequired[int | None]
+    survivor: NotRequired[str]
+    retired: NotRequired[list[str]]
+    kept_apart: NotRequired[list[list[str]]]
+    separated: NotRequired[str]
+    profiles: NotRequired[list[str]]
+    assignments: NotRequired[dict[str, str]]
+    identifiers: NotRequired[int]
+    touchpoints: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +161,7 @@ class OperationRecord:
     at: str
     #: Every profile the operation concerns; an erasure later removes records naming it.
     profile_ids: tuple[str, ...]
-    record: dict[str, Any]
+    record: OperationDocument
 
 
 @dataclass(slots=True)
@@ -173,27 +228,28 @@ class StoreTransaction(ABC):
         """Write one event's changes, its decision and its deltas (the outbox)."""
 
     @abstractmethod
-    async def refuse(self, prepared: PreparedEvent, record: dict[str, Any]) -> None:
+    async def refuse(self, prepared: PreparedEvent, record: DecisionRecord) -> None:
         """Remember that an event was refused (it belongs to an erased customer), keeping none of it
         but its id and the reason, so a redelivery is answered with the same refusal."""
 
 
-class GraphStore(ABC):
-    """A durable identity graph. Implementations must be safe to reopen after a crash."""
+# The store's roles. Each consumer names the one it uses (the resolver resolves, the API reads,
+# the relay drains the outbox), so what a module may do with the store shows in its signature,
+# and a new role method cannot creep into code that had no business calling it. They are
+# protocols so that a consumer needing two roles can compose them (``class X(A, B, Protocol)``);
+# :class:`GraphStore` composes all of them and is what the stores implement.
 
-    #: Short name for metrics and logs ("sqlite", "neo4j").
-    kind: str
 
-    @abstractmethod
-    async def open(self) -> None:
-        """Connect, and create or migrate the schema."""
-
-    @abstractmethod
-    async def close(self) -> None: ...
+class ResolutionStore(Protocol):
+    """Resolving events: one transaction per batch (see :class:`StoreTransaction`)."""
 
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
         """A transaction: committed when the block exits normally, rolled back on error."""
+
+
+class ReadViews(Protocol):
+    """What people and APIs read: profiles, timelines, decisions, reviews."""
 
     @abstractmethod
     async def survivor(self, profile_id: str) -> str | None:
@@ -204,10 +260,10 @@ class GraphStore(ABC):
         """The live profile for an id (a merged id answers with its survivor)."""
 
     @abstractmethod
-    async def decision(self, event_id: str) -> dict[str, Any] | None: ...
+    async def decision(self, event_id: str) -> DecisionRecord | None: ...
 
     @abstractmethod
-    async def decisions_for(self, profile_id: str) -> list[dict[str, Any]]:
+    async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         """Every decision that touched the profile or a profile merged into it, oldest first."""
 
     @abstractmethod
@@ -217,6 +273,32 @@ class GraphStore(ABC):
     @abstractmethod
     async def assignments(self) -> list[tuple[str, str]]:
         """(event_id, live profile id) for every applied event, in arrival order."""
+
+    @abstractmethod
+    async def open_reviews(self) -> list[OpenReview]: ...
+
+    @abstractmethod
+    async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
+        """Reviews (of one status if given) by id, with their verdicts."""
+
+    async def review(self, review_id: int) -> ReviewRecord | None:
+        return next((r for r in await self.reviews() if r["id"] == review_id), None)
+
+    @abstractmethod
+    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
+        """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+
+    @abstractmethod
+    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """For each key held by some profile, the live profiles holding it, sorted."""
+
+    @abstractmethod
+    async def operations_for(self, profile_id: str) -> list[OperationDocument]:
+        """Records of operations by people that concern the profile or one merged into it, oldest first."""
+
+
+class Outbox(Protocol):
+    """The deltas written with each batch, until the relay has them on the broker."""
 
     @abstractmethod
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
@@ -230,12 +312,9 @@ class GraphStore(ABC):
     @abstractmethod
     async def mark_published(self, delta_ids: list[str]) -> None: ...
 
-    @abstractmethod
-    async def open_reviews(self) -> list[dict[str, Any]]: ...
 
-    @abstractmethod
-    async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
-        """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
+class SubscriptionRegistry(Protocol):
+    """Subscriptions as registered, shared by every worker and the API."""
 
     @abstractmethod
     async def subscription_documents(self) -> dict[str, dict[str, Any]]:
@@ -249,7 +328,9 @@ class GraphStore(ABC):
     async def delete_subscription(self, name: str) -> bool:
         """Remove a subscription; False when there was none of that name."""
 
-    # --- operations by people (api/, service/operations.py) -----------------------------
+
+class ProfileOperations(Protocol):
+    """The store side of operations by people (service/operations.py): merge, split, review, erase."""
 
     @property
     @abstractmethod
@@ -271,23 +352,22 @@ class GraphStore(ABC):
         personal value of theirs may remain anywhere in the store's files."""
 
     @abstractmethod
-    async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
-        """{profile_id, erased_at, operation_id} when the id belonged to an erased customer."""
+    async def tombstone(self, profile_id: str) -> TombstoneRecord | None:
+        """What is left of an erased customer's id, or None when it belonged to none."""
+
+
+class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, ABC):
+    """A durable identity graph in every role. Implementations must be safe to reopen after a crash."""
+
+    #: Short name for metrics and logs ("sqlite", "neo4j").
+    kind: str
 
     @abstractmethod
-    async def operations_for(self, profile_id: str) -> list[dict[str, Any]]:
-        """Records of operations by people that concern the profile or one merged into it, oldest first."""
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
 
     @abstractmethod
-    async def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Reviews (of one status if given) by id, with their verdicts."""
-
-    @abstractmethod
-    async def identifier_holders(self, keys: Sequence[str]) -> dict[str, list[str]]:
-        """For each key held by some profile, the live profiles holding it, sorted."""
-
-    async def review(self, review_id: int) -> dict[str, Any] | None:
-        return next((r for r in await self.reviews() if r["id"] == review_id), None)
+    async def close(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -27,7 +27,8 @@ class _Candidate:
     conflicts: tuple[str, ...]  # identifier types whose limit the event would exceed
 
 
-def _classify_identifiers(prepared: PreparedEvent, ctx: ResolutionContext, rules: Rules):
+def _classify_identifiers(prepared: PreparedEvent, ctx: ResolutionContext,
+                          rules: Rules) -> tuple[list[str], list[dict[str, object]], list[Protection]]:
     """Split the event's keys into evidence and report generic values."""
     generic_after = rules.identifiers.generic_after_profiles
     evidence: list[dict[str, object]] = []

@@ -63,7 +63,7 @@ def _clamp(p: float) -> float:
     return min(1 - _EPSILON, max(_EPSILON, p))
 
 
-def _expectation(patterns: Counter[Pattern], m: list[list[float]], u: list[list[float]], prior: float):
+def _expectation(patterns: Counter[Pattern], m: list[list[float]], u: list[list[float]], prior: float) -> dict[Pattern, float]:
     """Posterior match probability of each pattern under the current parameters."""
     posteriors: dict[Pattern, float] = {}
     for pattern in patterns:
@@ -76,7 +76,8 @@ def _expectation(patterns: Counter[Pattern], m: list[list[float]], u: list[list[
     return posteriors
 
 
-def _maximisation(patterns: Counter[Pattern], posteriors: dict[Pattern, float], width: list[int]):
+def _maximisation(patterns: Counter[Pattern], posteriors: dict[Pattern, float],
+                  width: list[int]) -> tuple[list[list[float]], list[list[float]], float]:
     m = [[_EPSILON] * n for n in width]
     u = [[_EPSILON] * n for n in width]
     for pattern, count in patterns.items():
@@ -85,7 +86,8 @@ def _maximisation(patterns: Counter[Pattern], posteriors: dict[Pattern, float], 
             if level is not None:
                 m[i][level] += g * count
                 u[i][level] += (1 - g) * count
-    normalise = lambda row: [_clamp(x / sum(row)) for x in row]  # noqa: E731
+    def normalise(row: list[float]) -> list[float]:
+        return [_clamp(x / sum(row)) for x in row]
     total = sum(patterns.values())
     prior = _clamp(sum(posteriors[p] * c for p, c in patterns.items()) / total)
     return [normalise(r) for r in m], [normalise(r) for r in u], prior

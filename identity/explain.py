@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from identity.model import DecisionRecord
+
 _ACTION_TEXT = {
     "create": "created a new profile",
     "link": "linked to an existing profile",
@@ -33,7 +35,7 @@ def _candidate_lines(candidates: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_decision(record: dict[str, Any]) -> str:
+def render_decision(record: DecisionRecord) -> str:
     action = record["action"]
     lines = [
         f"Event {record['event_id']}: {_ACTION_TEXT.get(action, action)} -> {record['profile_id']}",
@@ -43,8 +45,8 @@ def render_decision(record: dict[str, Any]) -> str:
         lines.append(f"Merged into it: {', '.join(record['merged_from'])}")
     for p in record.get("protections", []):
         lines.append(f"Protection ({p['kind']}): {p['detail']}")
-    if record.get("review"):
-        review = record["review"]
+    review = record.get("review")
+    if review:
         lines.append(f"Review proposed for {', '.join(review['profile_ids'])}: {review['reason']}")
     evidence = record.get("evidence", {})
     lines += _identifier_lines(evidence.get("identifiers", []))

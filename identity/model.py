@@ -9,12 +9,49 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from identity.features import Features, split_key
 
 Action = Literal["create", "link", "merge", "review"]
 ProtectionKind = Literal["limit", "generic_value", "conflicting_id", "kept_apart"]
+
+
+class ProtectionRecord(TypedDict):
+    kind: ProtectionKind
+    detail: str
+    identifier_type: str | None
+
+
+class ReviewProposalRecord(TypedDict):
+    profile_ids: list[str]
+    reason: str
+    confidence: float
+
+
+class _DecisionExtras(TypedDict, total=False):
+    #: Masked keys not attached (see :attr:`Decision.withheld_keys`); absent when there were none.
+    withheld_identifiers: list[str]
+    #: Absent from refusals and from decisions recorded before digests existed.
+    event_digest: str
+
+
+class DecisionRecord(_DecisionExtras):
+    """A decision as stored and shown (API, CLI, outcomes): the JSON shape of :meth:`Decision.as_dict`.
+
+    A TypedDict rather than a class so that the stored JSON and what users see stay exactly this
+    document; ``action`` is ``"refused"`` for an erased customer's event (:func:`identity.plan.plan_refusal`).
+    """
+
+    event_id: str
+    action: Action | Literal["refused"]
+    profile_id: str
+    merged_from: list[str]
+    confidence: float
+    rule_version: str
+    evidence: dict[str, Any]
+    protections: list[ProtectionRecord]
+    review: ReviewProposalRecord | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +184,13 @@ class Decision:
     #: The event's content fingerprint (:meth:`TouchpointEvent.digest`).
     event_digest: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        withheld = {"withheld_identifiers": [mask_identifier(k) for k in self.withheld_keys]} if self.withheld_keys else {}
-        digest = {"event_digest": self.event_digest} if self.event_digest else {}
-        return {**withheld, **digest,
+    def as_dict(self) -> DecisionRecord:
+        extras: _DecisionExtras = {}
+        if self.withheld_keys:
+            extras["withheld_identifiers"] = [mask_identifier(k) for k in self.withheld_keys]
+        if self.event_digest:
+            extras["event_digest"] = self.event_digest
+        return {**extras,
             "event_id": self.event_id,
             "action": self.action,
             "profile_id": self.profile_id,

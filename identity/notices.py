@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from identity.deltas import DeltaTimes
 from identity.events import Causation
 from identity.features import PreparedEvent, identifiers_by_type
+from identity.model import DecisionRecord
 
 NOTICE_KIND: Final = "touchpoint"
 
@@ -45,7 +46,7 @@ class TouchpointNotice(BaseModel):
         return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
-def notice_for(prepared: PreparedEvent, decision: dict[str, Any], *, ingested_at: str | None, resolved_at: str) -> TouchpointNotice:
+def notice_for(prepared: PreparedEvent, decision: DecisionRecord, *, ingested_at: str | None, resolved_at: str) -> TouchpointNotice:
     """The notice of one resolved touchpoint (a redelivered event gets the same notice again)."""
     event = prepared.event
     return TouchpointNotice(

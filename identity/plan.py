@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from identity.deltas import Cause, DeltaKind, DeltaTimes, FieldChange, IdentityDelta
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, identifier_key, identifiers_by_type
-from identity.model import ConsentValue, Decision, ErasedMatch, MatchRecord, ProfileState, TraitValue, stable_id
+from identity.model import ConsentValue, Decision, DecisionRecord, ErasedMatch, MatchRecord, ProfileState, TraitValue, stable_id
 from identity.policy import Policy
 
 
@@ -185,7 +185,7 @@ def _delta(prepared: PreparedEvent, decision: Decision, target: ProfileState, ki
 
 # --- refusals: events of erased customers ------------------------------------------------
 
-def plan_refusal(prepared: PreparedEvent, erased: Iterable[ErasedMatch], rule_version: str) -> dict[str, Any] | None:
+def plan_refusal(prepared: PreparedEvent, erased: Iterable[ErasedMatch], rule_version: str) -> DecisionRecord | None:
     """The decision record refusing an event that would bring an erased customer back, or None.
 
     An event is refused when it is a redelivery of one of the erased touchpoints, when it names

@@ -14,9 +14,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Protocol, TypeVar
 
-from graph.store import ErasureWrite, Family, GraphStore, OperationRecord, OperationWrite, Outcome, StoreConflict
+from graph.store import (ErasureWrite, Family, OperationDocument, OperationRecord, OperationWrite, Outcome,
+                         ProfileOperations, ReadViews, ResolutionStore, ReviewRecord, StoreConflict)
 from graph.tombstones import erasure_hashes
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, parse_event
@@ -47,7 +48,8 @@ class Conflict(OperationError):
 
 @dataclass(frozen=True, slots=True)
 class OperationResult:
-    record: dict[str, Any]
+    #: The operation's record; an erasure of an id already erased answers with its tombstone instead.
+    record: Mapping[str, Any]
     deltas: list[IdentityDelta]
 
 
@@ -62,10 +64,15 @@ def customer_traits(policy: Policy) -> list[str]:
     return sorted(name for name, t in policy.traits.items() if first(t.rule, t.owners))
 
 
+class OperationsStore(ResolutionStore, ReadViews, ProfileOperations, Protocol):
+    """The store as operations use it: they read profiles and reviews, write through the
+    operations role, and resolve the customer's own events like any touchpoint."""
+
+
 class Operations:
     """Operations on one store under one rule set and sovereignty policy."""
 
-    def __init__(self, store: GraphStore, rules: Rules, policy: Policy | None = None) -> None:
+    def __init__(self, store: OperationsStore, rules: Rules, policy: Policy | None = None) -> None:
         self.store = store
         self.rules = rules
         self.policy = policy or load_policy()
@@ -125,8 +132,8 @@ class Operations:
         if len(families) < 2 and review_id is None:
             raise Conflict(f"{', '.join(ids)} are already one profile")
         op = self._record("review.approve" if review_id is not None else "merge", actor, reason,
-                          sorted({*families, *(r for f in families.values() for r in f.retired)}),
-                          review_id=review_id)
+                          sorted({*families, *(r for f in families.values() for r in f.retired)}))
+        op.record["review_id"] = review_id
         review = None if review_id is None else (review_id, "approved")
         if len(families) < 2:
             write = OperationWrite(op, expected={}, review=review)
@@ -142,7 +149,7 @@ class Operations:
             for key, (first_seen, source) in family.identifier_sources.items():
                 if key not in sources or first_seen < sources[key][0]:
                     sources[key] = (first_seen, source)
-        op.record.update(survivor=target.id, retired=losers)
+        op.record["survivor"], op.record["retired"] = target.id, losers
         write = OperationWrite(
             op, expected={f.profile.id: f.profile.version for f in families.values()}, profiles=[target],
             retired={r: target.id for f in families.values() for r in (*f.retired, f.profile.id) if r != target.id},
@@ -152,9 +159,10 @@ class Operations:
         await self.store.apply_operation(write)
         return OperationResult(op.record, [delta])
 
-    async def _reject(self, review: dict[str, Any], actor: str, reason: str) -> OperationResult:
+    async def _reject(self, review: ReviewRecord, actor: str, reason: str) -> OperationResult:
         live = sorted({await self._live(p) for p in review["profile_ids"]})
-        op = self._record("review.reject", actor, reason, live, review_id=review["id"])
+        op = self._record("review.reject", actor, reason, live)
+        op.record["review_id"] = review["id"]
         pairs = list(combinations(live, 2))  # live is sorted, so each pair is too
         op.record["kept_apart"] = [list(p) for p in pairs]
         await self.store.apply_operation(OperationWrite(op, expected={}, kept_apart=pairs,
@@ -180,7 +188,7 @@ class Operations:
         ids = [live, *family.retired]
         # No free-text reason: whatever a person types about the customer would outlive them here.
         op = self._record("erase", actor, f"erasure requested by the {requested_by}", ids)
-        op.record.update(identifiers=len(family.profile.identifiers), touchpoints=len(family.touchpoints))
+        op.record["identifiers"], op.record["touchpoints"] = len(family.profile.identifiers), len(family.touchpoints)
         keys = set(family.profile.identifiers)
         for _, document in family.touchpoints:
             try:
@@ -196,12 +204,13 @@ class Operations:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _record(self, kind: str, actor: str, reason: str, profile_ids: list[str], **extra: Any) -> OperationRecord:
+    def _record(self, kind: str, actor: str, reason: str, profile_ids: list[str]) -> OperationRecord:
+        """The common part of an operation's record; each operation then adds the fields of its kind."""
         at = _now()
         op_id = stable_id("op", kind, actor, at, uuid.uuid4().hex)
-        record = {"operation_id": op_id, "kind": kind, "actor": actor, "reason": reason, "at": at,
-                  "profile_ids": list(profile_ids), "rule_version": self.rules.version,
-                  "policy_version": self.policy.version, **extra}
+        record = OperationDocument(operation_id=op_id, kind=kind, actor=actor, reason=reason, at=at,
+                                   profile_ids=list(profile_ids), rule_version=self.rules.version,
+                                   policy_version=self.policy.version)
         return OperationRecord(op_id, kind, actor, at, tuple(profile_ids), record)
 
     async def _live(self, profile_id: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
-from graph.store import GraphStore, Outcome, StoreConflict
+from graph.store import Outcome, ResolutionStore, StoreConflict
 from identity.decide import decide
 from identity.features import PreparedEvent
 from identity.plan import plan_changes, plan_refusal
@@ -33,7 +33,7 @@ CONFLICT_PAUSE_S = 0.02
 
 
 class Resolver:
-    def __init__(self, store: GraphStore, rules: Rules, *, policy: Policy | None = None,
+    def __init__(self, store: ResolutionStore, rules: Rules, *, policy: Policy | None = None,
                  attempts: int = CONFLICT_ATTEMPTS) -> None:
         self.store = store
         self.rules = rules

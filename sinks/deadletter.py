@@ -8,11 +8,15 @@ Connect convention of keeping the reason beside the record rather than wrapping 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import orjson
+
+from identity.topics import DEAD_LETTER_TOPIC
+from sinks.publisher import Publisher
 
 H_REASON_CLASS = "idgraph.reason_class"  # empty | not_json | schema | oversized | invalid_identifier | hop_limit | id_conflict | internal_error | delivery_failed
 H_ERRORS = "idgraph.errors"  # JSON list of {"path", "reason"}
@@ -50,3 +54,13 @@ class DeadLetter:
             source=orjson.loads(found[H_SOURCE]),
             failed_at=found[H_FAILED_AT].decode(),
         )
+
+
+async def write_dead_letters(publish: Publisher, letters: Iterable[DeadLetter]) -> None:
+    """Publish dead letters to the dead-letter topic and wait until the broker has them all.
+
+    All are enqueued before any acknowledgement is awaited, so a batch of them costs one round
+    trip; a failed publish raises, since a dead letter that was not written would be lost.
+    """
+    acks = [await publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()) for letter in letters]
+    await asyncio.gather(*acks)

@@ -19,8 +19,7 @@ import structlog
 
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
-from identity.topics import DEAD_LETTER_TOPIC
-from sinks.deadletter import DeadLetter
+from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
 from sinks.webhook import WebhookSender
@@ -181,4 +180,4 @@ class Router:
         source = {"subscription": subscription.name, "sink": "webhook", "attempts": attempts, "delta_id": body.get("delta_id")}
         letter = DeadLetter.build(orjson.dumps(body), "delivery_failed", [{"path": "", "reason": reason}], source)
         log.warning("delivery dead-lettered", subscription=subscription.name, delta_id=body.get("delta_id"), reason=reason)
-        await (await self._publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))
+        await write_dead_letters(self._publish, [letter])

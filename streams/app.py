@@ -29,7 +29,7 @@ from identity.notices import TouchpointNotice
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
-from sinks.deadletter import DeadLetter
+from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
 from streams import topics
@@ -163,7 +163,7 @@ class IdgraphApp(faust.App):
         source = {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset}
         letter = DeadLetter.build(event.value, reason_class, [{"path": "", "reason": reason}], source)
         self.metrics.observe_dead_letter(reason_class)
-        await (await self.publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))
+        await write_dead_letters(self.publish, [letter])
 
     async def refresh_subscriptions(self) -> list[Subscription]:
         """Adopt the registry's subscriptions, creating their topics before anything is routed there."""

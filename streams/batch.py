@@ -10,7 +10,7 @@ from typing import IO, Iterable, Iterator
 
 import orjson
 
-from graph.store import GraphStore
+from graph.store import ReadViews, ResolutionStore
 from identity.events import EventRejected, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
 from identity.rules import Rules
@@ -42,7 +42,7 @@ def _reject(rejects: IO[bytes] | None, number: int, line: bytes, error: EventRej
 
 async def resolve_lines(
     lines: Iterable[tuple[int, bytes]],
-    store: GraphStore,
+    store: ResolutionStore,
     rules: Rules,
     *,
     batch_size: int = 200,
@@ -87,7 +87,7 @@ async def resolve_lines(
     return report
 
 
-async def write_assignments(store: GraphStore, event_ids: list[str], output: IO[str]) -> None:
+async def write_assignments(store: ReadViews, event_ids: list[str], output: IO[str]) -> None:
     """``event_id,profile_id`` for each event, with the profile it belongs to now (after later merges).
 
     The profile id is empty for an event that belongs to no profile: one refused because its

@@ -20,21 +20,21 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import orjson
 import structlog
 
-from graph.store import GraphStore, Outcome, StoreUnavailable
+from graph.store import Outbox, Outcome, ResolutionStore, StoreUnavailable
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, FieldError, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
 from identity.notices import notice_for
 from identity.policy import Policy
 from identity.rules import Rules
-from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC
+from identity.topics import DELTAS_TOPIC, NOTICES_TOPIC
 from service.resolver import Resolver
-from sinks.deadletter import DeadLetter
+from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
 from streams.logging import log_batch
 from streams.metrics import WorkerMetrics
@@ -74,8 +74,12 @@ Record = tuple[str, bytes | None, bytes | None]
 Messages = dict[str, list[Incoming]]
 
 
+class WorkerStore(ResolutionStore, Outbox, Protocol):
+    """The store as the pipeline uses it: it resolves batches and relays their outbox."""
+
+
 class ResolutionPipeline:
-    def __init__(self, store: GraphStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
+    def __init__(self, store: WorkerStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
@@ -118,7 +122,7 @@ class ResolutionPipeline:
         started = time.perf_counter()
         try:
             accepted, messages = self._accept_all(batch, result)
-            await self._dead_letter(result.rejected)
+            await write_dead_letters(self._publish, result.rejected)
             earlier: set[asyncio.Task[BatchResult]] = set()
             store_seconds = None
             if accepted:
@@ -127,7 +131,7 @@ class ResolutionPipeline:
                     result.outcomes = await self._resolve(accepted, messages, result)
                     store_seconds = time.perf_counter() - store_started
                     result.published, earlier = await self._unpublished(result.outcomes)
-                await self._dead_letter(self._refuse_reused_ids(result, messages))
+                await write_dead_letters(self._publish, self._refuse_reused_ids(result, messages))
             types = {p.event_id: p.event.type for p in accepted}
             wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
             records = [r for d in result.published for r in self._delta_records(d)] + self._notice_records(accepted, wanted)
@@ -279,7 +283,7 @@ class ResolutionPipeline:
                 letter = DeadLetter.build(message.value or b"", "internal_error",
                                           [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}], message.source)
                 log.error("event failed in resolution", event_id=prepared.event_id, error=repr(exc))
-                await self._dead_letter([letter])
+                await write_dead_letters(self._publish, [letter])
                 result.rejected.append(letter)
         return outcomes
 
@@ -307,10 +311,6 @@ class ResolutionPipeline:
             result.outcomes = [o for o in result.outcomes if not o.id_reused]
             result.rejected += letters
         return letters
-
-    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
-        acks = [await self._publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()) for letter in letters]
-        await asyncio.gather(*acks)
 
     async def _unpublished(self, outcomes: list[Outcome]) -> tuple[list[IdentityDelta], set[asyncio.Task[BatchResult]]]:
         """The outbox entries of these outcomes still to send, and the relays already sending the others.

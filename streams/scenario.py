@@ -28,8 +28,8 @@ import structlog
 
 from identity.events import TouchpointEvent, parse_event
 from identity.model import stable_id
-from identity.topics import DEAD_LETTER_TOPIC, TOUCHPOINTS_TOPIC
-from sinks.deadletter import DeadLetter
+from identity.topics import TOUCHPOINTS_TOPIC
+from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher
 from sinks.subscriptions import Subscription
 
@@ -141,7 +141,7 @@ async def deliver(scenario: Scenario, raw: bytes, publish: Publisher) -> Scenari
         reason = f"{type(exc).__name__}: {exc}"
         log.error("scenario failed on a message", scenario=scenario.name, error=reason)
         letter = DeadLetter.build(raw, "scenario_failed", [{"path": "", "reason": reason}], {"scenario": scenario.name})
-        await (await publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()))
+        await write_dead_letters(publish, [letter])
         return None
 
 

@@ -313,3 +313,43 @@ async def test_erasure_leaves_a_tombstone_and_refuses_the_old_events(engine, sto
     again = await engine.resolve(event)
     assert again.decision["action"] == "refused" and await store.assignments() == []
     assert [d.kind for d in await store.unpublished_deltas()] == ["profile.erased"]
+
+
+async def wrongly_merged(engine):
+    """Two people merged through a shared family tablet's device id."""
+    ann = await engine.resolve(make_event({"email": "ann@example.com", "device_id": "tablet-1"}, {"name": "Ann Lee"},
+                                          occurred_at="2026-01-01T00:00:00Z"))
+    bob = await engine.resolve(make_event({"email": "bob@example.com"}, {"name": "Bob Wu"},
+                                          occurred_at="2026-01-02T00:00:00Z"))
+    bridge = await engine.resolve(make_event({"email": "bob@example.com", "device_id": "tablet-1"},
+                                             occurred_at="2026-01-03T00:00:00Z"))
+    assert bridge.decision["action"] == "merge"
+    return ann, bob
+
+
+async def test_split_leaves_both_profiles_live_each_with_its_own_identifiers(engine, store, rules):
+    from service.operations import Operations
+    ann, bob = await wrongly_merged(engine)
+    await Operations(store, rules).split(ann.profile_id, bob.profile_id, actor="op", reason="shared tablet")
+    assert await store.survivor(bob.profile_id) == bob.profile_id
+    assert (await store.profile(ann.profile_id)).identifiers["email"] == ["ann@example.com"]
+    assert (await store.profile(bob.profile_id)).identifiers["email"] == ["bob@example.com"]
+
+
+async def test_split_moves_the_separated_profiles_touchpoints_and_tells_both_sides(engine, store, rules):
+    from service.operations import Operations
+    ann, bob = await wrongly_merged(engine)
+    result = await Operations(store, rules).split(ann.profile_id, bob.profile_id, actor="op", reason="shared tablet")
+    assert dict(await store.assignments())[bob.event_id] == bob.profile_id
+    split = [(d.profile_id, d.kind) for d in await store.unpublished_deltas() if d.kind == "profile.split"]
+    assert sorted(split) == sorted((d.profile_id, d.kind) for d in result.deltas) == sorted(
+        [(ann.profile_id, "profile.split"), (bob.profile_id, "profile.split")])
+
+
+async def test_split_pair_stays_apart_when_the_next_event_links_them_again(engine, store, rules):
+    from service.operations import Operations
+    ann, bob = await wrongly_merged(engine)
+    await Operations(store, rules).split(ann.profile_id, bob.profile_id, actor="op", reason="shared tablet")
+    await engine.resolve(make_event({"email": "bob@example.com", "device_id": "tablet-1"}))
+    assert await store.survivor(bob.profile_id) == bob.profile_id
+    assert await store.survivor(ann.profile_id) == ann.profile_id
