@@ -93,8 +93,20 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     SchemaRule("profile_ref_id", "ProfileRef", "profile_id", unique=False),
 )
 
+# Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
+# identifier held by thousands of profiles (a shop's phone) and a blocking key shared by thousands
+# of touchpoints. Each relationship carries its key and what it is sorted by, so the first few
+# holders by id and the newest touchpoints by seq come from the index in order, whatever the degree.
+RELATIONSHIP_INDEXES: tuple[Statement, ...] = (
+    Statement("index_held_identifier",
+              "CREATE INDEX held_identifier IF NOT EXISTS FOR ()-[h:HAS_IDENTIFIER]-() ON (h.key, h.holder)"),
+    Statement("index_blocked_by",
+              "CREATE INDEX blocked_by IF NOT EXISTS FOR ()-[r:BLOCKED_BY]-() ON (r.key, r.seq)"),
+)
+
 SCHEMA: tuple[Statement, ...] = (
     *(rule.statement for rule in SCHEMA_RULES),
+    *RELATIONSHIP_INDEXES,
     # The key of tombstone hashes: made by whichever worker starts first, read by all.
     Statement("erasure_key",
               "MERGE (s:Secret {name: 'erasure_key'}) ON CREATE SET s.value = $value RETURN s.value AS value",
@@ -136,23 +148,28 @@ WITH
   } AS outcomes,
   COLLECT {
     UNWIND $identifier_keys AS key
-    MATCH (i:Identifier {key: key})
+    MATCH (:Identifier {key: key})
     RETURN {
       key: key,
       holders: COLLECT {
-        MATCH (i)<-[:HAS_IDENTIFIER]-(p:Profile) RETURN p.id ORDER BY p.id LIMIT $holder_limit
+        MATCH (:Profile)-[h:HAS_IDENTIFIER]->(:Identifier)
+        WHERE h.key = key AND h.holder IS NOT NULL
+        RETURN h.holder ORDER BY h.holder LIMIT $holder_limit
       }
     }
   } AS identifiers,
   COLLECT {
     UNWIND $blocking_keys AS key
-    MATCH (b:BlockingKey {key: key})
+    MATCH (:BlockingKey {key: key})
     RETURN {
       key: key,
       records: COLLECT {
-        MATCH (b)<-[:BLOCKED_BY]-(t:Touchpoint)<-[:HAS_TOUCHPOINT]-(p:Profile)
+        MATCH (t:Touchpoint)-[r:BLOCKED_BY]->(:BlockingKey)
+        WHERE r.key = key AND r.seq IS NOT NULL
+        WITH t ORDER BY r.seq DESC LIMIT $per_key
+        MATCH (t)<-[:HAS_TOUCHPOINT]-(p:Profile)
         RETURN {seq: t.seq, event_id: t.event_id, profile_id: p.id, features: t.features}
-        ORDER BY t.seq DESC LIMIT $per_key
+        ORDER BY t.seq DESC
       }
     }
   } AS blocking,
@@ -266,7 +283,7 @@ UNWIND $merges AS row
 MATCH (retired:Profile {id: row.retired})-[old:HAS_IDENTIFIER]->(i:Identifier)
 MATCH (survivor:Profile {id: row.survivor})
 MERGE (survivor)-[held:HAS_IDENTIFIER]->(i)
-  ON CREATE SET held = properties(old)
+  ON CREATE SET held = properties(old), held.holder = survivor.id
   ON MATCH SET
     held.first_seen = CASE WHEN old.first_seen < held.first_seen THEN old.first_seen ELSE held.first_seen END,
     held.last_seen = CASE WHEN old.last_seen > held.last_seen THEN old.last_seen ELSE held.last_seen END
@@ -307,7 +324,8 @@ UNWIND $attachments AS row
 MATCH (p:Profile {id: row.profile_id})
 MATCH (i:Identifier {key: row.key})
 MERGE (p)-[held:HAS_IDENTIFIER]->(i)
-  ON CREATE SET held.first_seen = row.first_seen, held.source = row.source, held.confidence = row.confidence
+  ON CREATE SET held.first_seen = row.first_seen, held.source = row.source, held.confidence = row.confidence,
+    held.key = row.key, held.holder = row.profile_id
 SET held.last_seen = row.last_seen
 RETURN count(*) AS written
 """,
@@ -348,7 +366,7 @@ CREATE (t)-[:DECIDED_BY]->(d:Decision {
 })
 FOREACH (key IN row.blocking_keys |
   MERGE (b:BlockingKey {key: key})
-  CREATE (t)-[:BLOCKED_BY]->(b))
+  CREATE (t)-[:BLOCKED_BY {key: key, seq: base + row.pos}]->(b))
 FOREACH (review IN row.reviews |
   CREATE (d)-[:RAISED]->(r:Review {
     id: base + row.pos, event_id: row.event_id, profile_ids: review.profile_ids,
@@ -616,7 +634,8 @@ MATCH (p:Profile {id: row.profile_id})
 MERGE (i:Identifier {key: row.key})
   ON CREATE SET i.type = row.type
 MERGE (p)-[held:HAS_IDENTIFIER]->(i)
-SET held.first_seen = row.first_seen, held.last_seen = row.at, held.source = row.source, held.confidence = 1.0
+SET held.first_seen = row.first_seen, held.last_seen = row.at, held.source = row.source, held.confidence = 1.0,
+  held.key = row.key, held.holder = row.profile_id
 RETURN count(*) AS written
 """,
     ("identifiers",),

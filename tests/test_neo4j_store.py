@@ -273,8 +273,12 @@ def operators(plan: dict[str, Any]) -> list[tuple[str, str]]:
     (cypher.ERASE_OPERATIONS, ":ProfileRef(profile_id)"),
     (cypher.ERASE_RECORDS, ":ProfileRef(profile_id)"),
     (cypher.LOAD_NEIGHBOURHOOD, ":Refusal(event_id)"),
+    # Supernodes: the first holders by id and the newest touchpoints of a key, read in index
+    # order, so a shop phone on thousands of profiles costs what one on two does.
+    (cypher.LOAD_NEIGHBOURHOOD, ":HAS_IDENTIFIER(key, holder)"),
+    (cypher.LOAD_NEIGHBOURHOOD, ":BLOCKED_BY(key, seq)"),
 ], ids=lambda v: v.name if isinstance(v, cypher.Statement) else v)
-async def test_lookup_by_review_refusal_or_concerned_profile_seeks_an_index_instead_of_scanning(store, statement, seek):
+async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_supernodes(store, statement, seek):
     numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile"}
     params = {p: 1 if p in numbers else [] if p.endswith("s") and p != "status" else "x" for p in statement.params}
     result = await store.driver.execute_query("EXPLAIN " + statement.text, params, database_=store.settings.database)

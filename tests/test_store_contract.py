@@ -228,6 +228,15 @@ async def test_generic_identifier_report_counts_holders_most_shared_first(engine
     assert await store.generic_identifiers(rules) == [("phone:+862150501234", 5), ("phone:+862150509999", 4)]
 
 
+async def test_identifier_held_by_many_profiles_is_generic_evidence_naming_its_first_holders_by_id(engine, store):
+    held = [await engine.resolve(make_event({"phone": "02150501234", "national_id": cn_national_id(n)}))
+            for n in range(12)]
+    later = await engine.resolve(make_event({"phone": "02150501234", "national_id": cn_national_id(99)}))
+    (phone,) = [e for e in later.decision["evidence"]["identifiers"] if e["type"] == "phone"]
+    assert phone["status"] == "generic"
+    assert phone["profiles"] == sorted(o.profile_id for o in held)[:4]
+
+
 # --- idempotency and atomicity ------------------------------------------------------------
 
 async def test_redelivery_in_a_later_batch_returns_the_original_outcome_with_the_same_deltas(engine, store):
