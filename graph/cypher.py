@@ -44,43 +44,85 @@ WITH coalesce(chain_end, given) AS live
 
 # --- schema: idempotent, run by every worker at start ------------------------------------
 
-SCHEMA: tuple[Statement, ...] = (
-    Statement("constraint_profile_id",
-              "CREATE CONSTRAINT profile_id IF NOT EXISTS FOR (p:Profile) REQUIRE p.id IS UNIQUE"),
-    Statement("constraint_identifier_key",
-              "CREATE CONSTRAINT identifier_key IF NOT EXISTS FOR (i:Identifier) REQUIRE i.key IS UNIQUE"),
-    Statement("constraint_touchpoint_event_id",
-              "CREATE CONSTRAINT touchpoint_event_id IF NOT EXISTS FOR (t:Touchpoint) REQUIRE t.event_id IS UNIQUE"),
+@dataclass(frozen=True, slots=True)
+class SchemaRule:
+    """A uniqueness constraint (``unique``) or a range index the store relies on.
+
+    Creating one is idempotent, but ``IF NOT EXISTS`` also passes silently when something else
+    already holds the name or the property (a plain index where a constraint belongs), so the
+    store checks afterwards that each rule is in force (:data:`SHOW_CONSTRAINTS`, :data:`SHOW_INDEXES`).
+    """
+
+    name: str
+    label: str
+    property_name: str
+    unique: bool = True
+
+    @property
+    def statement(self) -> Statement:
+        if self.unique:
+            text = (f"CREATE CONSTRAINT {self.name} IF NOT EXISTS "
+                    f"FOR (n:{self.label}) REQUIRE n.{self.property_name} IS UNIQUE")
+        else:
+            text = f"CREATE INDEX {self.name} IF NOT EXISTS FOR (n:{self.label}) ON (n.{self.property_name})"
+        return Statement(f"{'constraint' if self.unique else 'index'}_{self.name}", text)
+
+
+SCHEMA_RULES: tuple[SchemaRule, ...] = (
+    SchemaRule("profile_id", "Profile", "id"),
+    SchemaRule("identifier_key", "Identifier", "key"),
+    SchemaRule("touchpoint_event_id", "Touchpoint", "event_id"),
     # The blocking-key index: candidate lookup starts from one BlockingKey node per key.
-    Statement("constraint_blocking_key",
-              "CREATE CONSTRAINT blocking_key IF NOT EXISTS FOR (b:BlockingKey) REQUIRE b.key IS UNIQUE"),
-    Statement("constraint_delta_id",
-              "CREATE CONSTRAINT delta_id IF NOT EXISTS FOR (d:Delta) REQUIRE d.delta_id IS UNIQUE"),
-    Statement("constraint_sequence_name",
-              "CREATE CONSTRAINT sequence_name IF NOT EXISTS FOR (s:Sequence) REQUIRE s.name IS UNIQUE"),
-    Statement("constraint_subscription_name",
-              "CREATE CONSTRAINT subscription_name IF NOT EXISTS FOR (s:Subscription) REQUIRE s.name IS UNIQUE"),
-    Statement("index_touchpoint_seq",
-              "CREATE INDEX touchpoint_seq IF NOT EXISTS FOR (t:Touchpoint) ON (t.seq)"),
-    Statement("index_unpublished_seq",
-              "CREATE INDEX unpublished_seq IF NOT EXISTS FOR (d:Unpublished) ON (d.seq)"),
-    Statement("index_review_status",
-              "CREATE INDEX review_status IF NOT EXISTS FOR (r:Review) ON (r.status)"),
-    Statement("constraint_operation_id",
-              "CREATE CONSTRAINT operation_id IF NOT EXISTS FOR (o:Operation) REQUIRE o.id IS UNIQUE"),
-    Statement("constraint_tombstone_profile_id",
-              "CREATE CONSTRAINT tombstone_profile_id IF NOT EXISTS FOR (t:Tombstone) REQUIRE t.profile_id IS UNIQUE"),
-    Statement("constraint_tombstone_key_hash",
-              "CREATE CONSTRAINT tombstone_key_hash IF NOT EXISTS FOR (k:TombstoneKey) REQUIRE k.hash IS UNIQUE"),
-    Statement("constraint_secret_name",
-              "CREATE CONSTRAINT secret_name IF NOT EXISTS FOR (s:Secret) REQUIRE s.name IS UNIQUE"),
-    Statement("index_delta_profile",
-              "CREATE INDEX delta_profile IF NOT EXISTS FOR (d:Delta) ON (d.profile_id)"),
+    SchemaRule("blocking_key", "BlockingKey", "key"),
+    SchemaRule("delta_id", "Delta", "delta_id"),
+    SchemaRule("subscription_name", "Subscription", "name"),
+    SchemaRule("operation_id", "Operation", "id"),
+    SchemaRule("tombstone_profile_id", "Tombstone", "profile_id"),
+    SchemaRule("tombstone_key_hash", "TombstoneKey", "hash"),
+    SchemaRule("secret_name", "Secret", "name"),
+    # A batch looks up its events' refusals; a review verdict finds its review by id. Unique
+    # too: two workers refusing one event, or numbering two reviews alike, conflict and re-run.
+    SchemaRule("refusal_event_id", "Refusal", "event_id"),
+    SchemaRule("review_id", "Review", "id"),
+    SchemaRule("touchpoint_seq", "Touchpoint", "seq", unique=False),
+    SchemaRule("unpublished_seq", "Unpublished", "seq", unique=False),
+    SchemaRule("review_status", "Review", "status", unique=False),
+    SchemaRule("delta_profile", "Delta", "profile_id", unique=False),
+    # Reviews and operations name the profiles they concern through ProfileRef nodes: Neo4j
+    # indexes no list elements, so a list property would be a scan of every review.
+    SchemaRule("profile_ref_id", "ProfileRef", "profile_id", unique=False),
+)
+
+# Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
+# identifier held by thousands of profiles (a shop's phone) and a blocking key shared by thousands
+# of touchpoints. Each relationship carries its key and what it is sorted by, so the first few
+# holders by id and the newest touchpoints by seq come from the index in order, whatever the degree.
+RELATIONSHIP_INDEXES: tuple[Statement, ...] = (
+    Statement("index_held_identifier",
+              "CREATE INDEX held_identifier IF NOT EXISTS FOR ()-[h:HAS_IDENTIFIER]-() ON (h.key, h.holder)"),
+    Statement("index_blocked_by",
+              "CREATE INDEX blocked_by IF NOT EXISTS FOR ()-[r:BLOCKED_BY]-() ON (r.key, r.seq)"),
+)
+
+SCHEMA: tuple[Statement, ...] = (
+    *(rule.statement for rule in SCHEMA_RULES),
+    *RELATIONSHIP_INDEXES,
     # The key of tombstone hashes: made by whichever worker starts first, read by all.
     Statement("erasure_key",
               "MERGE (s:Secret {name: 'erasure_key'}) ON CREATE SET s.value = $value RETURN s.value AS value",
               ("value",)),
     Statement("await_indexes", "CALL db.awaitIndexes($timeout_s)", ("timeout_s",)),
+)
+
+# What is in force, to check SCHEMA_RULES against after creating them.
+SHOW_CONSTRAINTS = Statement(
+    "show_constraints",
+    "SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties RETURN name, type, labelsOrTypes, properties",
+)
+SHOW_INDEXES = Statement(
+    "show_indexes",
+    "SHOW INDEXES YIELD name, type, labelsOrTypes, properties, owningConstraint "
+    "RETURN name, type, labelsOrTypes, properties, owningConstraint",
 )
 
 # --- resolution: one read per batch -------------------------------------------------------
@@ -106,23 +148,28 @@ WITH
   } AS outcomes,
   COLLECT {
     UNWIND $identifier_keys AS key
-    MATCH (i:Identifier {key: key})
+    MATCH (:Identifier {key: key})
     RETURN {
       key: key,
       holders: COLLECT {
-        MATCH (i)<-[:HAS_IDENTIFIER]-(p:Profile) RETURN p.id ORDER BY p.id LIMIT $holder_limit
+        MATCH (:Profile)-[h:HAS_IDENTIFIER]->(:Identifier)
+        WHERE h.key = key AND h.holder IS NOT NULL
+        RETURN h.holder ORDER BY h.holder LIMIT $holder_limit
       }
     }
   } AS identifiers,
   COLLECT {
     UNWIND $blocking_keys AS key
-    MATCH (b:BlockingKey {key: key})
+    MATCH (:BlockingKey {key: key})
     RETURN {
       key: key,
       records: COLLECT {
-        MATCH (b)<-[:BLOCKED_BY]-(t:Touchpoint)<-[:HAS_TOUCHPOINT]-(p:Profile)
+        MATCH (t:Touchpoint)-[r:BLOCKED_BY]->(:BlockingKey)
+        WHERE r.key = key AND r.seq IS NOT NULL
+        WITH t ORDER BY r.seq DESC LIMIT $per_key
+        MATCH (t)<-[:HAS_TOUCHPOINT]-(p:Profile)
         RETURN {seq: t.seq, event_id: t.event_id, profile_id: p.id, features: t.features}
-        ORDER BY t.seq DESC LIMIT $per_key
+        ORDER BY t.seq DESC
       }
     }
   } AS blocking,
@@ -236,7 +283,7 @@ UNWIND $merges AS row
 MATCH (retired:Profile {id: row.retired})-[old:HAS_IDENTIFIER]->(i:Identifier)
 MATCH (survivor:Profile {id: row.survivor})
 MERGE (survivor)-[held:HAS_IDENTIFIER]->(i)
-  ON CREATE SET held = properties(old)
+  ON CREATE SET held = properties(old), held.holder = survivor.id
   ON MATCH SET
     held.first_seen = CASE WHEN old.first_seen < held.first_seen THEN old.first_seen ELSE held.first_seen END,
     held.last_seen = CASE WHEN old.last_seen > held.last_seen THEN old.last_seen ELSE held.last_seen END
@@ -277,24 +324,36 @@ UNWIND $attachments AS row
 MATCH (p:Profile {id: row.profile_id})
 MATCH (i:Identifier {key: row.key})
 MERGE (p)-[held:HAS_IDENTIFIER]->(i)
-  ON CREATE SET held.first_seen = row.first_seen, held.source = row.source, held.confidence = row.confidence
+  ON CREATE SET held.first_seen = row.first_seen, held.source = row.source, held.confidence = row.confidence,
+    held.key = row.key, held.holder = row.profile_id
 SET held.last_seen = row.last_seen
 RETURN count(*) AS written
 """,
     ("attachments",),
 )
 
-# Touchpoints, their blocking keys, decisions, reviews and deltas, one row per event. The
-# sequence is taken last so its lock is held only from here to commit: arrival order (``seq``)
-# is then commit order across workers, which keeps each profile's deltas in version order.
+# Touchpoints, their blocking keys, decisions, reviews and deltas, one row per event, numbered
+# by ``seq`` without a shared counter (a counter node would make every write of every worker
+# wait for the one before it). ``seq`` is a logical clock: the server's clock in milliseconds
+# times 1000 (room for a batch's events), but always above ``$floor`` (the last seq this worker wrote)
+# and above the ``seq`` stamped on every profile the batch locked (``$after``). A batch that
+# changes a profile holds its lock from LOCK_PROFILES to commit, so the next batch to change it
+# reads the stamp after this one committed: each profile's deltas are numbered in version order,
+# which is the order the outbox gives them in. Batches with no profile in common may share
+# numbers; ties are broken by event id, which is all the order unrelated changes need.
 RECORD_EVENTS = Statement(
     "record_events",
     """
-MERGE (sequence:Sequence {name: 'touchpoint'})
-SET sequence.value = coalesce(sequence.value, 0) + size($events)
-WITH sequence.value - size($events) AS base
+OPTIONAL MATCH (seen:Profile) WHERE seen.id IN $after
+WITH timestamp() * 1000 AS clock, max(seen.seq) AS stamped, collect(seen) AS seen
+WITH seen, reduce(base = clock, s IN [$floor, stamped] |
+  CASE WHEN s IS NOT NULL AND s + 1 > base THEN s + 1 ELSE base END) AS base
+WITH seen, base, base + size($events) - 1 AS last
+FOREACH (p IN seen | SET p.seq = last)
+WITH base, last
 UNWIND $events AS row
 MATCH (p:Profile {id: row.profile_id})
+SET p.seq = last
 CREATE (p)-[:HAS_TOUCHPOINT]->(t:Touchpoint {
   event_id: row.event_id, seq: base + row.pos, scenario: row.scenario, type: row.type,
   occurred_at: row.occurred_at, occurred: datetime(row.occurred_at), ingested_at: row.ingested_at,
@@ -307,20 +366,21 @@ CREATE (t)-[:DECIDED_BY]->(d:Decision {
 })
 FOREACH (key IN row.blocking_keys |
   MERGE (b:BlockingKey {key: key})
-  CREATE (t)-[:BLOCKED_BY]->(b))
+  CREATE (t)-[:BLOCKED_BY {key: key, seq: base + row.pos}]->(b))
 FOREACH (review IN row.reviews |
-  CREATE (d)-[:RAISED]->(:Review {
+  CREATE (d)-[:RAISED]->(r:Review {
     id: base + row.pos, event_id: row.event_id, profile_ids: review.profile_ids,
     reason: review.reason, confidence: review.confidence, status: 'open', created_at: row.decided_at
-  }))
+  })
+  FOREACH (profile_id IN review.profile_ids | CREATE (r)-[:CONCERNS]->(:ProfileRef {profile_id: profile_id})))
 FOREACH (delta IN row.deltas |
   CREATE (d)-[:EMITTED]->(:Delta:Unpublished {
     delta_id: delta.delta_id, seq: base + row.pos, index: delta.index, event_id: row.event_id,
     profile_id: delta.profile_id, delta: delta.json, published: false
   }))
-RETURN count(*) AS written
+RETURN count(*) AS written, max(last) AS last
 """,
-    ("events",),
+    ("events", "after", "floor"),
 )
 
 # Events refused because they belong to an erased customer: their id and the reason, no more.
@@ -368,13 +428,13 @@ DECISIONS_FOR = Statement(
     + """
 MATCH (live)-[:HAS_TOUCHPOINT]->(t:Touchpoint)-[:DECIDED_BY]->(d:Decision)
 RETURN d.record AS record
-ORDER BY t.seq
+ORDER BY t.seq, t.event_id
 """,
     ("profile_id",),
 )
 
-# Ordered by the instant each touchpoint occurred (a native datetime, so offsets compare
-# correctly), then by arrival.
+# Ordered by the instant each touchpoint occurred, then by event id, as the embedded store
+# orders them. Not by the datetime itself: Neo4j orders equal instants by their time zone.
 TIMELINE = Statement(
     "timeline",
     _LIVE_PROFILE
@@ -382,7 +442,7 @@ TIMELINE = Statement(
 MATCH (live)-[:HAS_TOUCHPOINT]->(t:Touchpoint)
 RETURN t.event_id AS event_id, t.scenario AS scenario, t.type AS type,
   t.occurred_at AS occurred_at, t.event AS event
-ORDER BY t.occurred, t.seq
+ORDER BY t.occurred.epochSeconds, t.occurred.nanosecond, t.event_id
 """,
     ("profile_id",),
 )
@@ -392,7 +452,7 @@ ASSIGNMENTS = Statement(
     """
 MATCH (p:Profile)-[:HAS_TOUCHPOINT]->(t:Touchpoint)
 RETURN t.event_id AS event_id, p.id AS profile_id
-ORDER BY t.seq
+ORDER BY t.seq, t.event_id
 """,
 )
 
@@ -401,7 +461,7 @@ UNPUBLISHED_DELTAS = Statement(
     """
 MATCH (d:Delta:Unpublished)
 RETURN d.delta AS delta
-ORDER BY d.seq, d.index
+ORDER BY d.seq, d.event_id, d.index
 LIMIT $limit
 """,
     ("limit",),
@@ -422,7 +482,7 @@ CALL () {
   RETURN d
 }
 RETURN d.delta AS delta
-ORDER BY d.seq, d.index
+ORDER BY d.seq, d.event_id, d.index
 LIMIT $limit
 """,
     ("event_ids", "profile_ids", "limit"),
@@ -511,7 +571,7 @@ RETURN live.id AS id, live.version AS version, live.created_at AS created_at, li
   } AS retired,
   COLLECT {
     MATCH (live)-[:HAS_TOUCHPOINT]->(t:Touchpoint)
-    RETURN {event_id: t.event_id, event: t.event} ORDER BY t.seq
+    RETURN {event_id: t.event_id, event: t.event} ORDER BY t.seq, t.event_id
   } AS touchpoints
 """,
     ("profile_id",),
@@ -574,7 +634,8 @@ MATCH (p:Profile {id: row.profile_id})
 MERGE (i:Identifier {key: row.key})
   ON CREATE SET i.type = row.type
 MERGE (p)-[held:HAS_IDENTIFIER]->(i)
-SET held.first_seen = row.first_seen, held.last_seen = row.at, held.source = row.source, held.confidence = 1.0
+SET held.first_seen = row.first_seen, held.last_seen = row.at, held.source = row.source, held.confidence = 1.0,
+  held.key = row.key, held.holder = row.profile_id
 RETURN count(*) AS written
 """,
     ("identifiers",),
@@ -592,10 +653,12 @@ MERGE (a)-[kept:KEPT_APART]->(b)
     ("pairs", "operation_id"),
 )
 
+# The hint: on a graph of few reviews the planner may start from the status index instead.
 DECIDE_REVIEW = Statement(
     "decide_review",
     """
 MATCH (r:Review {id: $review_id})
+USING INDEX r:Review(id)
 WHERE r.status = 'open'
 SET r.status = $status, r.decided_at = $at, r.decided_by = $actor, r.operation_id = $operation_id
 RETURN count(r) AS decided
@@ -603,15 +666,18 @@ RETURN count(r) AS decided
     ("review_id", "status", "at", "actor", "operation_id"),
 )
 
-# The operation's record and its deltas, in arrival order with every touchpoint's.
+# The operation's record and its deltas, numbered on the clock of RECORD_EVENTS: after every
+# delta of the profiles it concerns (the operation locked those it changes).
 RECORD_OPERATION = Statement(
     "record_operation",
     """
-MERGE (sequence:Sequence {name: 'touchpoint'})
-SET sequence.value = coalesce(sequence.value, 0) + 1
-WITH sequence.value AS seq
+OPTIONAL MATCH (seen:Profile) WHERE seen.id IN $profile_ids
+WITH timestamp() * 1000 AS clock, max(seen.seq) AS stamped, collect(seen) AS seen
+WITH seen, CASE WHEN stamped IS NOT NULL AND stamped + 1 > clock THEN stamped + 1 ELSE clock END AS seq
+FOREACH (p IN seen | SET p.seq = seq)
 CREATE (o:Operation {id: $id, seq: seq, kind: $kind, actor: $actor, at: $at, record: $record,
                      profile_ids: $profile_ids})
+FOREACH (profile_id IN $profile_ids | CREATE (o)-[:CONCERNS]->(:ProfileRef {profile_id: profile_id}))
 FOREACH (delta IN $deltas |
   CREATE (o)-[:EMITTED]->(:Delta:Unpublished {
     delta_id: delta.delta_id, seq: seq, index: delta.index, event_id: $id,
@@ -659,7 +725,8 @@ UNWIND $family AS id
 MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint)
 OPTIONAL MATCH (t)-[:DECIDED_BY]->(d:Decision)
 OPTIONAL MATCH (d)-[:EMITTED|RAISED]->(x)
-DETACH DELETE t, d, x
+OPTIONAL MATCH (x)-[:CONCERNS]->(ref:ProfileRef)
+DETACH DELETE t, d, x, ref
 """,
     ("family",),
 )
@@ -671,9 +738,10 @@ UNWIND $family AS id
 OPTIONAL MATCH (delta:Delta {profile_id: id})
 DETACH DELETE delta
 WITH DISTINCT id
-MATCH (r:Review)
-WHERE id IN r.profile_ids
-DETACH DELETE r
+MATCH (:ProfileRef {profile_id: id})<-[:CONCERNS]-(r:Review)
+WITH DISTINCT r
+MATCH (r)-[:CONCERNS]->(ref:ProfileRef)
+DETACH DELETE r, ref
 """,
     ("family",),
 )
@@ -682,9 +750,11 @@ DETACH DELETE r
 ERASE_OPERATIONS = Statement(
     "erase_operations",
     """
-MATCH (o:Operation)
-WHERE any(id IN o.profile_ids WHERE id IN $family)
-DETACH DELETE o
+UNWIND $family AS id
+MATCH (:ProfileRef {profile_id: id})<-[:CONCERNS]-(o:Operation)
+WITH DISTINCT o
+MATCH (o)-[:CONCERNS]->(ref:ProfileRef)
+DETACH DELETE o, ref
 """,
     ("family",),
 )
@@ -726,9 +796,9 @@ OPERATIONS_FOR = Statement(
     "operations_for",
     _LIVE_PROFILE
     + """
-WITH [live.id] + COLLECT { MATCH (retired:Profile)-[:MERGED_INTO*]->(live) RETURN retired.id } AS ids
-MATCH (o:Operation)
-WHERE any(id IN o.profile_ids WHERE id IN ids)
+UNWIND [live.id] + COLLECT { MATCH (retired:Profile)-[:MERGED_INTO*]->(live) RETURN retired.id } AS id
+MATCH (:ProfileRef {profile_id: id})<-[:CONCERNS]-(o:Operation)
+WITH DISTINCT o
 RETURN o.record AS record
 ORDER BY o.seq
 """,
@@ -765,7 +835,7 @@ DELETE_EVERYTHING = Statement("delete_everything", "MATCH (n) DETACH DELETE n")
 STATEMENTS: Mapping[str, Statement] = MappingProxyType({
     s.name: s
     for s in (
-        *SCHEMA,
+        *SCHEMA, SHOW_CONSTRAINTS, SHOW_INDEXES,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
         CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, RECORD_EVENTS, RECORD_REFUSALS,

@@ -74,12 +74,12 @@ Rows = list[dict[str, Any]]
 FOLLOW_UP_READS = 4
 #: How long a worker waits at start for the indexes it created to come online.
 INDEX_WAIT_S = 300
-#: Schema statements racing another worker's identical ones may fail with these; both won.
-_SCHEMA_ALREADY_DONE = {
-    "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
-    "Neo.ClientError.Schema.ConstraintAlreadyExists",
-    "Neo.ClientError.Schema.IndexAlreadyExists",
-}
+#: Schema statements fail with these when another worker's identical statement won the race,
+#: and also when an index or constraint of an operator's stands in the way: which of the two is
+#: told apart afterwards, by checking that every rule is in force (:func:`schema_problems`).
+_SCHEMA_ERRORS = "Neo.ClientError.Schema."
+#: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
+_UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
 
 
 @dataclass(slots=True)
@@ -114,12 +114,49 @@ def _outages_as_unavailable(url: str) -> Iterator[None]:
         raise StoreUnavailable(f"Neo4j at {url} is unavailable: {exc}") from exc
 
 
-async def _run(tx: AsyncManagedTransaction, statement: Statement, stats: QueryStats, rows: str, value: Sequence[Any]) -> Rows:
-    _check_params(statement, {rows: value})
+async def _run(tx: AsyncManagedTransaction, statement: Statement, stats: QueryStats, rows: str, value: Sequence[Any],
+               **more: Any) -> Rows:
+    params = {rows: value, **more}
+    _check_params(statement, params)
     stats.queries += 1
     stats.round_trips += 1
-    result = await tx.run(statement.text, {rows: value})
+    result = await tx.run(statement.text, params)
     return await result.data()
+
+
+@dataclass(slots=True)
+class _Clock:
+    """The highest ``seq`` this store wrote: its next batch is numbered above it, so one worker's
+    batches keep their order even within one millisecond of the server's clock (graph/cypher.py
+    RECORD_EVENTS says how ``seq`` is made without a shared counter)."""
+
+    last: int = 0
+
+
+def schema_problems(rules: Sequence[cypher.SchemaRule], constraints: Rows, indexes: Rows) -> list[str]:
+    """What keeps each rule from being in force, from ``SHOW CONSTRAINTS`` and ``SHOW INDEXES`` rows."""
+    def on(row: dict[str, Any], rule: cypher.SchemaRule) -> bool:
+        return list(row["labelsOrTypes"] or []) == [rule.label] and list(row["properties"] or []) == [rule.property_name]
+
+    problems = []
+    for rule in rules:
+        where = f":{rule.label}({rule.property_name})"
+        if rule.unique and any(on(c, rule) and c["type"] in _UNIQUENESS for c in constraints):
+            continue
+        if not rule.unique and any(on(i, rule) and i["type"] == "RANGE" for i in indexes):
+            continue
+        needed = f"the uniqueness constraint {rule.name!r}" if rule.unique else f"the range index {rule.name!r}"
+        plain = [i["name"] for i in indexes if on(i, rule) and not i["owningConstraint"]]
+        named = [r["name"] for r in [*constraints, *indexes] if r["name"] == rule.name]
+        if plain:
+            problems.append(f"index {plain[0]!r} on {where} stands where idgraph needs {needed}: drop it "
+                            f"(DROP INDEX `{plain[0]}`) and start the worker again, which creates the constraint")
+        elif named:
+            problems.append(f"{needed} on {where} is missing: the name {rule.name!r} is taken by another "
+                            f"index or constraint; drop that one and start the worker again")
+        else:
+            problems.append(f"{needed} on {where} is missing and could not be created")
+    return problems
 
 
 def _check_written(statement: Statement, result: Rows, sent: int) -> None:
@@ -130,7 +167,7 @@ def _check_written(statement: Statement, result: Rows, sent: int) -> None:
                          "a profile or identifier the batch relied on is missing from the graph")
 
 
-async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats) -> None:
+async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats, clock: _Clock) -> None:
     """The batch's write, in statement order; raising here rolls all of it back."""
     stats.transactions += 1
     stats.round_trips += 2  # BEGIN, COMMIT
@@ -146,12 +183,17 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
         (cypher.MOVE_TOUCHPOINTS, "merges", plan.merges),
         (cypher.CREATE_IDENTIFIERS, "identifiers", plan.identifiers),
         (cypher.ATTACH_IDENTIFIERS, "attachments", plan.attachments),
-        (cypher.RECORD_EVENTS, "events", plan.events),
-        (cypher.RECORD_REFUSALS, "refusals", plan.refusals),
     )
     for statement, name, rows in steps:
         if rows:
             _check_written(statement, await _run(tx, statement, stats, name, rows), len(rows))
+    if plan.events:
+        written = await _run(tx, cypher.RECORD_EVENTS, stats, "events", plan.events,
+                             after=[lock["id"] for lock in plan.locks], floor=clock.last)
+        _check_written(cypher.RECORD_EVENTS, written, len(plan.events))
+        clock.last = max(clock.last, int(written[0]["last"]))
+    if plan.refusals:
+        await _run(tx, cypher.RECORD_REFUSALS, stats, "refusals", plan.refusals)
 
 
 class Neo4jTransaction(StoreTransaction):
@@ -207,6 +249,7 @@ class Neo4jStore(GraphStore):
         """``connect`` makes the driver (``AsyncGraphDatabase.driver``; tests pass a stand-in)."""
         self.settings = settings
         self.stats = QueryStats()
+        self._clock = _Clock()
         self._connect = connect
         self._driver: AsyncDriver | None = None
         self._erasure_key = b""
@@ -233,6 +276,9 @@ class Neo4jStore(GraphStore):
         except Neo4jError as exc:
             await self._abandon(driver)
             raise StoreError(f"cannot open database {s.database!r} on Neo4j at {s.url}: {exc.message}") from None
+        except StoreError:
+            await self._abandon(driver)
+            raise
 
     async def _abandon(self, driver: AsyncDriver) -> None:
         self._driver = None
@@ -250,8 +296,14 @@ class Neo4jStore(GraphStore):
             try:
                 await self._query(statement, RoutingControl.WRITE, **params)
             except ClientError as exc:
-                if exc.code not in _SCHEMA_ALREADY_DONE:
+                if not (exc.code or "").startswith(_SCHEMA_ERRORS):
                     raise
+        constraints = await self._query(cypher.SHOW_CONSTRAINTS, RoutingControl.READ)
+        indexes = await self._query(cypher.SHOW_INDEXES, RoutingControl.READ)
+        problems = schema_problems(cypher.SCHEMA_RULES, constraints, indexes)
+        if problems:
+            raise StoreError(f"the schema of database {self.settings.database!r} on Neo4j at {self.settings.url} "
+                             "conflicts with idgraph's: " + "; ".join(problems))
 
     async def close(self) -> None:
         if self._driver is not None:
@@ -304,7 +356,7 @@ class Neo4jStore(GraphStore):
         with _outages_as_unavailable(self.settings.url):
             try:
                 async with self.driver.session(database=self.settings.database, bookmark_manager=self._bookmarks) as session:
-                    await session.execute_write(_write_batch, plan, self.stats)
+                    await session.execute_write(_write_batch, plan, self.stats, self._clock)
             except StoreConflict:
                 self.stats.conflicts += 1
                 raise

@@ -319,9 +319,9 @@ class SQLiteStore(GraphStore):
             (live,),
         )
         # occurred_at keeps the offset it was sent with, so as text 09:00+08:00 sorts after
-        # 02:00Z though it happened first: order by the instant (a stable sort keeps arrival
-        # order among touchpoints that occurred together).
-        entries = sorted(rows, key=lambda row: datetime.fromisoformat(row[3]))
+        # 02:00Z though it happened first: order by the instant, then by event id (as the Neo4j
+        # store does; arrival order differs between workers and replays).
+        entries = sorted(rows, key=lambda row: (datetime.fromisoformat(row[3]), row[0]))
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in entries]
 
     async def assignments(self) -> list[tuple[str, str]]:

@@ -174,13 +174,28 @@ def blocking_value(features: Features, name: str) -> str | None:
     return str(value)
 
 
+#: Longest blocking key kept as written, in UTF-8 bytes. Keys are only compared for equality
+#: and every store indexes them, but an index refuses long keys (Neo4j's range index at about
+#: 8 kB) and a free-text trait can be longer: a longer key is replaced by a digest of itself.
+MAX_BLOCKING_KEY_BYTES = 512
+
+
 def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
     keys: list[str] = []
     for index, rule in enumerate(rules.blocking):
         parts = [part for name in rule if (part := blocking_value(features, name))]
         if len(parts) == len(rule):
-            keys.append(f"b{index}:" + "|".join(parts))
+            keys.append(_bounded(f"b{index}:" + "|".join(parts)))
     return tuple(keys)
+
+
+def _bounded(key: str) -> str:
+    """The key, or ``bN:#`` and a digest of it when it is longer than the stores can index."""
+    raw = key.encode()
+    if len(raw) <= MAX_BLOCKING_KEY_BYTES:
+        return key
+    rule, _, _ = key.partition(":")
+    return f"{rule}:#{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
 def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:

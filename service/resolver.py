@@ -7,18 +7,22 @@ share the transaction, so a later event in the same batch sees the earlier ones.
 A store that checks optimistically (Neo4j) may refuse the batch at commit because another
 worker changed what it read (:class:`StoreConflict`); nothing was written, so the batch is
 re-run from the read, a bounded number of times, after a short random pause that keeps two
-conflicting workers from colliding again in step.
+conflicting workers from colliding again in step. Past that bound the batch is contended, not
+wrong: it surfaces as :class:`StoreUnavailable` (a busy store), which the stream worker waits
+out and retries like an outage, and one log line says how often it conflicted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+
+import structlog
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
-from graph.store import Outcome, ResolutionStore, StoreConflict
+from graph.store import Outcome, ResolutionStore, StoreConflict, StoreUnavailable
 from identity.decide import decide
 from identity.features import PreparedEvent
 from identity.plan import plan_changes, plan_refusal
@@ -30,6 +34,8 @@ from identity.rules import Rules
 CONFLICT_ATTEMPTS = 5
 #: Upper bound of the first pause after a conflict; it doubles with each further attempt.
 CONFLICT_PAUSE_S = 0.02
+
+log = structlog.get_logger("idgraph.resolver")
 
 
 class Resolver:
@@ -46,9 +52,12 @@ class Resolver:
         for attempt in range(1, self.attempts + 1):
             try:
                 return await self._resolve_once(batch, ingested_at)
-            except StoreConflict:
+            except StoreConflict as exc:
                 if attempt == self.attempts:
-                    raise
+                    log.warning("batch gave up after store conflicts", attempts=attempt, events=len(batch),
+                                last_conflict=str(exc))
+                    raise StoreUnavailable(f"a batch of {len(batch)} events conflicted with other writers "
+                                           f"{attempt} times in a row; retry it later: {exc}") from exc
                 await asyncio.sleep(self._jitter.uniform(0, CONFLICT_PAUSE_S * 2 ** (attempt - 1)))
         raise AssertionError("unreachable")  # the loop returns or raises
 

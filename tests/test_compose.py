@@ -89,6 +89,12 @@ def test_neo4j_is_version_5_and_the_workers_share_its_password(stack):
     assert neo4j["environment"]["NEO4J_AUTH"] == "neo4j/" + worker["environment"]["IDGRAPH_NEO4J_PASSWORD"]
 
 
+def test_neo4j_keeps_no_transaction_log_past_the_newest_so_erased_values_go_with_it(stack):
+    env = stack["services"]["neo4j"]["environment"]
+    assert (env["NEO4J_db_tx__log_rotation_retention__policy"], env["NEO4J_db_tx__log_rotation_size"],
+            env["NEO4J_db_checkpoint_interval_time"]) == ("keep_none", "1M", "1m")
+
+
 def test_kafka_runs_in_kraft_mode_without_zookeeper(stack):
     kafka = stack["services"]["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"

@@ -1,158 +1,287 @@
-"""The Neo4j store's conversation with the server: schema at start, a batch in a fixed handful of
-round trips, conflicts re-run, outages reported as such. Uses a recording stand-in for the driver
-(tests/fake_neo4j.py); the Cypher's behaviour is covered by the contract suite on a live server.
+"""The Neo4j store against a real Neo4j server: schema at start, a batch in a fixed handful of
+round trips, conflicts with a real second writer re-run and bounded, outages reported as such.
+
+The server is the session's (tests/neo4j_support.py). Only faults a server cannot produce on
+demand (a connection lost or a transient error mid-transaction) are injected, by
+tests/neo4j_faults.py in front of the real driver.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
 import pytest
+from neo4j import AsyncGraphDatabase
 from neo4j.exceptions import ServiceUnavailable
+from structlog.testing import capture_logs
 
 from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
 from graph.store import StoreConflict, StoreError, StoreUnavailable
 from identity.features import prepare
+from devstack.broker import free_port
 from service.resolver import Resolver
+from tests import neo4j_support
 from tests.conftest import make_event
-from tests.fake_neo4j import EMPTY_NEIGHBOURHOOD, FakeServer, server_error
+from tests.neo4j_faults import Faults, server_error
 
-SETTINGS = Neo4jSettings("neo4j://graph.example:7687", "idgraph", "s3cret", "identity")
-WRITE_OF_NEW_CUSTOMERS = ["upsert_profiles", "create_identifiers", "attach_identifiers", "record_events"]
-
-
-@pytest.fixture
-def server() -> FakeServer:
-    return FakeServer()
+pytestmark = pytest.mark.skipif(not neo4j_support.configured(), reason=neo4j_support.SKIPPED)
 
 
 @pytest.fixture
-async def store(server):
-    async with Neo4jStore(SETTINGS, connect=server.connect) as opened:
-        server.committed.clear()
-        server.opened.clear()
+async def store() -> AsyncIterator[Neo4jStore]:
+    async with neo4j_support.empty_store() as opened:
         opened.stats.queries = opened.stats.transactions = opened.stats.round_trips = 0
         yield opened
 
 
-def new_customers(rules, n):
-    return [prepare(make_event({"crm_id": f"c-{i}"}, {"city": "Shanghai"}), rules) for i in range(n)]
+@pytest.fixture
+async def second_worker(store) -> AsyncIterator[Neo4jStore]:
+    async with Neo4jStore(store.settings) as other:
+        yield other
 
 
-async def test_open_connects_as_configured_and_creates_every_constraint_and_index(server):
-    async with Neo4jStore(SETTINGS, connect=server.connect):
-        pass
-    assert (server.url, server.config["auth"]) == ("neo4j://graph.example:7687", ("idgraph", "s3cret"))
-    assert server.names() == [[s.name] for s in cypher.SCHEMA]
-    assert server.names()[-1] == ["await_indexes"]
-    assert set(server.opened) == {("WRITE", "identity")}
+async def query(store: Neo4jStore, text: str, **params: Any) -> list[dict[str, Any]]:
+    """A look at the graph from outside the store, as an operator's Cypher shell has."""
+    result = await store.driver.execute_query(text, params, database_=store.settings.database)
+    return [r.data() for r in result.records]
 
 
-async def test_schema_another_worker_created_at_the_same_moment_is_not_an_error(server):
-    server.failures["constraint_profile_id"] = [server_error("Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists")]
-    async with Neo4jStore(SETTINGS, connect=server.connect):
-        pass
-    assert len(server.committed) == len(cypher.SCHEMA) - 1
+def new_customers(rules, n, prefix="c"):
+    return [prepare(make_event({"crm_id": f"{prefix}-{i}"}, {"city": "Shanghai"}), rules) for i in range(n)]
 
 
-async def test_refused_login_names_the_settings_to_check(server):
-    server.unreachable = server_error("Neo.ClientError.Security.Unauthorized", "bad credentials")
+class Rival:
+    """The store as one worker sees it, with another writer committing between each batch's
+    read and its write (``meanwhile``, for the first ``times`` batches)."""
+
+    def __init__(self, store: Neo4jStore, meanwhile: Callable[[], Awaitable[Any]], times: int) -> None:
+        self.store, self.meanwhile, self.times = store, meanwhile, times
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        async with self.store.transaction() as tx:
+            yield tx
+            if self.times > 0:
+                self.times -= 1
+                await self.meanwhile()
+
+
+# --- schema -------------------------------------------------------------------------------
+
+async def test_open_creates_every_constraint_and_index_the_store_relies_on(store):
+    constraints = {r["name"] for r in await query(store, "SHOW CONSTRAINTS YIELD name RETURN name")}
+    indexes = {r["name"] for r in await query(store, "SHOW INDEXES YIELD name RETURN name")}
+    assert {r.name for r in cypher.SCHEMA_RULES if r.unique} <= constraints
+    assert {r.name for r in cypher.SCHEMA_RULES if not r.unique} <= indexes
+
+
+async def test_schema_statement_another_worker_won_at_the_same_moment_is_not_an_error(store):
+    faults = Faults()
+    faults.failures["constraint_profile_id"] = [server_error("Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists")]
+    async with Neo4jStore(store.settings, connect=faults.connect) as again:
+        assert await again.survivor("p_nobody") is None
+    assert faults.raised == ["constraint_profile_id"]
+
+
+async def test_plain_index_where_a_uniqueness_constraint_belongs_is_reported_by_name(store):
+    await query(store, "DROP CONSTRAINT profile_id")
+    await query(store, "CREATE INDEX operators_profile_index FOR (p:Profile) ON (p.id)")
+    try:
+        with pytest.raises(StoreError) as raised:
+            await Neo4jStore(store.settings).open()
+        message = str(raised.value)
+        assert "index 'operators_profile_index' on :Profile(id)" in message
+        assert "uniqueness constraint 'profile_id'" in message and "DROP INDEX `operators_profile_index`" in message
+    finally:
+        await query(store, "DROP INDEX operators_profile_index IF EXISTS")
+        async with Neo4jStore(store.settings):  # puts the constraint back for the other tests
+            pass
+    assert "profile_id" in {r["name"] for r in await query(store, "SHOW CONSTRAINTS YIELD name RETURN name")}
+
+
+async def test_other_index_holding_a_needed_name_is_reported(store):
+    await query(store, "DROP INDEX review_status")
+    await query(store, "CREATE INDEX review_status FOR (r:Review) ON (r.reason)")
+    try:
+        with pytest.raises(StoreError, match="range index 'review_status' on :Review\\(status\\) is missing: "
+                                             "the name 'review_status' is taken"):
+            await Neo4jStore(store.settings).open()
+    finally:
+        await query(store, "DROP INDEX review_status")
+        async with Neo4jStore(store.settings):
+            pass
+
+
+# --- erasure and the transaction logs ----------------------------------------------------
+
+@pytest.mark.skipif(bool(os.environ.get(neo4j_support.ENV_URI)), reason="a server of the environment's: its settings are its own")
+async def test_local_server_keeps_no_transaction_log_past_the_newest_so_erased_values_go_with_it(store):
+    rows = await query(store, "SHOW SETTINGS YIELD name, value WHERE name IN $names RETURN name, value",
+                       names=["db.tx_log.rotation.retention_policy", "db.tx_log.rotation.size",
+                              "db.checkpoint.interval.time"])
+    assert {r["name"]: r["value"] for r in rows} == {
+        "db.tx_log.rotation.retention_policy": "keep_none", "db.tx_log.rotation.size": "1.00MiB",
+        "db.checkpoint.interval.time": "1m"}
+
+
+# --- logging in ---------------------------------------------------------------------------
+
+async def test_refused_login_names_the_settings_to_check(store):
+    wrong = Neo4jSettings(store.settings.url, store.settings.user, "not-the-password", store.settings.database)
     with pytest.raises(StoreError, match="IDGRAPH_NEO4J_PASSWORD"):
-        await Neo4jStore(SETTINGS, connect=server.connect).open()
+        await Neo4jStore(wrong).open()
 
 
-async def test_unreachable_server_is_named_at_open(server):
-    server.unreachable = ServiceUnavailable("connection refused")
-    with pytest.raises(StoreError, match="cannot reach Neo4j at neo4j://graph.example:7687"):
-        await Neo4jStore(SETTINGS, connect=server.connect).open()
+async def test_unreachable_server_is_named_at_open():
+    url = f"bolt://127.0.0.1:{free_port()}"
+    with pytest.raises(StoreError, match=f"cannot reach Neo4j at {url}"):
+        await Neo4jStore(Neo4jSettings(url, "neo4j", "s3cret", "neo4j")).open()
 
+
+# --- a batch's conversation with the server -----------------------------------------------
 
 @pytest.mark.parametrize("size", [1, 100])
-async def test_batch_costs_one_read_and_one_write_transaction_whatever_its_size(store, server, rules, size):
+async def test_batch_costs_one_read_and_one_write_transaction_whatever_its_size(store, rules, size):
     outcomes = await Resolver(store, rules).resolve(new_customers(rules, size))
     assert {o.decision["action"] for o in outcomes} == {"create"}
-    assert server.names() == [["load_neighbourhood"], WRITE_OF_NEW_CUSTOMERS]
-    assert server.opened == [("READ", "identity"), ("WRITE", "identity")]
     assert (store.stats.queries, store.stats.transactions) == (5, 2)
     # The read: BEGIN with the query, COMMIT. The write: BEGIN, four statements, COMMIT.
     assert store.stats.round_trips == 2 + 6
 
 
-async def test_batch_write_carries_one_row_per_event_and_per_new_identifier(store, server, rules):
+async def test_batch_of_new_customers_writes_one_profile_identifier_and_touchpoint_each(store, rules):
     await Resolver(store, rules).resolve(new_customers(rules, 3))
-    write = dict(server.committed[-1])
-    assert [e["pos"] for e in write["record_events"]["events"]] == [0, 1, 2]
-    created = [i["key"] for i in write["create_identifiers"]["identifiers"]]
-    assert [k for k in created if k.startswith("crm_id:")] == ["crm_id:C-0", "crm_id:C-1", "crm_id:C-2"]
+    rows = await query(store, "MATCH (p:Profile)-[:HAS_IDENTIFIER]->(i:Identifier) WHERE i.key STARTS WITH 'crm_id:' "
+                              "RETURN i.key AS key, COUNT { (p)-[:HAS_TOUCHPOINT]->() } AS touchpoints ORDER BY key")
+    assert rows == [{"key": f"crm_id:C-{i}", "touchpoints": 1} for i in range(3)]
 
 
-async def test_batch_reads_its_whole_neighbourhood_at_once(store, server, rules):
-    batch = new_customers(rules, 3)
-    await Resolver(store, rules).resolve(batch)
-    ((_, read),) = server.committed[0]
-    assert read["event_ids"] == [p.event_id for p in batch]
-    assert read["identifier_keys"] == ["crm_id:C-0", "crm_id:C-1", "crm_id:C-2"]
-    assert read["holder_limit"] == rules.identifiers.generic_after_profiles + 1
+async def test_batch_of_redeliveries_reads_once_and_writes_nothing(store, rules):
+    batch = new_customers(rules, 2)
+    first = await Resolver(store, rules).resolve(batch)
+    store.stats.queries = store.stats.transactions = 0
+    again = await Resolver(store, rules).resolve(batch)
+    assert all(o.duplicate for o in again) and [o.profile_id for o in again] == [o.profile_id for o in first]
+    assert (store.stats.queries, store.stats.transactions) == (1, 1)
 
 
-async def test_batch_of_redeliveries_reads_and_writes_nothing_more(store, server, rules):
-    (event,) = new_customers(rules, 1)
-    stored = {"event_id": event.event_id, "record": '{"event_id": "%s", "profile_id": "p_1"}' % event.event_id, "deltas": []}
-    server.answers["load_neighbourhood"] = [{**EMPTY_NEIGHBOURHOOD, "outcomes": [stored]}]
-    (outcome,) = await Resolver(store, rules).resolve([event])
-    assert outcome.duplicate and outcome.profile_id == "p_1"
-    assert server.names() == [["load_neighbourhood"]]
+# --- other writers ------------------------------------------------------------------------
+
+async def test_identifier_another_worker_created_meanwhile_re_runs_the_whole_batch(store, second_worker, rules):
+    theirs = [prepare(make_event({"email": "new@example.com"}), rules)]
+    rival = Rival(store, lambda: Resolver(second_worker, rules).resolve(theirs), times=1)
+    (outcome,) = await Resolver(rival, rules).resolve([prepare(make_event({"email": "new@example.com"}), rules)])
+    assert outcome.decision["action"] == "link" and store.stats.conflicts == 1
+    assert len({p for _, p in await store.assignments()}) == 1
 
 
-async def test_identifier_another_worker_created_meanwhile_re_runs_the_whole_batch(store, server, rules):
-    server.failures["create_identifiers"] = [server_error("Neo.ClientError.Schema.ConstraintValidationFailed")]
-    await Resolver(store, rules).resolve(new_customers(rules, 2))
-    assert server.names() == [["load_neighbourhood"], ["load_neighbourhood"], WRITE_OF_NEW_CUSTOMERS]
-    assert (server.rolled_back, store.stats.conflicts) == (1, 1)
+async def test_profile_changed_by_another_worker_since_the_read_re_runs_the_whole_batch(store, second_worker, rules):
+    (held,) = await Resolver(store, rules).resolve(new_customers(rules, 1))
+    theirs = [prepare(make_event({"crm_id": "c-0"}, {"city": "Beijing"}), rules)]
+    rival = Rival(store, lambda: Resolver(second_worker, rules).resolve(theirs), times=1)
+    (outcome,) = await Resolver(rival, rules).resolve(new_customers(rules, 1))
+    assert outcome.decision["action"] == "link" and outcome.profile_id == held.profile_id
+    assert (await store.profile(held.profile_id)).version == 3 and store.stats.conflicts == 1
 
 
-async def test_profile_changed_by_another_worker_since_the_read_re_runs_the_whole_batch(store, server, rules):
-    held = {"id": "p_x", "version": 3, "created_at": "2025-01-01T00:00:00+00:00", "traits": "{}",
-            "identifiers": ["crm_id:C-0"]}
-    server.answers["load_neighbourhood"] = [{**EMPTY_NEIGHBOURHOOD, "identifiers": [{"key": "crm_id:C-0", "holders": ["p_x"]}],
-                                             "records": [{"profile_id": "p_x", "records": []}], "profiles": [held]}]
-    stale = [[{"id": "p_x"}], []]
-    server.answers["lock_profiles"] = lambda params: stale.pop(0)
-    (outcome,) = await Resolver(store, rules).resolve(new_customers(rules, 1))
-    assert outcome.decision["action"] == "link" and outcome.profile_id == "p_x"
-    write = dict(server.committed[-1])
-    assert write["lock_profiles"]["profiles"] == [{"id": "p_x", "version": 3}]
-    assert [(p["id"], p["version"]) for p in write["upsert_profiles"]["profiles"]] == [("p_x", 4)]
-    assert store.stats.conflicts == 1
+async def test_conflict_that_outlasts_the_retries_reaches_the_caller_as_a_busy_store_with_one_log_line(store, rules):
+    (held,) = await Resolver(store, rules).resolve(new_customers(rules, 1))
+    bump = lambda: query(store, "MATCH (p:Profile {id: $id}) SET p.version = p.version + 1", id=held.profile_id)  # noqa: E731
+    rival = Rival(store, bump, times=99)
+    with capture_logs() as logs, pytest.raises(StoreUnavailable, match="conflicted with other writers 3 times") as raised:
+        await Resolver(rival, rules, attempts=3).resolve(new_customers(rules, 1))
+    assert not isinstance(raised.value, StoreConflict)
+    assert [(e["event"], e["attempts"]) for e in logs] == [("batch gave up after store conflicts", 3)]
+    assert store.stats.conflicts == 3 and len(await store.assignments()) == 1
 
 
-async def test_conflict_that_outlasts_the_retries_reaches_the_caller_as_a_busy_store(store, server, rules):
-    conflict = "Neo.ClientError.Schema.ConstraintValidationFailed"
-    server.failures["create_identifiers"] = [server_error(conflict) for _ in range(3)]
-    with pytest.raises(StoreConflict) as raised:
-        await Resolver(store, rules, attempts=3).resolve(new_customers(rules, 1))
-    assert isinstance(raised.value, StoreUnavailable)
-    assert server.names() == [["load_neighbourhood"]] * 3
+# --- writers in parallel -----------------------------------------------------------------
+
+async def test_batch_commits_while_another_workers_write_on_other_profiles_is_still_open(store, rules):
+    faults = Faults()
+    reached, release = faults.pauses["record_events"] = (asyncio.Event(), asyncio.Event())
+    async with Neo4jStore(store.settings, connect=faults.connect) as held:
+        holding = asyncio.create_task(Resolver(held, rules).resolve(new_customers(rules, 3)))
+        await asyncio.wait_for(reached.wait(), 30)
+        try:  # a counter node shared by every write would keep this waiting for the one above
+            mine = await asyncio.wait_for(Resolver(store, rules).resolve(new_customers(rules, 2, prefix="other")), 30)
+        finally:
+            release.set()
+        theirs = await holding
+    assert len(await store.assignments()) == len(mine) + len(theirs) == 5
 
 
-async def test_row_that_found_no_profile_stops_the_batch_instead_of_vanishing(store, server, rules):
-    server.answers["record_events"] = [{"written": 1}]
-    with pytest.raises(StoreError, match="record_events wrote 1 of 2 rows"):
-        await Resolver(store, rules).resolve(new_customers(rules, 2))
-    assert server.names() == [["load_neighbourhood"]] and server.rolled_back == 1
+async def test_profiles_deltas_leave_the_outbox_in_version_order_though_the_servers_clock_is_behind(store, rules):
+    (created,) = await Resolver(store, rules).resolve(new_customers(rules, 1))
+    # As if the first write came from a server whose clock ran an hour ahead of this one's.
+    ahead = 3600 * 1000 * 1000
+    await query(store, "MATCH (p:Profile) SET p.seq = p.seq + $ahead", ahead=ahead)
+    await query(store, "MATCH (n) WHERE n:Touchpoint OR n:Delta SET n.seq = n.seq + $ahead", ahead=ahead)
+    (linked,) = await Resolver(store, rules).resolve([prepare(make_event({"crm_id": "c-0"}, {"name": "Zhang Wei"}), rules)])
+    assert linked.profile_id == created.profile_id
+    versions = [d.profile_version for d in await store.unpublished_deltas() if d.profile_id == created.profile_id]
+    assert versions == sorted(versions) and len(versions) == 2
+    assert [e for e, _ in await store.assignments()] == [created.event_id, linked.event_id]
 
 
-async def test_server_outage_mid_batch_is_reported_as_store_unavailable(store, server, rules):
-    server.failures["load_neighbourhood"] = [ServiceUnavailable("leader lost")]
-    with pytest.raises(StoreUnavailable, match="graph.example"):
-        await Resolver(store, rules).resolve(new_customers(rules, 1))
+# --- faults the server cannot produce on demand -------------------------------------------
+
+async def test_transient_error_mid_write_is_retried_and_the_batch_lands_once(store, rules):
+    faults = Faults()
+    faults.failures["record_events"] = [server_error("Neo.TransientError.Transaction.DeadlockDetected")]
+    async with Neo4jStore(store.settings, connect=faults.connect) as faulty:
+        outcomes = await Resolver(faulty, rules).resolve(new_customers(rules, 2))
+    assert faults.raised == ["record_events"]
+    assert sorted(await store.assignments()) == sorted((o.event_id, o.profile_id) for o in outcomes)
 
 
-async def test_reads_for_people_and_publishers_are_one_round_trip_each(store, server):
-    server.answers["unpublished_deltas_of"] = []
+async def test_server_outage_mid_write_is_reported_as_store_unavailable_and_writes_nothing(store, rules):
+    # Past the driver's own retries (it retries a lost connection for up to 30 s; here not at all).
+    faults = Faults(max_transaction_retry_time=0.0)
+    faults.failures["record_events"] = [ServiceUnavailable("leader lost")]
+    async with Neo4jStore(store.settings, connect=faults.connect) as faulty:
+        with pytest.raises(StoreUnavailable, match=store.settings.url):
+            await Resolver(faulty, rules).resolve(new_customers(rules, 1))
+    assert await store.assignments() == [] and await query(store, "MATCH (p:Profile) RETURN p") == []
+
+
+async def test_reads_for_people_and_publishers_are_one_round_trip_each(store):
     await store.unpublished_deltas(["e-1"], limit=10)
     await store.survivor("p_1")
-    assert server.names() == [["unpublished_deltas_of"], ["survivor"]]
-    assert server.committed[0][0][1] == {"event_ids": ["e-1"], "profile_ids": [], "limit": 10}
-    assert server.opened == [("READ", "identity"), ("READ", "identity")]
-    assert store.stats.round_trips == 4
+    assert (store.stats.queries, store.stats.round_trips) == (2, 4)
+
+
+# --- lookups start from an index ----------------------------------------------------------
+
+def operators(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every operator of an EXPLAIN plan, with its details, depth first."""
+    found = [(plan["operatorType"].split("@")[0], str(plan.get("args", {}).get("Details", "")))]
+    return found + [op for child in plan.get("children", []) for op in operators(child)]
+
+
+@pytest.mark.parametrize("statement, seek", [
+    (cypher.DECIDE_REVIEW, ":Review(id)"),
+    (cypher.OPERATIONS_FOR, ":ProfileRef(profile_id)"),
+    (cypher.ERASE_OPERATIONS, ":ProfileRef(profile_id)"),
+    (cypher.ERASE_RECORDS, ":ProfileRef(profile_id)"),
+    (cypher.LOAD_NEIGHBOURHOOD, ":Refusal(event_id)"),
+    # Supernodes: the first holders by id and the newest touchpoints of a key, read in index
+    # order, so a shop phone on thousands of profiles costs what one on two does.
+    (cypher.LOAD_NEIGHBOURHOOD, ":HAS_IDENTIFIER(key, holder)"),
+    (cypher.LOAD_NEIGHBOURHOOD, ":BLOCKED_BY(key, seq)"),
+], ids=lambda v: v.name if isinstance(v, cypher.Statement) else v)
+async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_supernodes(store, statement, seek):
+    numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile"}
+    params = {p: 1 if p in numbers else [] if p.endswith("s") and p != "status" else "x" for p in statement.params}
+    result = await store.driver.execute_query("EXPLAIN " + statement.text, params, database_=store.settings.database)
+    plan = operators(result.summary.plan)
+    assert not [op for op in plan if op[0] in ("NodeByLabelScan", "AllNodesScan")], plan
+    assert any("IndexSeek" in op and seek in details for op, details in plan), plan

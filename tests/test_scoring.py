@@ -4,7 +4,7 @@ import pytest
 
 from identity.compare import match_probability, score_pair
 from identity.events import parse_event
-from identity.features import extract_features
+from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, extract_features
 from identity.rules import RulesError, load_rules
 
 
@@ -87,3 +87,12 @@ def test_rules_round_trip_through_yaml(tmp_path, rules):
     path = tmp_path / "rules.yaml"
     path.write_text(rules.to_yaml())
     assert load_rules(path) == rules
+
+
+def test_blocking_key_longer_than_a_store_can_index_becomes_a_digest_of_itself(rules):
+    long = {"company": "x" * 9000, "city": "shanghai"}
+    (key,) = blocking_keys(long, rules)
+    assert key.startswith("b6:#") and len(key.encode()) < MAX_BLOCKING_KEY_BYTES
+    assert blocking_keys(dict(long), rules) == (key,)
+    assert blocking_keys({**long, "company": "y" * 9000}, rules) != (key,)
+    assert blocking_keys({"company": "acme", "city": "shanghai"}, rules) == ("b6:acme|shanghai",)

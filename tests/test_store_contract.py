@@ -86,6 +86,16 @@ async def test_lineage_follows_merges_of_merges(engine, store):
     assert sorted((await store.profile(c.profile_id)).merged_from) == sorted([b.profile_id, c.profile_id])
 
 
+# --- candidates -------------------------------------------------------------------------
+
+async def test_trait_longer_than_an_index_key_still_blocks_and_finds_its_candidate(engine, store):
+    # About 10 kB: past Neo4j's range-index key limit, so the key is stored as a digest.
+    company = "Shanghai Pudong Precision Instruments Trading Company " * 200
+    first = await engine.resolve(make_event({"crm_id": "c-1"}, {"company": company, "city": "Shanghai"}))
+    second = await engine.resolve(make_event({"crm_id": "c-2"}, {"company": company, "city": "Shanghai"}))
+    assert first.profile_id in [c["profile_id"] for c in second.decision["evidence"]["candidates"]]
+
+
 # --- timelines, decisions, assignments ----------------------------------------------------
 
 async def test_timeline_orders_touchpoints_by_when_they_occurred_not_when_they_arrived(engine, store):
@@ -104,13 +114,22 @@ async def test_timeline_compares_instants_across_utc_offsets(engine, store):
     assert timeline[0].occurred_at == "2026-01-01T09:00:00+08:00"
 
 
-async def test_touchpoints_that_occurred_together_keep_their_arrival_order(engine, store):
-    at = "2026-01-01T00:00:00Z"
-    first = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at=at))
-    second = await engine.resolve(make_event({"crm_id": "c-1"}, occurred_at=at, scenario="service.hotline"))
+async def test_touchpoints_that_occurred_at_the_same_instant_are_ordered_by_event_id_not_arrival(engine, store):
+    first = await engine.resolve(make_event({"crm_id": "c-1"}, event_id="evt-b", occurred_at="2026-01-01T00:00:00Z"))
+    second = await engine.resolve(make_event({"crm_id": "c-1"}, event_id="evt-a", occurred_at="2026-01-01T00:00:00Z",
+                                             scenario="service.hotline"))
     timeline = await store.timeline(first.profile_id)
-    assert [(e.event_id, e.scenario) for e in timeline] == [(first.event_id, "sales.crm"), (second.event_id, "service.hotline")]
-    assert timeline[0].event["event_id"] == first.event_id
+    assert [(e.event_id, e.scenario) for e in timeline] == [(second.event_id, "service.hotline"), (first.event_id, "sales.crm")]
+    assert timeline[0].event["event_id"] == "evt-a"
+
+
+async def test_touchpoints_at_the_same_instant_in_different_offsets_are_ordered_by_event_id_not_offset(engine, store):
+    # The same instant three ways; neither the offset nor its text decides the order.
+    events = [("evt-c", "2026-01-01T08:00:00+08:00"), ("evt-a", "2026-01-01T00:00:00Z"),
+              ("evt-b", "2025-12-31T19:00:00-05:00")]
+    for event_id, at in events:
+        outcome = await engine.resolve(make_event({"crm_id": "c-1"}, event_id=event_id, occurred_at=at))
+    assert [e.event_id for e in await store.timeline(outcome.profile_id)] == ["evt-a", "evt-b", "evt-c"]
 
 
 async def test_merged_profiles_share_one_timeline(engine, store):
@@ -207,6 +226,15 @@ async def test_generic_identifier_report_counts_holders_most_shared_first(engine
     for n in range(5, 9):
         await engine.resolve(make_event({"phone": "02150509999", "national_id": cn_national_id(n)}))
     assert await store.generic_identifiers(rules) == [("phone:+862150501234", 5), ("phone:+862150509999", 4)]
+
+
+async def test_identifier_held_by_many_profiles_is_generic_evidence_naming_its_first_holders_by_id(engine, store):
+    held = [await engine.resolve(make_event({"phone": "02150501234", "national_id": cn_national_id(n)}))
+            for n in range(12)]
+    later = await engine.resolve(make_event({"phone": "02150501234", "national_id": cn_national_id(99)}))
+    (phone,) = [e for e in later.decision["evidence"]["identifiers"] if e["type"] == "phone"]
+    assert phone["status"] == "generic"
+    assert phone["profiles"] == sorted(o.profile_id for o in held)[:4]
 
 
 # --- idempotency and atomicity ------------------------------------------------------------
