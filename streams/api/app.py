@@ -18,7 +18,7 @@ from graph.factory import store_from_url
 from graph.store import GraphStore
 from identity.policy import Policy, load_policy
 from identity.rules import Rules, load_rules
-from streams.api import operator, problems, profiles
+from streams.api import operator, pages, problems, profiles
 from streams.api.access import caller
 from streams.api.auth import TokenRegistry
 from streams.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -67,6 +67,7 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
     problems.install(app)
     app.include_router(profiles.router)
     app.include_router(operator.router)
+    pages.install(app)
     _add_service_routes(app)
     # Added before the counter, so the counter wraps it and counts the 413s it answers.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

@@ -1,0 +1,19 @@
+"""Pages for customers and operators, served by the profile API process over the same endpoint
+functions, tokens and scopes as the JSON API (docs/api.md, "Pages")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from streams.api.pages import customer
+
+__all__ = ["install"]
+
+
+def install(app: FastAPI) -> None:
+    """Mount the pages and their local assets (no CDN: everything is served from here)."""
+    app.include_router(customer.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
