@@ -31,8 +31,10 @@ def off_the_browser_loop(action: Callable[..., T], *args: Any) -> T:
         return pool.submit(action, *args).result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per test module: modules import this fixture each for themselves, and while a
+    browser runs, Playwright's event loop occupies the thread (a second would refuse to start)."""
     with sync_playwright() as playwright:
         # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -8,12 +8,15 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from streams.api.pages import customer
+from streams.api.pages import console, customer
+from streams.api.pages.counters import Counters
 
 __all__ = ["install"]
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, worker_metrics_url: str | None = None) -> None:
     """Mount the pages and their local assets (no CDN: everything is served from here)."""
+    app.state.idgraph_counters = Counters(worker_metrics_url)
     app.include_router(customer.router)
+    app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")

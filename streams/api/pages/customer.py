@@ -70,18 +70,24 @@ async def me(who: Visitor) -> Response:
     return see_other(f"/profiles/{who.profile_id}")
 
 
-async def _profile_page(request: Request, who: Principal, profile_id: str, *, q: str | None = None,
-                        status: int = 200, notice: str | None = None, error: str | None = None,
-                        refused: list[dict[str, Any]] | None = None) -> Response:
+async def profile_page_context(request: Request, who: Principal, profile_id: str, *, q: str | None = None,
+                               notice: str | None = None, error: str | None = None,
+                               refused: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the profile page shows this visitor: masked identifiers unless staff."""
     state = state_of(request)
     view = await profiles.get_profile(profile_id, who, state)
     timeline = await profiles.timeline(profile_id, who, state, q or None)
     correctable = customer_traits(state.policy)
-    return render(request, "profile.html", status, view=view, q=q or "", entries=timeline.entries,
-                  identifiers=view.identifiers if who.staff else mask_identifiers(view.identifiers),
-                  correctable=[(name, view.traits[name].value if name in view.traits else "") for name in correctable],
-                  summary=summary, notice=notice if notice in NOTICES else None, error=error, refused=refused or [],
-                  form_key=uuid.uuid4().hex, staff=who.staff)
+    return {"view": view, "q": q or "", "entries": timeline.entries,
+            "identifiers": view.identifiers if who.staff else mask_identifiers(view.identifiers),
+            "correctable": [(name, view.traits[name].value if name in view.traits else "") for name in correctable],
+            "summary": summary, "notice": notice if notice in NOTICES else None, "error": error,
+            "refused": refused or [], "form_key": uuid.uuid4().hex, "staff": who.staff}
+
+
+async def _profile_page(request: Request, who: Principal, profile_id: str, *, status: int = 200,
+                        **shown: Any) -> Response:
+    return render(request, "profile.html", status, **await profile_page_context(request, who, profile_id, **shown))
 
 
 @router.get("/profiles/{profile_id}")

@@ -84,7 +84,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "console": ("Operator console", "运营控制台"),
     "counters": ("Now", "当前"),
     "counter.open_reviews": ("Open reviews", "待审核"),
-    "counter.events_per_second": ("Events/s (last minute)", "每秒事件（最近一分钟）"),
+    "counter.events_per_second": ("Events/s", "事件/秒"),
     "counter.dead_letters": ("Dead letters", "死信"),
     "counter.lag": ("Consumer lag", "消费延迟"),
     "reviews": ("Review queue", "审核队列"),
