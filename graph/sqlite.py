@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Sequence
 
 import orjson
 
-from graph import sqlite_operations as operations
+from graph import fulltext, sqlite_operations as operations
 from graph.sqlite_schema import migrate
 from graph.store import (
     ErasureWrite,
@@ -318,6 +318,20 @@ class SQLiteStore(GraphStore):
         # order among touchpoints that occurred together).
         entries = sorted(rows, key=lambda row: datetime.fromisoformat(row[3]))
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in entries]
+
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+        live = await self.survivor(profile_id) or profile_id
+        match, likes = fulltext.fts5_match(terms), fulltext.like_patterns(terms)
+        # FTS5 takes the table's own name, not an alias, on the left of MATCH.
+        where = ["t.profile_id = ?", *(["touchpoint_text MATCH ?"] if match else []),
+                 *["touchpoint_text.body LIKE ? ESCAPE '\\'"] * len(likes)]
+        rows = self.db.execute(
+            "SELECT t.event_id, t.scenario, t.type, t.occurred_at, t.event FROM touchpoint_text "
+            f"JOIN touchpoints t ON t.seq = touchpoint_text.rowid WHERE {' AND '.join(where)} "
+            f"ORDER BY {'bm25(touchpoint_text), ' if match else ''}t.seq LIMIT ?",
+            (live, *([match] if match else []), *likes, limit),
+        )
+        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))

@@ -4,6 +4,7 @@ masked, correct a name, withdraw consent, download everything, erase it and see 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 from playwright.sync_api import expect
@@ -12,6 +13,8 @@ from tests.api_support import resolve, serve_api
 from tests.conftest import make_event
 from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in  # noqa: F401  # browser: a fixture
 
+LAST_YEAR = datetime.now(timezone.utc).year - 1
+
 
 @pytest.fixture
 def world(tmp_path):
@@ -19,9 +22,9 @@ def world(tmp_path):
     mine, _, other = off_the_browser_loop(
         resolve, path,
         make_event({"phone": "13800138000", "email": "zw@example.com"}, {"name": "Zhang Wei", "city": "Shanghai"},
-                   consent={"marketing": True}, occurred_at="2025-03-01T09:00:00+08:00"),
+                   consent={"marketing": True}, occurred_at=f"{LAST_YEAR}-03-01T09:00:00+08:00"),
         make_event({"phone": "13800138000"}, scenario="service.repair", type="work_order",
-                   payload={"job": "更换CT球管", "site": "瑞金医院"}, occurred_at="2025-06-01T09:00:00+08:00"),
+                   payload={"job": "更换CT球管", "site": "瑞金医院"}, occurred_at=f"{LAST_YEAR}-06-01T09:00:00+08:00"),
         make_event({"email": "li.na@example.com"}, {"name": "Li Na"}),
     )
     callers = {"me": {"scopes": ["customer"], "profile_id": mine.profile_id},
@@ -69,7 +72,7 @@ def test_traits_show_their_source_and_time(signed_in):
     row = page.locator("tr", has=page.locator("th", has_text="city"))
     expect(row).to_contain_text("Shanghai")
     expect(row).to_contain_text("sales.crm")
-    expect(row).to_contain_text("2025-03-01T09:00:00+08:00")
+    expect(row).to_contain_text(f"{LAST_YEAR}-03-01T09:00:00+08:00")
 
 
 def test_correcting_the_name_makes_the_customer_its_source(signed_in):
@@ -154,3 +157,22 @@ def test_the_page_speaks_chinese_when_the_browser_asks(browser, world):  # noqa:
     expect(page.get_by_role("heading", level=1)).to_contain_text("我的档案")
     expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
     screenshot(page, "customer-profile-zh")
+
+
+def test_searching_the_timeline_in_chinese_finds_last_years_repair(browser, world):  # noqa: F811
+    api, *_ = world
+    page = open_page(browser, api, locale="zh-CN")
+    sign_in(page, api.tokens["me"])
+    page.get_by_label("搜索时间线").fill("去年 CT球管")
+    page.get_by_label("搜索时间线").press("Enter")
+    rows = page.locator("#timeline tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("更换CT球管")
+    screenshot(page, "customer-search-zh")
+
+
+def test_a_search_that_finds_nothing_says_so(signed_in):
+    page, *_ = signed_in
+    page.get_by_label("Search the timeline").fill("battery last month")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#timeline tbody")).to_have_text("Nothing in the timeline matches.")
