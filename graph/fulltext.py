@@ -4,10 +4,13 @@ reads them.
 A term matches where it occurs in the touchpoint's scenario, type, traits or payload, case
 aside and anywhere in a word, so ``CT球管`` finds ``更换CT球管`` and ``quote`` finds
 ``quote_issued``: Chinese is written without spaces, so a word boundary cannot be relied on.
-SQLite indexes trigrams (FTS5's ``trigram`` tokenizer); a term shorter than three characters is
-checked with LIKE over the profile's own touchpoints, which that index also serves. Neo4j's
+SQLite indexes trigrams (FTS5's ``trigram`` tokenizer), a profile's touchpoints when it is first
+searched after they were written, off the worker's path; a term shorter than three characters is
+checked with LIKE over the profile's own indexed text. Neo4j's
 full-text index (Lucene's CJK analyzer) indexes Chinese as character bigrams and other words
-whole: a Chinese term is looked up as its bigram phrase, any other term as a word prefix.
+whole: a Chinese term is looked up as its bigram phrase, any other term as a word prefix. That
+index is eventually consistent (kept off the write's commit), and a search first waits for it to
+catch up.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Sequence
 
 #: Terms the trigram index can look up; shorter ones are matched with LIKE.
 TRIGRAM = 3
+#: What SQLite's index reads of a touchpoint ``t``: identifiers stay out (they are no one's words).
+SQLITE_BODY = ("t.scenario || ' ' || t.type || ' ' || coalesce(json_extract(t.event, '$.traits'), '') "
+               "|| ' ' || coalesce(json_extract(t.event, '$.payload'), '')")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 _LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
 

@@ -341,6 +341,7 @@ class Neo4jStore(GraphStore):
         query = fulltext.lucene_query(terms)
         if not query:
             return []
+        await self._read(cypher.SEARCH_INDEX_REFRESH)
         rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, query=query, limit=limit)
         return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
 

@@ -321,6 +321,7 @@ class SQLiteStore(GraphStore):
 
     async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
         live = await self.survivor(profile_id) or profile_id
+        self._index_touchpoints(live)
         match, likes = fulltext.fts5_match(terms), fulltext.like_patterns(terms)
         # FTS5 takes the table's own name, not an alias, on the left of MATCH.
         where = ["t.profile_id = ?", *(["touchpoint_text MATCH ?"] if match else []),
@@ -332,6 +333,26 @@ class SQLiteStore(GraphStore):
             (live, *([match] if match else []), *likes, limit),
         )
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
+
+    def _index_touchpoints(self, live: str) -> None:
+        """Add the profile's touchpoints not yet in the full-text index (graph/sqlite_schema.py, 5).
+
+        No await in here, so no other coroutine's statement lands between these on the shared
+        connection; one already in a transaction takes the rows into it (rolled back, they are
+        simply added again by the next search)."""
+        own = not self.db.in_transaction
+        try:
+            if own:
+                self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                f"INSERT INTO touchpoint_text (rowid, body) SELECT t.seq, {fulltext.SQLITE_BODY} FROM touchpoints t "
+                "WHERE t.profile_id = ? AND NOT EXISTS (SELECT 1 FROM touchpoint_text WHERE rowid = t.seq)", (live,))
+            if own:
+                self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if own and self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StoreUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 
-#: What the timeline search reads of a touchpoint: identifiers stay out (they are no one's words).
-_SEARCH_BODY = ("{row}.scenario || ' ' || {row}.type || ' ' || coalesce(json_extract({row}.event, '$.traits'), '') "
-                "|| ' ' || coalesce(json_extract({row}.event, '$.payload'), '')")
-
 MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: profiles, identifiers, touchpoints with their features and blocking keys,
     #    decisions, merge lineage, reviews and the delta outbox.
@@ -149,15 +145,14 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     CREATE INDEX outbox_unpublished_profile ON outbox (profile_id, seq) WHERE published = 0;
     """,
     # 5: the timeline's full-text index (graph/fulltext.py): trigrams of each touchpoint's scenario,
-    #    type, traits and payload, kept by triggers, so every writer and erasure keep it in step.
-    #    A tuple: its statements hold semicolons of their own.
+    #    type, traits and payload. Filled by the search itself, a profile's new touchpoints at a time
+    #    (indexing every touchpoint as it is written would cost the worker more than resolving it);
+    #    emptied by a trigger, so erasure and splits leave no text of deleted touchpoints.
+    #    A tuple: a trigger body holds semicolons of its own.
     (
         "CREATE VIRTUAL TABLE touchpoint_text USING fts5(body, tokenize = 'trigram')",
-        f"CREATE TRIGGER touchpoint_text_insert AFTER INSERT ON touchpoints BEGIN "
-        f"INSERT INTO touchpoint_text (rowid, body) VALUES (new.seq, {_SEARCH_BODY.format(row='new')}); END",
         "CREATE TRIGGER touchpoint_text_delete AFTER DELETE ON touchpoints BEGIN "
         "DELETE FROM touchpoint_text WHERE rowid = old.seq; END",
-        f"INSERT INTO touchpoint_text (rowid, body) SELECT seq, {_SEARCH_BODY.format(row='touchpoints')} FROM touchpoints",
     ),
 )
 

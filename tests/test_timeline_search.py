@@ -66,6 +66,13 @@ async def test_identifiers_are_not_searched_as_history(store, history, store_kin
     assert await found(store, mine, "13800138000") == []
 
 
+async def test_touchpoints_written_after_a_search_are_found_by_the_next(store, engine):
+    first = await engine.resolve(make_event({"phone": "13300133000"}, payload={"job": "更换CT球管"}))
+    assert await found(store, first.profile_id, "球管") == [first.event_id]
+    second = await engine.resolve(make_event({"phone": "13300133000"}, payload={"job": "球管复检"}))
+    assert await found(store, first.profile_id, "球管") == [first.event_id, second.event_id]
+
+
 async def test_the_best_match_comes_first(store, engine):
     phone = {"phone": "13700137000"}
     passing = await engine.resolve(make_event(phone, type="visit", payload={
@@ -83,6 +90,7 @@ async def test_a_merged_profiles_touchpoints_are_searched_under_the_survivor(sto
 
 async def test_erased_touchpoints_leave_the_index(store, engine, rules, store_kind):
     outcome = await engine.resolve(make_event({"phone": "13500135000"}, payload={"job": "更换CT球管"}))
+    assert await found(store, outcome.profile_id, "ct球管") == [outcome.event_id]
     await Operations(store, rules).erase(outcome.profile_id, actor="test", requested_by="customer")
     assert await found(store, outcome.profile_id, "ct球管") == []
     if isinstance(store, SQLiteStore):
@@ -105,14 +113,14 @@ def test_time_phrases_in_english_and_chinese_narrow_the_range(text, terms, start
     assert (query.start.date().isoformat(), query.end.date().isoformat()) == (start, end)
 
 
-async def test_a_file_from_before_the_index_is_indexed_when_opened(tmp_path, rules, store_kind):
+async def test_touchpoints_written_before_the_index_existed_are_found(tmp_path, rules, store_kind):
     if store_kind != "sqlite":
         pytest.skip("a migration of the embedded store")
     path = tmp_path / "old.db"
     async with SQLiteStore(path) as store:
         outcome = await Engine(store, rules).resolve(make_event({"phone": "13400134000"}, payload={"job": "更换CT球管"}))
     db = sqlite3.connect(path)
-    db.executescript("DROP TRIGGER touchpoint_text_insert; DROP TRIGGER touchpoint_text_delete; "
+    db.executescript("DROP TRIGGER touchpoint_text_delete; "
                      f"DROP TABLE touchpoint_text; PRAGMA user_version = {len(MIGRATIONS) - 1};")
     db.close()
     async with SQLiteStore(path) as store:
