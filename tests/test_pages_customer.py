@@ -4,6 +4,7 @@ masked, correct a name, withdraw consent, download everything, erase it and see 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 
 import pytest
@@ -69,7 +70,7 @@ def test_a_wrong_token_is_refused_with_a_message_on_the_form(browser, world):  #
 
 def test_traits_show_their_source_and_time(signed_in):
     page, *_ = signed_in
-    row = page.locator("tr", has=page.locator("th", has_text="city"))
+    row = page.locator("tr[data-trait=city]")
     expect(row).to_contain_text("Shanghai")
     expect(row).to_contain_text("sales.crm")
     expect(row).to_contain_text(f"{LAST_YEAR}-03-01T09:00:00+08:00")
@@ -80,7 +81,7 @@ def test_correcting_the_name_makes_the_customer_its_source(signed_in):
     page.get_by_label("name", exact=True).fill("Zhang Weiming")
     page.get_by_role("button", name="Save corrections").click()
     expect(page.get_by_role("status")).to_have_text("Your correction was saved.")
-    row = page.locator("tr", has=page.locator("th", has_text="name"))
+    row = page.locator("tr[data-trait=name]")
     expect(row).to_contain_text("Zhang Weiming")
     expect(row).to_contain_text("customer")
 
@@ -176,3 +177,33 @@ def test_a_search_that_finds_nothing_says_so(signed_in):
     page.get_by_label("Search the timeline").fill("battery last month")
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page.locator("#timeline tbody")).to_have_text("Nothing in the timeline matches.")
+
+
+def test_the_token_appears_in_no_address_requested_and_no_log_line(browser, world, caplog):  # noqa: F811
+    api, mine, _ = world
+    caplog.set_level(logging.DEBUG)
+    page = open_page(browser, api)
+    addresses: list[str] = []
+    page.on("request", lambda request: addresses.append(request.url))
+    sign_in(page, api.tokens["me"])
+    page.goto(f"/profiles/{mine}?q=CT球管")
+    page.goto("/profiles/not-mine")
+    sign_in(page, api.tokens["me"] + "x")
+    assert len(addresses) >= 5
+    assert not [a for a in addresses if api.tokens["me"] in a]
+    assert api.tokens["me"] not in caplog.text
+    page.context.close()
+
+
+def test_a_keyboard_reaches_the_skip_link_first_and_signs_in_with_enter(browser, world):  # noqa: F811
+    api, mine, _ = world
+    page = open_page(browser, api)
+    page.goto("/signin")
+    page.keyboard.type(api.tokens["me"])  # the token field has the focus
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{api.client.base_url}/profiles/{mine}")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    page.context.close()

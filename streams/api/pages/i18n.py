@@ -115,6 +115,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "merged": ("merged into", "合并到"),
     "verdict.approved": ("Approved: the profiles were merged.", "已批准：档案已合并。"),
     "verdict.rejected": ("Rejected: the profiles stay apart.", "已拒绝：档案保持分开。"),
+    # Names of the traits and identifiers the bundled rules and policy know; others show as named.
+    "name.name": ("name", "姓名"),
+    "name.given_name": ("given name", "名"),
+    "name.family_name": ("family name", "姓"),
+    "name.address": ("address", "地址"),
+    "name.birth_date": ("birth date", "出生日期"),
+    "name.city": ("city", "城市"),
+    "name.email": ("email", "邮箱"),
+    "name.phone": ("phone", "手机"),
+    "name.wechat_openid": ("WeChat", "微信"),
+    "name.device_id": ("device", "设备"),
+    "name.crm_id": ("CRM id", "CRM 编号"),
+    "name.national_id": ("national id", "身份证"),
 }
 
 
@@ -140,5 +153,8 @@ def translator(lang: str) -> Callable[[str], str]:
     index = LANGUAGES.index(lang)
 
     def t(key: str) -> str:
-        return MESSAGES[key][index] if key in MESSAGES else key
+        """The message; a data name (``name.<trait>``) not in the table shows as itself."""
+        if key in MESSAGES:
+            return MESSAGES[key][index]
+        return key.removeprefix("name.")
     return t
