@@ -16,13 +16,13 @@ from pydantic import ValidationError
 
 from identity.explain import render_decision
 from streams.api import operator, profiles
-from streams.api.access import allow, reach
+from streams.api.access import allow, api_state, reach
 from streams.api.auth import Principal
 from streams.api.models import VerdictIn
 from streams.api.pages.customer import NOTICES, profile_page_context
 from streams.api.pages.evidence import waterfalls
 from streams.api.pages.lineage import lineage
-from streams.api.pages.web import PageRoute, checked_form, render, see_other, state_of, visitor
+from streams.api.pages.web import PageRoute, checked_form, render, see_other, visitor
 from streams.api.problems import ProblemError
 
 router = APIRouter(prefix="/console", route_class=PageRoute, include_in_schema=False)
@@ -32,7 +32,7 @@ ReviewId = Annotated[int, Path(ge=1, le=2**62)]
 
 async def _queue(request: Request, who: Principal, *, status: int = 200, notice: str | None = None,
                  error: tuple[int, str] | None = None) -> Response:
-    state = state_of(request)
+    state = api_state(request)
     open_reviews = await operator.reviews(who, state, "open")
     proposals = [(review, waterfalls(await state.store.decision(review.event_id), review.profile_ids))
                  for review in open_reviews]
@@ -49,7 +49,7 @@ async def console(request: Request, who: Visitor, done: Annotated[str | None, Qu
 @router.post("/reviews/{review_id}")
 async def verdict(request: Request, review_id: ReviewId, who: Visitor) -> Response:
     form = await checked_form(request)
-    state = state_of(request)
+    state = api_state(request)
     try:
         body = VerdictIn(verdict=form.get("verdict", ""), reason=form.get("reason", "").strip())  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -71,7 +71,7 @@ async def verdict(request: Request, review_id: ReviewId, who: Visitor) -> Respon
 async def decision_trace(request: Request, who: Visitor,
                          event_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> Response:
     allow(who, "operator", "admin")
-    record = await state_of(request).store.decision(event_id) if event_id else None
+    record = await api_state(request).store.decision(event_id) if event_id else None
     status = 404 if event_id and record is None else 200
     return render(request, "trace.html", status, event_id=event_id or "", record=record,
                   text=render_decision(record) if record else None, charts=waterfalls(record))
@@ -88,7 +88,7 @@ async def profile(request: Request, profile_id: profiles.ProfileId, who: Visitor
                   q: Annotated[str | None, Query(max_length=200)] = None,
                   done: Annotated[str | None, Query(max_length=40)] = None) -> Response:
     allow(who, "operator", "admin")
-    state = state_of(request)
+    state = api_state(request)
     live = await reach(state, who, profile_id)
     context = await profile_page_context(request, who, profile_id, q=q, notice=done)
     graph = lineage(live, context["view"].merged_from, await state.store.decisions_for(live),
@@ -101,6 +101,6 @@ async def profile(request: Request, profile_id: profiles.ProfileId, who: Visitor
 @router.get("/counters")
 async def counters(request: Request, who: Visitor) -> Response:
     """The counters alone, for the console's script to refresh in place."""
-    open_reviews = await operator.reviews(who, state_of(request), "open")
+    open_reviews = await operator.reviews(who, api_state(request), "open")
     reading = await request.app.state.idgraph_counters.read(len(open_reviews))
     return render(request, "_counters.html", counters=reading)

@@ -17,11 +17,12 @@ from pydantic import ValidationError
 
 from graph.operations import customer_traits
 from streams.api import profiles
+from streams.api.access import api_state
 from streams.api.auth import Principal
 from streams.api.models import ConsentIn, RectifyIn
 from streams.api.pages.masking import mask_identifiers, summary
 from streams.api.pages.web import (
-    COOKIE, FormError, PageRoute, checked_form, render, see_other, state_of, visitor,
+    COOKIE, FormError, PageRoute, checked_form, render, see_other, visitor,
 )
 from streams.api.problems import ProblemError
 
@@ -48,7 +49,7 @@ async def signin(request: Request) -> Response:
     token = str(form.get("token") or "").strip()
     if not token:
         return render(request, "signin.html", 422, key="token.missing")
-    principal = state_of(request).tokens.authenticate(token)
+    principal = api_state(request).tokens.authenticate(token)
     if principal is None:
         return render(request, "signin.html", 401, key="token.bad")
     response = see_other("/console" if principal.staff else "/me")
@@ -74,7 +75,7 @@ async def profile_page_context(request: Request, who: Principal, profile_id: str
                                notice: str | None = None, error: str | None = None,
                                refused: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the profile page shows this visitor: masked identifiers unless staff."""
-    state = state_of(request)
+    state = api_state(request)
     view = await profiles.get_profile(profile_id, who, state)
     timeline = await profiles.timeline(profile_id, who, state, q or None)
     correctable = customer_traits(state.policy)
@@ -100,7 +101,7 @@ async def profile_page(request: Request, profile_id: ProfileId, who: Visitor,
 @router.post("/profiles/{profile_id}/traits")
 async def correct(request: Request, profile_id: ProfileId, who: Visitor) -> Response:
     form = await checked_form(request)
-    state = state_of(request)
+    state = api_state(request)
     current = (await profiles.get_profile(profile_id, who, state)).traits
     changed = {name: form[f"trait.{name}"].strip() for name in customer_traits(state.policy)
                if form.get(f"trait.{name}", "").strip()
@@ -126,13 +127,13 @@ async def consent(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
         body = ConsentIn(purposes={purpose: answer == "grant"})  # type: ignore[dict-item]  # checked by the model
     except ValidationError:
         raise FormError("error.422") from None
-    await profiles.put_consent(profile_id, body, who, state_of(request), form.get("key") or None)
+    await profiles.put_consent(profile_id, body, who, api_state(request), form.get("key") or None)
     return see_other(f"/profiles/{profile_id}?done=consent.saved")
 
 
 @router.get("/profiles/{profile_id}/export")
 async def export(request: Request, profile_id: ProfileId, who: Visitor) -> Response:
-    document = await profiles.export(profile_id, who, state_of(request))
+    document = await profiles.export(profile_id, who, api_state(request))
     body = orjson.dumps(document.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     filename = f"idgraph-export-{document.profile.id}.json"
     return Response(body, media_type="application/json", headers={
@@ -141,14 +142,14 @@ async def export(request: Request, profile_id: ProfileId, who: Visitor) -> Respo
 
 @router.get("/profiles/{profile_id}/erase")
 async def erase_confirmation(request: Request, profile_id: ProfileId, who: Visitor) -> Response:
-    view = await profiles.get_profile(profile_id, who, state_of(request))
+    view = await profiles.get_profile(profile_id, who, api_state(request))
     return render(request, "erase.html", view=view)
 
 
 @router.post("/profiles/{profile_id}/erase")
 async def erase(request: Request, profile_id: ProfileId, who: Visitor) -> Response:
     form = await checked_form(request)
-    state = state_of(request)
+    state = api_state(request)
     if form.get("confirm") != "yes":
         view = await profiles.get_profile(profile_id, who, state)
         return render(request, "erase.html", 422, view=view, key="erase.confirm.missing")

@@ -26,7 +26,6 @@ from streams.api.access import api_state
 from streams.api.auth import Principal, hash_token
 from streams.api.pages.i18n import language, translator
 from streams.api.problems import ProblemError
-from streams.api.state import ApiState
 
 COOKIE = "idgraph_session"
 _log = logging.getLogger(__name__)
@@ -66,10 +65,6 @@ async def checked_form(request: Request) -> dict[str, str]:
     if not token or not hmac.compare_digest(fields.get("csrf", ""), csrf_value(token)):
         raise FormError("form.stale", 403)
     return fields
-
-
-def state_of(request: Request) -> ApiState:
-    return api_state(request)
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
