@@ -5,11 +5,12 @@ STAMP  := $(VENV)/.installed
 SYSTEM := $(VENV)/.system-deps
 
 # Debian packages the tests run for real: Prometheus and promtool (metrics, alert rules,
-# dashboard queries), docker-compose (validates docker-compose.yml offline), and a JDK with
-# Maven for Apache Kafka and Neo4j (java/, fetched from Maven Central by `make jars`), and kcat,
-# the standard command-line Kafka client the README's quick start uses (tests/test_clients.py).
-APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven kcat
-APT_COMMANDS := promtool prometheus docker-compose java mvn kcat
+# dashboard queries), docker-compose (validates docker-compose.yml offline), a JDK with
+# Maven for Apache Kafka and Neo4j (java/, fetched from Maven Central by `make jars`), kcat,
+# the standard command-line Kafka client the README's quick start uses (tests/test_clients.py),
+# and Chromium with CJK fonts for the pages' browser tests (Playwright drives the system browser).
+APT_PACKAGES := prometheus docker-compose openjdk-17-jdk-headless maven kcat chromium fonts-noto-cjk
+APT_COMMANDS := promtool prometheus docker-compose java mvn kcat chromium
 JARS := java/kafka/target/lib/.built java/neo4j/target/lib/.built
 
 .PHONY: test check test-repeat demo install system-deps jars clean

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import operator, problems, profiles
+from api import operator, pages, problems, profiles
 from api.access import caller
 from api.auth import TokenRegistry
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -67,6 +67,7 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
     problems.install(app)
     app.include_router(profiles.router)
     app.include_router(operator.router)
+    pages.install(app)
     _add_service_routes(app)
     # Added before the counter, so the counter wraps it and counts the 413s it answers.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

@@ -19,7 +19,7 @@ from api.models import (
     TimelineOut,
 )
 from api.problems import ProblemError, documented, operation_problem
-from api.search import matches, parse_query
+from api.search import parse_query, search
 from api.state import ApiState
 from api.views import consent_view, profile_view, redact_for_customer, scenario_view, timeline_view
 
@@ -115,16 +115,14 @@ def _best(holders: dict[str, list[str]], keys: dict[str, str]) -> ResolveOut | N
 
 @router.get("/profiles/{profile_id}/timeline", response_model=TimelineOut, responses=READ)
 async def timeline(profile_id: ProfileId, who: Caller, state: State,
-                   q: Annotated[str | None, Query(max_length=200, description='e.g. "battery quote last year"')] = None,
+                   q: Annotated[str | None, Query(max_length=200, description='e.g. "battery quote last year", "去年 更换CT球管"')] = None,
                    ) -> TimelineOut:
-    """Every touchpoint across scenarios in the order it happened; ``q`` searches the customer's own history."""
+    """Every touchpoint across scenarios in the order it happened; ``q`` searches the customer's own
+    history in the store's full-text index, best match first."""
     allow(who, "customer", "operator", "admin")
     live = await reach(state, who, profile_id)
-    entries = timeline_view(await state.store.timeline(live))
-    if q:
-        query = parse_query(q)
-        entries = [e for e in entries if matches(query, e.event, e.occurred_at)]
-    return TimelineOut(profile_id=live, query=q, entries=entries)
+    found = await search(state.store, live, parse_query(q)) if q else await state.store.timeline(live)
+    return TimelineOut(profile_id=live, query=q, entries=timeline_view(found))
 
 
 @router.get("/profiles/{profile_id}/export", response_model=ExportOut, responses=READ)

@@ -36,7 +36,7 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from graph import cypher
+from graph import cypher, fulltext
 from graph.cypher import Statement
 from graph.neo4j_settings import Neo4jSettings
 from graph.overlay import BatchOverlay, Missing
@@ -391,6 +391,14 @@ class Neo4jStore(GraphStore):
 
     async def timeline(self, profile_id: str) -> list[TimelineEntry]:
         rows = await self._read(cypher.TIMELINE, profile_id=profile_id)
+        return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
+
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+        query = fulltext.lucene_query(terms)
+        if not query:
+            return []
+        await self._read(cypher.SEARCH_INDEX_REFRESH)
+        rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, query=query, limit=limit)
         return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
 
     async def assignments(self) -> list[tuple[str, str]]:

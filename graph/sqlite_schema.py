@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: profiles, identifiers, touchpoints with their features and blocking keys,
     #    decisions, merge lineage, reviews and the delta outbox.
     """
@@ -144,6 +144,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX outbox_unpublished_profile ON outbox (profile_id, seq) WHERE published = 0;
     """,
+    # 5: the timeline's full-text index (graph/fulltext.py): trigrams of each touchpoint's scenario,
+    #    type, traits and payload. Filled by the search itself, a profile's new touchpoints at a time
+    #    (indexing every touchpoint as it is written would cost the worker more than resolving it);
+    #    emptied by a trigger, so erasure and splits leave no text of deleted touchpoints.
+    #    A tuple: a trigger body holds semicolons of its own.
+    (
+        "CREATE VIRTUAL TABLE touchpoint_text USING fts5(body, tokenize = 'trigram')",
+        "CREATE TRIGGER touchpoint_text_delete AFTER DELETE ON touchpoints BEGIN "
+        "DELETE FROM touchpoint_text WHERE rowid = old.seq; END",
+    ),
 )
 
 
@@ -157,7 +167,8 @@ def migrate(db: sqlite3.Connection) -> None:
     for version in range(current + 1, len(MIGRATIONS) + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATIONS[version - 1].split(";"):
+            migration = MIGRATIONS[version - 1]
+            for statement in migration if isinstance(migration, tuple) else migration.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {version}")

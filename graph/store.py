@@ -271,6 +271,11 @@ class ReadViews(Protocol):
         """The customer's touchpoints across scenarios, in the order they occurred."""
 
     @abstractmethod
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+        """The profile's touchpoints holding every term, from its full-text index (graph/fulltext.py),
+        best match first."""
+
+    @abstractmethod
     async def assignments(self) -> list[tuple[str, str]]:
         """(event_id, live profile id) for every applied event, in arrival order."""
 

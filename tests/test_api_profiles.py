@@ -12,6 +12,8 @@ from api.search import matches, parse_query
 from api.views import redact_for_customer
 from graph.sqlite import SQLiteStore
 from identity.events import parse_event
+from api.search import parse_query
+from api.views import redact_for_customer
 from tests.api_support import outbox, resolve, run_api, RULES
 from tests.conftest import Engine
 from tests.conftest import make_event
@@ -80,8 +82,8 @@ def test_timeline_search_finds_last_years_battery_quote(world):
 
 def test_timeline_search_by_year_excludes_other_years():
     query = parse_query("store visit 2024", now=datetime(2026, 6, 1, tzinfo=timezone.utc))
-    event = {"scenario": "retail.store", "type": "store_visit"}
-    assert matches(query, event, "2024-03-01T00:00:00+00:00") and not matches(query, event, "2025-03-01T00:00:00+00:00")
+    assert query.terms == ("store", "visit")
+    assert query.within("2024-03-01T00:00:00+00:00") and not query.within("2025-03-01T00:00:00+00:00")
 
 
 def test_export_holds_identifiers_traits_timeline_decisions_and_consent(world):

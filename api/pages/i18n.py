@@ -1,0 +1,160 @@
+"""The pages' words in English and Chinese, chosen by the browser's Accept-Language."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+LANGUAGES = ("en", "zh")
+
+#: key -> (English, Chinese). One table, so a word missing in one language shows up in review.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "app": ("idgraph", "idgraph"),
+    "skip": ("Skip to content", "跳到正文"),
+    "signin": ("Sign in", "登录"),
+    "signout": ("Sign out", "退出"),
+    "signin.lead": ("Paste the access token you were given. It is kept in a cookie only this site can read, "
+                    "never in an address.", "粘贴您收到的访问令牌。令牌只保存在本站可读的 Cookie 中，不会出现在网址里。"),
+    "token": ("Access token", "访问令牌"),
+    "token.bad": ("That token is not valid. Check it and try again.", "令牌无效，请检查后重试。"),
+    "token.missing": ("Enter your access token.", "请输入访问令牌。"),
+    "session.expired": ("Your session has ended. Sign in again.", "会话已结束，请重新登录。"),
+    "form.stale": ("This form has expired. Reload the page and try again.", "表单已过期，请刷新页面后重试。"),
+    "profile": ("Your profile", "我的档案"),
+    "profile.of": ("Profile", "档案"),
+    "merged.into": ("This id was merged into", "此编号已合并到"),
+    "identifiers": ("Identifiers", "标识"),
+    "identifiers.masked": ("Shown partly hidden.", "部分隐藏显示。"),
+    "traits": ("What we hold about you", "我们保存的信息"),
+    "traits.staff": ("Traits", "属性"),
+    "trait": ("Trait", "属性"),
+    "value": ("Value", "值"),
+    "source": ("Source", "来源"),
+    "observed": ("When", "时间"),
+    "none": ("None", "无"),
+    "consent": ("Consent", "授权"),
+    "purpose": ("Purpose", "用途"),
+    "status": ("Status", "状态"),
+    "granted": ("Granted", "已同意"),
+    "withdrawn": ("Not granted", "未同意"),
+    "grant": ("Grant", "同意"),
+    "withdraw": ("Withdraw", "撤回"),
+    "purpose.marketing": ("Marketing", "营销"),
+    "purpose.ai_training": ("AI training", "AI 训练"),
+    "purpose.analytics": ("Analytics", "分析"),
+    "purpose.third_party_sharing": ("Sharing with third parties", "向第三方共享"),
+    "consent.saved": ("Your consent was updated.", "授权已更新。"),
+    "correct": ("Correct your details", "更正个人信息"),
+    "correct.lead": ("You may correct these; your correction outranks what our systems record.",
+                     "以下信息可由您更正；您的更正优先于系统记录。"),
+    "correct.save": ("Save corrections", "保存更正"),
+    "correct.saved": ("Your correction was saved.", "更正已保存。"),
+    "correct.none": ("Nothing to correct: change a value first.", "没有需要更正的内容：请先修改某个值。"),
+    "correct.refused": ("Not applied", "未应用"),
+    "timeline": ("Timeline", "时间线"),
+    "search": ("Search the timeline", "搜索时间线"),
+    "search.hint": ("Words, and a time such as \"last month\" or \"去年\".", "关键词，以及\"上个月\"\"last year\"等时间。"),
+    "search.go": ("Search", "搜索"),
+    "search.results": ("Results for", "搜索结果："),
+    "search.none": ("Nothing in the timeline matches.", "时间线中没有匹配的内容。"),
+    "search.clear": ("Show everything", "显示全部"),
+    "when": ("When", "时间"),
+    "scenario": ("Scenario", "场景"),
+    "type": ("Type", "类型"),
+    "details": ("Details", "详情"),
+    "export": ("Download my data", "下载我的数据"),
+    "export.lead": ("Everything held about you, as one JSON file.", "以一个 JSON 文件下载我们保存的全部数据。"),
+    "erase": ("Erase my data", "删除我的数据"),
+    "erase.lead": ("Erasure removes your personal data everywhere and cannot be undone.",
+                   "删除会清除各处的个人数据，且无法撤销。"),
+    "erase.confirm": ("Yes, erase my data: I understand this cannot be undone.", "是的，删除我的数据：我知道此操作无法撤销。"),
+    "erase.confirm.missing": ("Tick the box to confirm the erasure.", "请勾选复选框以确认删除。"),
+    "erase.go": ("Erase now", "立即删除"),
+    "erase.cancel": ("Keep my data", "保留我的数据"),
+    "erased": ("Your data was erased", "您的数据已删除"),
+    "erased.lead": ("Only a record that an erasure took place is kept.", "仅保留一条已执行删除的记录。"),
+    "error": ("Something is wrong", "出错了"),
+    "error.404": ("Not found", "未找到"),
+    "error.403": ("Not allowed", "无权访问"),
+    "error.401": ("Sign in first", "请先登录"),
+    "error.409": ("Changed meanwhile", "内容已变更"),
+    "error.422": ("Check the form", "请检查表单"),
+    "error.500": ("The server failed; it has been logged.", "服务器出错，已记录。"),
+    "error.503": ("Busy; try again in a moment.", "系统繁忙，请稍后重试。"),
+    "back": ("Back", "返回"),
+    "console": ("Operator console", "运营控制台"),
+    "counters": ("Now", "当前"),
+    "counter.open_reviews": ("Open reviews", "待审核"),
+    "counter.events_per_second": ("Events/s", "事件/秒"),
+    "counter.dead_letters": ("Dead letters", "死信"),
+    "counter.lag": ("Consumer lag", "消费延迟"),
+    "reviews": ("Review queue", "审核队列"),
+    "reviews.none": ("No proposals are waiting.", "没有待审核的提议。"),
+    "review": ("Proposal", "提议"),
+    "review.reason": ("Reason for your verdict", "审核理由"),
+    "review.reason.missing": ("Give a reason for the verdict.", "请填写审核理由。"),
+    "approve": ("Approve: same person", "批准：同一人"),
+    "reject": ("Reject: keep apart", "拒绝：保持分开"),
+    "evidence": ("Evidence", "证据"),
+    "prior": ("Prior", "先验"),
+    "total": ("Match weight", "匹配权重"),
+    "probability": ("Probability", "概率"),
+    "weight": ("Weight (bits)", "权重（比特）"),
+    "level": ("Level", "级别"),
+    "field": ("Field", "字段"),
+    "candidate": ("Candidate", "候选"),
+    "trace": ("Decision trace", "决策追踪"),
+    "trace.lead": ("Why an event was resolved the way it was.", "某个事件为何如此判定。"),
+    "event_id": ("Event id", "事件编号"),
+    "trace.open": ("Show", "查看"),
+    "trace.none": ("No decision is recorded for that event.", "没有该事件的决策记录。"),
+    "profile.open": ("Open a profile", "打开档案"),
+    "profile_id": ("Profile id", "档案编号"),
+    "lineage": ("Records and merge lineage", "记录与合并谱系"),
+    "lineage.lead": ("Each touchpoint, the profile it first went to, and what was merged into what.",
+                     "每个接触点、它最初归属的档案，以及合并关系。"),
+    "merged": ("merged into", "合并到"),
+    "verdict.approved": ("Approved: the profiles were merged.", "已批准：档案已合并。"),
+    "verdict.rejected": ("Rejected: the profiles stay apart.", "已拒绝：档案保持分开。"),
+    # Names of the traits and identifiers the bundled rules and policy know; others show as named.
+    "name.name": ("name", "姓名"),
+    "name.given_name": ("given name", "名"),
+    "name.family_name": ("family name", "姓"),
+    "name.address": ("address", "地址"),
+    "name.birth_date": ("birth date", "出生日期"),
+    "name.city": ("city", "城市"),
+    "name.email": ("email", "邮箱"),
+    "name.phone": ("phone", "手机"),
+    "name.wechat_openid": ("WeChat", "微信"),
+    "name.device_id": ("device", "设备"),
+    "name.crm_id": ("CRM id", "CRM 编号"),
+    "name.national_id": ("national id", "身份证"),
+}
+
+
+def language(accept_language: str | None) -> str:
+    """The first of our languages the browser asks for, by its q weights; English otherwise."""
+    best, best_q = "en", -1.0
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        primary = tag.strip().lower().split("-")[0]
+        # Earlier entries win ties, as the header lists them by preference.
+        if primary in LANGUAGES and q > best_q and q > 0:
+            best, best_q = primary, q - position * 1e-6
+    return best
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    index = LANGUAGES.index(lang)
+
+    def t(key: str) -> str:
+        """The message; a data name (``name.<trait>``) not in the table shows as itself."""
+        if key in MESSAGES:
+            return MESSAGES[key][index]
+        return key.removeprefix("name.")
+    return t
