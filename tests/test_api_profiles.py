@@ -8,8 +8,6 @@ from datetime import datetime, timezone
 
 import pytest
 
-from api.search import matches, parse_query
-from api.views import redact_for_customer
 from graph.sqlite import SQLiteStore
 from identity.events import parse_event
 from api.search import parse_query
