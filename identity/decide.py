@@ -142,7 +142,7 @@ class _Outcome:
             action=action,
             profile_id=profile_id,
             confidence=max(0.0, min(1.0, confidence)),
-            rule_version=self.rules.version,
+            rule_version=self.rules.model_version,
             evidence=self.evidence,
             merged_from=tuple(merged_from),
             protections=tuple(self.protections),

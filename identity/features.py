@@ -93,11 +93,22 @@ def _feature(comparison: Comparison, raw: Any) -> Any:
     return normalize_text(text) or None
 
 
+def _full_name(traits: dict[str, Any]) -> str | None:
+    """A full name made of given and family names, for comparing with a record that has only a
+    full name; where both records have the parts, the rule's ``when_missing`` skips it."""
+    given, family = traits.get("given_name"), traits.get("family_name")
+    if isinstance(given, str) and isinstance(family, str) and given.strip() and family.strip():
+        return f"{given.strip()} {family.strip()}"
+    return None
+
+
 def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, list[FieldError]]:
     features: Features = {}
     errors: list[FieldError] = []
     for comparison in rules.comparisons:
         raw = event.traits.get(comparison.field)
+        if raw is None and comparison.field == "name":
+            raw = _full_name(event.traits)
         if raw is None or isinstance(raw, bool):
             continue
         try:
