@@ -110,9 +110,11 @@ def _without_matches(u: list[float], m: list[float], prior: float) -> list[float
     return _normalise([max(_EPSILON, (ui - prior * mi) / (1 - prior)) for ui, mi in zip(u, m)])
 
 
-def _learns_from(rule: tuple[str, ...], comparison: Comparison) -> bool:
-    """Whether a blocking rule's pairs say anything about ``comparison`` (they do not about its own fields)."""
+def _learns_from(rule: tuple[str, ...], comparison: Comparison, rules: Rules) -> bool:
+    """Whether a blocking rule's pairs say anything about ``comparison``. They do not about the
+    rule's own fields, nor about the parts of one (blocking on a full name fixes given and family)."""
     fields = {name.partition(".")[0] for name in rule}
+    fields |= {part for c in rules.comparisons if c.field in fields for part in c.when_missing}
     return comparison.field not in fields and not fields & set(comparison.when_missing)
 
 
@@ -167,7 +169,7 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
         patterns = Counter(_pattern(records[a], records[b], rules) for a, b in pairs)
         distinct += len(patterns)
         observed = {i for p in patterns for i, level in enumerate(p) if level is not None}
-        active = [_learns_from(rule, c) and i in observed for i, c in enumerate(rules.comparisons)]
+        active = [_learns_from(rule, c, rules) and i in observed for i, c in enumerate(rules.comparisons)]
         m, share, runs = _em_pass(patterns, start, u, active, iterations, tolerance)
         done += runs
         matches = max(matches, share * len(pairs))
