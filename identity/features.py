@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from identity.events import KNOWN_IDENTIFIER_TYPES, PROFILE_ID_TYPE, EventRejected, FieldError, TouchpointEvent
 from identity.normalize import (
@@ -192,6 +192,23 @@ def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
         if len(parts) == len(rule):
             keys.append(f"b{index}:" + "|".join(parts))
     return tuple(keys)
+
+
+_Record = TypeVar("_Record")
+
+
+def rarest_first(found: Sequence[tuple[str, Sequence[_Record]]], per_event: int, id_of: Callable[[_Record], str]) -> list[_Record]:
+    """The candidate records of an event's blocking keys, the rarest key's first, at most
+    ``per_event`` distinct ones: a key shared by few records says most about who this is, and
+    a common one (a frequent name in a big city) must not crowd it out, however large the
+    graph grows. ``found`` holds each key's records as read (already capped per key)."""
+    chosen: dict[str, _Record] = {}
+    for _, records in sorted(found, key=lambda item: len(item[1])):
+        for record in records:
+            if len(chosen) >= per_event:
+                return list(chosen.values())
+            chosen.setdefault(id_of(record), record)
+    return list(chosen.values())
 
 
 def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:

@@ -3,7 +3,7 @@
     NEO4J_URI=neo4j://localhost:7687 NEO4J_PASSWORD=secret python -m perf.neo4j_throughput
     python -m perf.neo4j_throughput --events 5000 --batch-sizes 1 20 100 500
 
-Febrl4 records arrive as touchpoints, in file order, through the same resolver, benchmark
+Febrl4 records arrive as touchpoints, in file order, through the same resolver, default
 rules and batch loop as ``perf.accuracy``, once per batch size, each time on an emptied
 database. ``NEO4J_USER`` (default neo4j) and ``NEO4J_DATABASE`` (default neo4j) say where.
 THE TARGET DATABASE IS EMPTIED before every run: point it at a scratch database only.
@@ -33,8 +33,8 @@ from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
 from graph.sqlite import SQLiteStore
-from identity.rules import Rules
-from perf.accuracy import benchmark_rules, event_lines, load_datasets
+from identity.rules import Rules, load_rules
+from perf.accuracy import load_dataset
 from streams.batch import resolve_lines
 
 DEFAULT_BATCH_SIZES = (1, 10, 50, 200, 500)
@@ -90,9 +90,8 @@ async def run_batch_size(settings: Neo4jSettings, lines: list[tuple[int, bytes]]
 
 
 async def benchmark(settings: Neo4jSettings, events: int, batch_sizes: list[int]) -> dict[str, Any]:
-    rules = benchmark_rules()
-    frames, _ = load_datasets()["febrl4"]
-    lines = list(islice(event_lines(frames), events))
+    rules = load_rules()
+    lines = list(islice(enumerate(load_dataset("febrl4")[0], 1), events))
     expected = await reference_assignments(lines, rules)
     runs = []
     for size in batch_sizes:
@@ -101,7 +100,7 @@ async def benchmark(settings: Neo4jSettings, events: int, batch_sizes: list[int]
         print(f"batch {size:>5}: {run['events_per_s']:>8.1f} events/s, {run['round_trips_per_event']:.3f} round trips "
               f"per event ({run['round_trips_per_batch']:.1f} per batch), {run['conflicts']} conflicts, "
               f"same as SQLite: {run['same_as_sqlite']}", flush=True)
-    return {"url": settings.url, "events": len(lines), "rule_version": rules.version, "runs": runs}
+    return {"url": settings.url, "events": len(lines), "rule_version": rules.model_version, "runs": runs}
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -5,8 +5,9 @@ Two corruption profiles the Febrl sets lack:
 - ``typos``: every duplicate differs from its person in exactly one field: a one-letter typo in
   a given or family name, a wrong birth year, month or day, day and month swapped, a postcode
   or street typo.
-- ``namesakes``: names drawn from a small pool, so many different people share a full name
-  (and a city); they differ in birth date. Duplicates carry one-field errors as above.
+- ``namesakes``: sparse records (names, birth date, city only) with names drawn from a small
+  pool, so many different people share a full name and a city and differ only in birth date.
+  Duplicates carry one-field errors as above (name typo or a wrong date part).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ class Person:
     street: str
     number: int
 
-    def traits(self) -> dict[str, Any]:
-        return {"given_name": self.given, "family_name": self.family, "birth_date": self.born.isoformat(),
-                "city": self.city, "postcode": self.postcode, "address": f"{self.street} {self.number}"}
+    def traits(self, sparse: bool = False) -> dict[str, Any]:
+        core = {"given_name": self.given, "family_name": self.family, "birth_date": self.born.isoformat(), "city": self.city}
+        return core if sparse else {**core, "postcode": self.postcode, "address": f"{self.street} {self.number}"}
 
 
 def _typo(rng: random.Random, word: str) -> str:
@@ -73,9 +74,9 @@ def _date_error(rng: random.Random, born: date) -> date:
     return born.replace(day=rng.choice([d for d in range(1, 29) if d != born.day]))
 
 
-def _corrupt(rng: random.Random, p: Person) -> Person:
-    """The same person with exactly one field wrong."""
-    field = rng.choice(("given", "family", "born", "born", "postcode", "street"))
+def _corrupt(rng: random.Random, p: Person, sparse: bool) -> Person:
+    """The same person with exactly one (shown) field wrong."""
+    field = rng.choice(("given", "family", "born", "born") if sparse else ("given", "family", "born", "born", "postcode", "street"))
     if field == "given":
         return Person(_typo(rng, p.given), p.family, p.born, p.city, p.postcode, p.street, p.number)
     if field == "family":
@@ -108,16 +109,17 @@ def _person(rng: random.Random, names: int) -> Person:
 def generate(profile: str, people: int = 3000, seed: int = 11) -> tuple[list[tuple[str, dict[str, Any]]], set[frozenset[str]]]:
     """Records (id, traits) in arrival order and the true duplicate pairs."""
     rng = random.Random(f"{profile}-{seed}")
-    names = len(FAMILY) if profile == "typos" else 12
+    sparse = profile == "namesakes"
+    names = 12 if sparse else len(FAMILY)
     records: list[tuple[str, dict[str, Any]]] = []
     links: set[frozenset[str]] = set()
     for index in range(people):
         person = _person(rng, names)
         ids = [f"{profile}-{index}-0"]
-        records.append((ids[0], person.traits()))
+        records.append((ids[0], person.traits(sparse)))
         for copy in range(1, 1 + rng.choices((0, 1, 2), weights=(4, 4, 2))[0]):
             ids.append(f"{profile}-{index}-{copy}")
-            records.append((ids[-1], _corrupt(rng, person).traits()))
+            records.append((ids[-1], _corrupt(rng, person, sparse).traits(sparse)))
         links.update(frozenset(p) for p in combinations(ids, 2))
     rng.shuffle(records)
     return records, links

@@ -138,3 +138,11 @@ def test_rules_round_trip_through_yaml(tmp_path, rules):
     path = tmp_path / "rules.yaml"
     path.write_text(rules.to_yaml())
     assert load_rules(path) == rules
+
+
+def test_candidates_come_from_the_rarest_blocking_key_first_up_to_the_cap_per_event():
+    from identity.features import rarest_first
+
+    found = [("b0:common", ["c1", "c2", "c3", "c4"]), ("b1:rare", ["r1"]), ("b2:middling", ["m1", "c1"])]
+    assert rarest_first(found, 3, str) == ["r1", "m1", "c1"]
+    assert rarest_first(found, 10, str) == ["r1", "m1", "c1", "c2", "c3", "c4"]
