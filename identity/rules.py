@@ -152,6 +152,9 @@ class Rules(BaseModel):
     #: Candidates examined per event over all blocking keys, rarest keys first.
     candidates_per_event: int = Field(default=200, ge=1, le=100_000)
     blocking: tuple[tuple[str, ...], ...]
+    #: Fields on which one of a profile's records disagreeing outright (level ``other``) with an
+    #: event, while scoring below review, keeps the event from linking to that profile.
+    contradicting_fields: tuple[str, ...] = ()
     comparators: Comparators
     comparisons: tuple[Comparison, ...]
 
