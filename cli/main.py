@@ -104,7 +104,7 @@ def estimate_command(
     rules: Optional[Path] = RulesOption,
     version: Optional[str] = typer.Option(None, help="Version of the new rule set (default: <old>+em)"),
 ) -> None:
-    """Re-estimate m/u probabilities and the prior from a sample by EM."""
+    """Learn m, u and the prior from a sample of events by unsupervised EM; write a new model version."""
     base = _rules(rules)
     features = []
     for number, line in read_lines(input):
@@ -116,11 +116,12 @@ def estimate_command(
         result = estimate(features, base)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    updated = result.rules.with_updates(version=version or f"{base.version}+em")
+    updated = result.rules.with_updates(version=version or f"{base.version.split('+em')[0]}+em")
     output.write_text(updated.to_yaml(), encoding="utf-8")
     typer.echo(
         f"{len(features)} events, {result.pairs} candidate pairs ({result.patterns} patterns), "
-        f"{result.iterations} iterations, estimated prior {result.match_share:.4f}; wrote {output}"
+        f"{result.iterations} iterations, estimated prior {result.match_share:.3g}; "
+        f"wrote model {updated.model_version} to {output}"
     )
 
 

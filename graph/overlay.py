@@ -25,7 +25,7 @@ import orjson
 from graph.snapshot import Holders, NeighbourhoodRequest, Snapshot, StoredOutcome, StoredRecord
 from graph.sqlite import RECORDS_PER_PROFILE
 from graph.store import Outcome
-from identity.features import PreparedEvent
+from identity.features import PreparedEvent, rarest_first
 from identity.model import DecisionRecord, MatchRecord, ProfileState, ResolutionContext
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -170,7 +170,7 @@ class BatchOverlay:
         """The event's neighbourhood, exactly as the embedded store would find it."""
         gaps = _Gaps()
         holders = self._holders(prepared.identifier_keys, rules, gaps)
-        records = self._blocking_records(prepared.blocking_keys, rules.candidates_per_key, gaps)
+        records = self._blocking_records(prepared.blocking_keys, rules, gaps)
         generic_after = rules.identifiers.generic_after_profiles
         strong = {p for ps in holders.values() if len(ps) <= generic_after for p in ps}
         for profile_id in sorted(strong):
@@ -216,17 +216,16 @@ class BatchOverlay:
             return set()
         return state.identifiers
 
-    def _blocking_records(self, keys: Iterable[str], per_key: int, gaps: _Gaps) -> dict[str, MatchRecord]:
-        records: dict[str, MatchRecord] = {}
+    def _blocking_records(self, keys: Iterable[str], rules: Rules, gaps: _Gaps) -> dict[str, MatchRecord]:
+        found: list[tuple[str, list[StoredRecord]]] = []
         for key in keys:
             if key not in self.snapshot.read_blocking:
                 gaps.blocking.add(key)
                 continue
             newest_first = [*reversed(self._by_blocking.get(key, ())), *self.snapshot.blocking.get(key, ())]
-            for r in newest_first[:per_key]:
-                if r.event_id not in records:
-                    records[r.event_id] = MatchRecord(r.event_id, self.live(r.profile_id), r.features)
-        return records
+            found.append((key, newest_first[:rules.candidates_per_key]))
+        chosen = rarest_first(found, rules.candidates_per_event, lambda r: r.event_id)
+        return {r.event_id: MatchRecord(r.event_id, self.live(r.profile_id), r.features) for r in chosen}
 
     def _recent_records(self, profile_id: str, gaps: _Gaps) -> list[MatchRecord]:
         """The profile's newest records, counting those of every profile merged into it."""

@@ -37,7 +37,7 @@ from graph.store import (
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
-from identity.features import PreparedEvent, identifiers_by_type, split_key
+from identity.features import PreparedEvent, identifiers_by_type, rarest_first, split_key
 from identity.model import DecisionRecord, ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -116,15 +116,12 @@ class SQLiteTransaction(StoreTransaction):
             ).fetchall()
             if rows:
                 holders[key] = tuple(r[0] for r in rows)
-        records: dict[str, MatchRecord] = {}
-        for key in prepared.blocking_keys:
-            for event_id, profile_id, features in db.execute(
-                "SELECT t.event_id, t.profile_id, t.features FROM blocking b JOIN touchpoints t ON t.seq = b.seq "
-                "WHERE b.key = ? ORDER BY b.seq DESC LIMIT ?",
-                (key, rules.candidates_per_key),
-            ):
-                if event_id not in records:
-                    records[event_id] = MatchRecord(event_id, profile_id, orjson.loads(features))
+        found = [(key, db.execute(
+            "SELECT t.event_id, t.profile_id, t.features FROM blocking b JOIN touchpoints t ON t.seq = b.seq "
+            "WHERE b.key = ? ORDER BY b.seq DESC LIMIT ?", (key, rules.candidates_per_key)).fetchall())
+            for key in prepared.blocking_keys]
+        records = {row[0]: MatchRecord(row[0], row[1], orjson.loads(row[2]))
+                   for row in rarest_first(found, rules.candidates_per_event, lambda row: row[0])}
         strong = {p for ps in holders.values() if len(ps) <= generic_after for p in ps}
         for profile_id in strong:
             for event_id, features in db.execute(

@@ -10,44 +10,62 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
 from identity.features import Features
-from identity.rules import Comparison, Rules
+from identity.rules import Comparison, Rules, SimilarityLevels
 
 
-def _name_level(a: dict[str, str], b: dict[str, str]) -> str:
+def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels) -> str:
     if a["text"] == b["text"]:
         return "exact"
     if a["tokens"] == b["tokens"]:
         return "romanised"
     similarity = max(JaroWinkler.similarity(a["latin"], b["latin"]), JaroWinkler.similarity(a["tokens"], b["tokens"]))
-    if similarity >= 0.92:
+    if similarity >= at.close:
         return "close"
-    return "similar" if similarity >= 0.80 else "other"
+    return "similar" if similarity >= at.similar else "other"
+
+
+def _transposed(a: str, b: str) -> bool:
+    """Two equal-length strings that differ by one swap of adjacent characters."""
+    diff = [i for i in range(len(a)) if a[i] != b[i]]
+    return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
 
 
 def _date_level(a: str, b: str) -> str:
+    """Dates compared per part (year, month, day), as people mistype them one part at a time.
+
+    ``transposed``: day and month swapped, or two adjacent digits swapped, all else equal (the
+    commonest form-filling slips). ``one_part``: one part wrong in any other way. Two or more
+    parts different is ``other``: most likely another person.
+    """
     if a == b:
         return "exact"
-    da, db = a.replace("-", ""), b.replace("-", "")
-    # Month and day swapped is the commonest form-filling mistake after a single typo.
-    swapped = len(da) == 8 and len(db) == 8 and da[:4] == db[:4] and da[4:6] == db[6:8] and da[6:8] == db[4:6]
-    if swapped or DamerauLevenshtein.distance(da, db) <= 1:
-        return "one_edit"
-    return "same_year" if da[:4] == db[:4] else "other"
+    pa, pb = a.split("-"), b.split("-")
+    if len(pa) != 3 or len(pb) != 3:
+        return "other"
+    if pa[0] == pb[0] and pa[1] == pb[2] and pa[2] == pb[1]:
+        return "transposed"
+    differing = [i for i in range(3) if pa[i] != pb[i]]
+    if len(differing) != 1:
+        return "other"
+    part = differing[0]
+    if len(pa[part]) == len(pb[part]) and _transposed(pa[part], pb[part]):
+        return "transposed"
+    return "one_part"
 
 
-def _text_level(a: str, b: str) -> str:
+def _text_level(a: str, b: str, at: SimilarityLevels) -> str:
     if a == b:
         return "exact"
-    ratio = token_sort_ratio(a, b)
-    if ratio >= 90:
+    ratio = token_sort_ratio(a, b) / 100
+    if ratio >= at.close:
         return "close"
-    return "similar" if ratio >= 75 else "other"
+    return "similar" if ratio >= at.similar else "other"
 
 
 def _code_level(a: str, b: str) -> str:
@@ -59,13 +77,18 @@ def _code_level(a: str, b: str) -> str:
     return "two_edits" if distance == 2 else "other"
 
 
-COMPARATORS: dict[str, Callable[[Any, Any], str]] = {
-    "name": _name_level,
-    "date": _date_level,
-    "text": _text_level,
-    "company": _text_level,
-    "code": _code_level,
-}
+def comparator_level(comparison: Comparison, a: Any, b: Any, rules: Rules) -> str:
+    """The level ``comparison`` weighs the pair ``a``, ``b`` at, under the rule set's thresholds."""
+    kind = comparison.kind
+    if kind == "name":
+        level = _name_level(a, b, rules.comparators.name)
+    elif kind == "date":
+        level = _date_level(a, b)
+    elif kind == "code":
+        level = _code_level(a, b)
+    else:
+        level = _text_level(a, b, rules.comparators.company if kind == "company" else rules.comparators.text)
+    return comparison.fold[level]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +128,7 @@ def _applies(comparison: Comparison, a: Features, b: Features) -> bool:
 def compare_levels(a: Features, b: Features, rules: Rules) -> list[tuple[Comparison, str]]:
     """The level of every comparison both sides can take part in; missing fields are neutral."""
     return [
-        (comparison, COMPARATORS[comparison.kind](a[comparison.field], b[comparison.field]))
+        (comparison, comparator_level(comparison, a[comparison.field], b[comparison.field], rules))
         for comparison in rules.comparisons
         if _applies(comparison, a, b)
     ]

@@ -14,7 +14,17 @@ from typing import Iterable
 from identity.compare import FieldEvidence, PairScore, score_pair
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, split_key
-from identity.model import Action, Decision, Protection, ProfileState, ResolutionContext, ReviewProposal, mask_identifier, stable_id
+from identity.model import (
+    Action,
+    Decision,
+    MatchRecord,
+    Protection,
+    ProfileState,
+    ResolutionContext,
+    ReviewProposal,
+    mask_identifier,
+    stable_id,
+)
 from identity.policy import CUSTOMER as CUSTOMER_SCENARIO
 from identity.rules import Rules
 
@@ -25,6 +35,9 @@ class _Candidate:
     score: PairScore
     strong: bool
     conflicts: tuple[str, ...]  # identifier types whose limit the event would exceed
+    #: The profile's record that scored best, and one that contradicts the event, if any.
+    best_record: MatchRecord | None = None
+    contradiction: MatchRecord | None = None
 
 
 def _classify_identifiers(prepared: PreparedEvent, ctx: ResolutionContext,
@@ -71,17 +84,29 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
         if conflicts[profile_id]:
             extra.append(FieldEvidence("identifiers", "conflict", rules.identifiers.conflict.weight))
         extras[profile_id] = tuple(extra)
+    records: dict[str, MatchRecord] = {}
+    against: dict[str, MatchRecord] = {}
     for record in ctx.records:
         if record.profile_id not in ctx.profiles:
             continue
         score = score_pair(prepared.features, record.features, rules, extras[record.profile_id])
         if record.profile_id not in best or score.weight > best[record.profile_id].weight:
-            best[record.profile_id] = score
+            best[record.profile_id], records[record.profile_id] = score, record
+        if _contradicts(score, rules):
+            against.setdefault(record.profile_id, record)
     for profile_id in strong:
         if profile_id not in best and profile_id in ctx.profiles:
             best[profile_id] = score_pair({}, {}, rules, extras[profile_id])
     ranked = sorted(best.items(), key=lambda item: (-item[1].weight, item[0]))
-    return [_Candidate(pid, score, pid in strong, conflicts[pid]) for pid, score in ranked]
+    return [_Candidate(pid, score, pid in strong, conflicts[pid], records.get(pid), against.get(pid))
+            for pid, score in ranked]
+
+
+def _contradicts(score: PairScore, rules: Rules) -> bool:
+    """A record that is, on its own, evidence of another person: a contradicting field (a
+    different birth date) and a score below the review threshold."""
+    return score.probability < rules.thresholds.review and any(
+        f.field in rules.contradicting_fields and f.level == "other" for f in score.fields)
 
 
 def _candidate_evidence(candidates: list[_Candidate], limit: int = 5) -> list[dict[str, object]]:
@@ -143,7 +168,7 @@ class _Outcome:
             action=action,
             profile_id=profile_id,
             confidence=max(0.0, min(1.0, confidence)),
-            rule_version=self.rules.version,
+            rule_version=self.rules.model_version,
             evidence=self.evidence,
             merged_from=tuple(merged_from),
             protections=tuple(self.protections),
@@ -227,6 +252,37 @@ class _Outcome:
         if best is None or best.score.probability < thresholds.review:
             return self._decision("create", self._new_profile_id(), 1.0 - (best.score.probability if best else 0.0))
         if best.score.probability >= thresholds.link and not best.conflicts:
+            if best.contradiction is not None:
+                # Judged as a whole: one record matching is not enough when another says this
+                # is someone else (a chain of near-namesakes grows exactly this way).
+                return self._review_new([best.profile_id], f"record {best.contradiction.event_id} of the profile "
+                                        "contradicts the event", best.score.probability)
+            bridged = self._bridged(best)
+            if bridged:
+                ids = [best.profile_id, *bridged]
+                survivor = _survivor(ids, self.ctx.profiles)
+                return self._decision("merge", survivor, best.score.probability,
+                                      merged_from=[p for p in ids if p != survivor])
             return self._decision("link", best.profile_id, best.score.probability)
         reason = "conflicting identifiers" if best.conflicts else "fuzzy match below the link threshold"
         return self._review_new([best.profile_id], reason, best.score.probability)
+
+    def _bridged(self, best: _Candidate) -> list[str]:
+        """Other profiles the event joins to ``best``: each must match the event at the link
+        threshold on its own, and its best record must be a plausible match of ``best``'s without
+        the event (at the review threshold), so one ambiguous event cannot bridge two people."""
+        link, review = self.rules.thresholds.link, self.rules.thresholds.review
+        joined: list[str] = []
+        for c in self.candidates[1:]:
+            if c.score.probability < link:
+                break
+            if c.strong or c.conflicts or c.contradiction or c.best_record is None or best.best_record is None:
+                continue
+            if self.ctx.apart(c.profile_id, best.profile_id):
+                continue
+            direct = score_pair(best.best_record.features, c.best_record.features, self.rules)
+            if direct.probability >= review:
+                joined.append(c.profile_id)
+        if joined and self._merge_block([best.profile_id, *joined]) is not None:
+            return []
+        return joined

@@ -1,27 +1,41 @@
-"""Estimating m/u probabilities and the prior from a sample by expectation–maximisation.
+"""Learning m, u and the prior from unlabelled events (Fellegi–Sunter, as Splink does it).
 
-Candidate pairs come from the same blocking rules the engine uses, so the prior that EM
-finds is the one the engine needs: the chance that a blocked candidate is a true match.
-Pairs are reduced to their comparison pattern first; EM then runs over a few hundred
-distinct patterns instead of every pair.
+- ``u`` (how often two different customers agree at each level) is counted on random pairs:
+  nearly all random pairs are different customers, so no labels are needed.
+- ``m`` (how often one customer's records agree) comes from expectation–maximisation over
+  the pairs each blocking rule finds, with ``u`` held fixed. A rule's own fields agree on all
+  its pairs by construction, so they are left out of that rule's pass and learned from the
+  others; each comparison's ``m`` is the mean over the passes that could learn it.
+- The prior is the share of matching pairs among all pairs of the sample: the largest number
+  of matches any one pass finds, over the number of pairs.
+
+Pairs are reduced to their comparison pattern first, so EM runs over a few hundred distinct
+patterns rather than every pair. The result is a new rule set whose version names its content
+hash, so every decision made under it says which model made it.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Sequence
 
-from identity.compare import COMPARATORS
+from identity.compare import comparator_level
 from identity.features import Features, blocking_keys
-from identity.rules import LEVELS, Rules
+from identity.rules import Comparison, Rules
 
 #: Probabilities are kept inside this margin so no level gets an infinite weight.
 _EPSILON = 1e-6
+#: No level's m goes below this: a slip no sample showed (a nickname, a married name) should
+#: cost a match some bits, not rule it out for ever.
+_M_FLOOR = 1e-3
 #: Records sharing a blocking key beyond this many are skipped, as the engine caps candidates too.
 _MAX_BLOCK = 50
+#: Random pairs counted for ``u``; past a few hundred thousand the estimate no longer moves.
+RANDOM_PAIRS = 100_000
 
 Pattern = tuple[int | None, ...]
 
@@ -35,16 +49,17 @@ class Estimate:
     match_share: float
 
 
-def candidate_pairs(samples: Sequence[Features], rules: Rules) -> set[tuple[int, int]]:
+def _rule_blocks(samples: Sequence[Features], rules: Rules) -> list[set[tuple[int, int]]]:
+    """For each blocking rule, the pairs of samples it makes candidates of."""
     blocks: dict[str, list[int]] = {}
     for index, features in enumerate(samples):
         for key in blocking_keys(features, rules):
             blocks.setdefault(key, []).append(index)
-    pairs: set[tuple[int, int]] = set()
-    for members in blocks.values():
-        if len(members) <= _MAX_BLOCK:
-            pairs.update(combinations(members, 2))
-    return pairs
+    per_rule: list[set[tuple[int, int]]] = [set() for _ in rules.blocking]
+    for key, members in blocks.items():
+        if 1 < len(members) <= _MAX_BLOCK:
+            per_rule[int(key[1:key.index(":")])].update(combinations(members, 2))
+    return per_rule
 
 
 def _pattern(a: Features, b: Features, rules: Rules) -> Pattern:
@@ -55,7 +70,7 @@ def _pattern(a: Features, b: Features, rules: Rules) -> Pattern:
         if not present or skipped:
             pattern.append(None)
         else:
-            pattern.append(LEVELS[c.kind].index(COMPARATORS[c.kind](a[c.field], b[c.field])))
+            pattern.append(c.level_names.index(comparator_level(c, a[c.field], b[c.field], rules)))
     return tuple(pattern)
 
 
@@ -63,57 +78,111 @@ def _clamp(p: float) -> float:
     return min(1 - _EPSILON, max(_EPSILON, p))
 
 
-def _expectation(patterns: Counter[Pattern], m: list[list[float]], u: list[list[float]], prior: float) -> dict[Pattern, float]:
-    """Posterior match probability of each pattern under the current parameters."""
-    posteriors: dict[Pattern, float] = {}
-    for pattern in patterns:
-        log_m, log_u = math.log(prior), math.log(1 - prior)
-        for i, level in enumerate(pattern):
-            if level is not None:
-                log_m += math.log(m[i][level])
-                log_u += math.log(u[i][level])
-        posteriors[pattern] = 1 / (1 + math.exp(log_u - log_m))
-    return posteriors
+def _figures(p: float) -> float:
+    """Six significant figures: enough for any weight, and a short rule file."""
+    return float(f"{p:.6g}")
 
 
-def _maximisation(patterns: Counter[Pattern], posteriors: dict[Pattern, float],
-                  width: list[int]) -> tuple[list[list[float]], list[list[float]], float]:
-    m = [[_EPSILON] * n for n in width]
-    u = [[_EPSILON] * n for n in width]
-    for pattern, count in patterns.items():
-        g = posteriors[pattern]
-        for i, level in enumerate(pattern):
+def _normalise(row: list[float]) -> list[float]:
+    total = sum(row)
+    return [_clamp(x / total) for x in row]
+
+
+def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int) -> list[list[float] | None]:
+    """u per comparison level, counted on random pairs (one count added to every level);
+    None for a comparison the sample never lets two records take part in."""
+    rng = random.Random(seed)
+    n = len(samples)
+    counts = [[1.0] * len(c.level_names) for c in rules.comparisons]
+    seen = [0] * len(rules.comparisons)
+    for _ in range(min(pairs, n * (n - 1) // 2)):
+        a, b = rng.sample(range(n), 2)
+        for i, level in enumerate(_pattern(samples[a], samples[b], rules)):
             if level is not None:
-                m[i][level] += g * count
-                u[i][level] += (1 - g) * count
-    def normalise(row: list[float]) -> list[float]:
-        return [_clamp(x / sum(row)) for x in row]
+                counts[i][level] += 1
+                seen[i] += 1
+    return [_normalise(row) if seen[i] else None for i, row in enumerate(counts)]
+
+
+def _without_matches(u: list[float], m: list[float], prior: float) -> list[float]:
+    """u with the random pairs that were matches taken out: in a small sample they are many
+    enough to make an exact birth date look ten times commoner than it is."""
+    return _normalise([max(_EPSILON, (ui - prior * mi) / (1 - prior)) for ui, mi in zip(u, m)])
+
+
+def _learns_from(rule: tuple[str, ...], comparison: Comparison, rules: Rules) -> bool:
+    """Whether a blocking rule's pairs say anything about ``comparison``. They do not about the
+    rule's own fields, nor about the parts of one (blocking on a full name fixes given and family)."""
+    fields = {name.partition(".")[0] for name in rule}
+    fields |= {part for c in rules.comparisons if c.field in fields for part in c.when_missing}
+    return comparison.field not in fields and not fields & set(comparison.when_missing)
+
+
+def _em_pass(patterns: Counter[Pattern], m: list[list[float]], u: list[list[float]], active: list[bool],
+             iterations: int, tolerance: float) -> tuple[list[list[float]], float, int]:
+    """EM with ``u`` fixed over one rule's patterns; returns m, the match share and the iterations run."""
+    share, done = 0.1, 0
     total = sum(patterns.values())
-    prior = _clamp(sum(posteriors[p] * c for p, c in patterns.items()) / total)
-    return [normalise(r) for r in m], [normalise(r) for r in u], prior
-
-
-def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 100, tolerance: float = 1e-7) -> Estimate:
-    """A copy of ``rules`` with m, u and prior re-estimated from ``samples`` (the features of events)."""
-    records = list(samples)
-    pairs = candidate_pairs(records, rules)
-    if not pairs:
-        raise ValueError("the sample yields no candidate pairs under the blocking rules; nothing to estimate from")
-    patterns = Counter(_pattern(records[a], records[b], rules) for a, b in pairs)
-    width = [len(LEVELS[c.kind]) for c in rules.comparisons]
-    m = [[c.levels[level][0] for level in LEVELS[c.kind]] for c in rules.comparisons]
-    u = [[c.levels[level][1] for level in LEVELS[c.kind]] for c in rules.comparisons]
-    prior, done = rules.prior, 0
     for done in range(1, iterations + 1):
-        posteriors = _expectation(patterns, m, u, prior)
-        m, u, new_prior = _maximisation(patterns, posteriors, width)
-        converged = abs(new_prior - prior) < tolerance
-        prior = new_prior
+        counts = [[0.0] * len(row) for row in m]
+        matched = 0.0
+        for pattern, count in patterns.items():
+            log_m, log_u = math.log(share), math.log(1 - share)
+            for i, level in enumerate(pattern):
+                if level is not None and active[i]:
+                    log_m += math.log(m[i][level])
+                    log_u += math.log(u[i][level])
+            g = 1 / (1 + math.exp(min(700.0, log_u - log_m)))
+            matched += g * count
+            for i, level in enumerate(pattern):
+                if level is not None:
+                    counts[i][level] += g * count
+        m = [_floored(row) if active[i] else m[i] for i, row in enumerate(counts)]
+        new_share = _clamp(matched / total)
+        converged = abs(new_share - share) < tolerance
+        share = new_share
         if converged:
             break
+    return m, share, done
+
+
+def _floored(row: list[float]) -> list[float]:
+    total = sum(row)
+    return _normalise([max(_M_FLOOR, x / total) for x in row])
+
+
+def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50, tolerance: float = 1e-6,
+             random_pairs: int = RANDOM_PAIRS, seed: int = 0) -> Estimate:
+    """A copy of ``rules`` with m, u and the prior learned from ``samples`` (the features of events)."""
+    records = list(samples)
+    per_rule = _rule_blocks(records, rules)
+    if not any(per_rule):
+        raise ValueError("the sample yields no candidate pairs under the blocking rules; nothing to estimate from")
+    cold_u = [[c.levels[level][1] for level in c.level_names] for c in rules.comparisons]
+    u = [row or cold_u[i] for i, row in enumerate(_random_u(records, rules, random_pairs, seed))]
+    start = [[c.levels[level][0] for level in c.level_names] for c in rules.comparisons]
+    learned: list[list[list[float]]] = [[] for _ in rules.comparisons]
+    matches, done, distinct = 0.0, 0, 0
+    for rule, pairs in zip(rules.blocking, per_rule):
+        if not pairs:
+            continue
+        patterns = Counter(_pattern(records[a], records[b], rules) for a, b in pairs)
+        distinct += len(patterns)
+        observed = {i for p in patterns for i, level in enumerate(p) if level is not None}
+        active = [_learns_from(rule, c, rules) and i in observed for i, c in enumerate(rules.comparisons)]
+        m, share, runs = _em_pass(patterns, start, u, active, iterations, tolerance)
+        done += runs
+        matches = max(matches, share * len(pairs))
+        for i, on in enumerate(active):
+            if on:
+                learned[i].append(m[i])
+    m = [[sum(col) / len(col) for col in zip(*rows)] if rows else start[i] for i, rows in enumerate(learned)]
+    all_pairs = len(records) * (len(records) - 1) / 2
+    prior = _clamp(max(matches, 1.0) / all_pairs)
+    u = [_without_matches(u_row, m_row, prior) if learned[i] else u_row for i, (u_row, m_row) in enumerate(zip(u, m))]
     comparisons = [
-        {**c.model_dump(), "levels": {level: (round(m[i][j], 6), round(u[i][j], 6)) for j, level in enumerate(LEVELS[c.kind])}}
+        {**c.model_dump(), "levels": {level: (_figures(m[i][j]), _figures(u[i][j])) for j, level in enumerate(c.level_names)}}
         for i, c in enumerate(rules.comparisons)
     ]
-    updated = rules.with_updates(comparisons=comparisons, prior=round(prior, 6))
-    return Estimate(updated, len(pairs), len(patterns), done, prior)
+    updated = rules.with_updates(comparisons=comparisons, prior=_figures(prior))
+    return Estimate(updated, sum(len(p) for p in per_rule), distinct, done, prior)

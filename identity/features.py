@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from identity.events import KNOWN_IDENTIFIER_TYPES, PROFILE_ID_TYPE, EventRejected, FieldError, TouchpointEvent
 from identity.normalize import (
@@ -93,11 +93,22 @@ def _feature(comparison: Comparison, raw: Any) -> Any:
     return normalize_text(text) or None
 
 
+def _full_name(traits: dict[str, Any]) -> str | None:
+    """A full name made of given and family names, for comparing with a record that has only a
+    full name; where both records have the parts, the rule's ``when_missing`` skips it."""
+    given, family = traits.get("given_name"), traits.get("family_name")
+    if isinstance(given, str) and isinstance(family, str) and given.strip() and family.strip():
+        return f"{given.strip()} {family.strip()}"
+    return None
+
+
 def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, list[FieldError]]:
     features: Features = {}
     errors: list[FieldError] = []
     for comparison in rules.comparisons:
         raw = event.traits.get(comparison.field)
+        if raw is None and comparison.field == "name":
+            raw = _full_name(event.traits)
         if raw is None or isinstance(raw, bool):
             continue
         try:
@@ -196,6 +207,23 @@ def _bounded(key: str) -> str:
         return key
     rule, _, _ = key.partition(":")
     return f"{rule}:#{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
+
+
+_Record = TypeVar("_Record")
+
+
+def rarest_first(found: Sequence[tuple[str, Sequence[_Record]]], per_event: int, id_of: Callable[[_Record], str]) -> list[_Record]:
+    """The candidate records of an event's blocking keys, the rarest key's first, at most
+    ``per_event`` distinct ones: a key shared by few records says most about who this is, and
+    a common one (a frequent name in a big city) must not crowd it out, however large the
+    graph grows. ``found`` holds each key's records as read (already capped per key)."""
+    chosen: dict[str, _Record] = {}
+    for _, records in sorted(found, key=lambda item: len(item[1])):
+        for record in records:
+            if len(chosen) >= per_event:
+                return list(chosen.values())
+            chosen.setdefault(id_of(record), record)
+    return list(chosen.values())
 
 
 def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:

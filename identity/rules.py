@@ -6,6 +6,7 @@ and versioned: every decision names the version it was made under.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import cached_property
 from importlib import resources
@@ -23,13 +24,18 @@ _NORMALIZATION = TypeAdapter(NormalizationRules)
 ComparatorKind = Literal["name", "date", "text", "company", "code"]
 
 #: The levels each comparator kind can report, strongest first; ``other`` is the catch-all.
+#: A comparison in the rule file picks the levels it weighs (``exact`` and ``other`` at least);
+#: an outcome whose level it left out counts as the next weaker level it kept.
 LEVELS: dict[str, tuple[str, ...]] = {
     "name": ("exact", "romanised", "close", "similar", "other"),
-    "date": ("exact", "one_edit", "same_year", "other"),
+    "date": ("exact", "transposed", "one_part", "other"),
     "text": ("exact", "close", "similar", "other"),
     "company": ("exact", "close", "similar", "other"),
     "code": ("exact", "one_edit", "two_edits", "other"),
 }
+
+#: Comparator kinds whose ``close`` and ``similar`` levels start at a similarity in (0, 1].
+SIMILARITY_KINDS = ("name", "text", "company")
 
 
 class RulesError(ValueError):
@@ -58,18 +64,55 @@ class Comparison(BaseModel):
     when_missing: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _levels_complete(self) -> "Comparison":
-        expected = set(LEVELS[self.kind])
-        if set(self.levels) != expected:
-            raise ValueError(f"comparison {self.field!r} ({self.kind}) needs levels {sorted(expected)}")
+    def _levels_known(self) -> "Comparison":
+        known = set(LEVELS[self.kind])
+        if not {"exact", "other"} <= set(self.levels) <= known:
+            raise ValueError(f"comparison {self.field!r} ({self.kind}) needs levels exact and other, "
+                             f"and others only from {sorted(known)}")
         for level, (m, u) in self.levels.items():
             if not (0 < m < 1 and 0 < u < 1):
                 raise ValueError(f"comparison {self.field!r} level {level!r}: m and u must be in (0, 1)")
         return self
 
     @cached_property
+    def level_names(self) -> tuple[str, ...]:
+        """This comparison's levels, strongest first."""
+        return tuple(level for level in LEVELS[self.kind] if level in self.levels)
+
+    @cached_property
+    def fold(self) -> dict[str, str]:
+        """Each level the comparator can report mapped to the level this comparison weighs it as."""
+        mapping: dict[str, str] = {}
+        for index, level in enumerate(LEVELS[self.kind]):
+            mapping[level] = next(lvl for lvl in LEVELS[self.kind][index:] if lvl in self.levels)
+        return mapping
+
+    @cached_property
     def weights(self) -> dict[str, float]:
         return {level: math.log2(m / u) for level, (m, u) in self.levels.items()}
+
+
+class SimilarityLevels(BaseModel):
+    """Where the ``close`` and ``similar`` levels of a similarity comparator begin."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    close: float = Field(gt=0, le=1)
+    similar: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SimilarityLevels":
+        if self.similar > self.close:
+            raise ValueError("a comparator's similar threshold must not exceed its close threshold")
+        return self
+
+
+class Comparators(BaseModel):
+    """Comparator thresholds: Jaro-Winkler for names, token-sort ratio (as a share) for text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: SimilarityLevels
+    text: SimilarityLevels
+    company: SimilarityLevels
 
 
 class IdentifierRules(BaseModel):
@@ -106,7 +149,13 @@ class Rules(BaseModel):
     thresholds: Thresholds
     prior: float = Field(gt=0, lt=1)
     candidates_per_key: int = Field(default=40, ge=1, le=10_000)
+    #: Candidates examined per event over all blocking keys, rarest keys first.
+    candidates_per_event: int = Field(default=200, ge=1, le=100_000)
     blocking: tuple[tuple[str, ...], ...]
+    #: Fields on which one of a profile's records disagreeing outright (level ``other``) with an
+    #: event, while scoring below review, keeps the event from linking to that profile.
+    contradicting_fields: tuple[str, ...] = ()
+    comparators: Comparators
     comparisons: tuple[Comparison, ...]
 
     @cached_property
@@ -116,6 +165,18 @@ class Rules(BaseModel):
     @cached_property
     def normalization_rules(self) -> NormalizationRules:
         return _NORMALIZATION.validate_python(self.normalization)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides an outcome (all but the version name)."""
+        content = self.model_dump(mode="json", exclude={"version"})
+        return hashlib.blake2b(yaml.safe_dump(content, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+    @cached_property
+    def model_version(self) -> str:
+        """What every decision names: the version plus the content hash, so changing any level,
+        threshold or probability changes it even if the version line was left alone."""
+        return f"{self.version}@{self.fingerprint}"
 
     def with_updates(self, **changes: object) -> "Rules":
         """A copy with some top-level fields replaced, validated again."""

@@ -5,13 +5,13 @@ by batch size, with one worker and with two writing at once.
     python -m perf.neo4j_throughput --events 4000 --batch-sizes 50 200 --workers 1 2
     NEO4J_URI=neo4j://localhost:7687 NEO4J_PASSWORD=secret python -m perf.neo4j_throughput
 
-Febrl4 records arrive as touchpoints, in file order, through the same resolver and benchmark
+Febrl4 records arrive as touchpoints, in file order, through the same resolver and default
 rules as ``perf.accuracy``, once per (workers, batch size), each time on an emptied database.
 Two workers are two processes, each with its own store and driver, taking alternate events of
 the same stream (so one person's records reach both, and they race to create and merge).
 A batch's latency is its whole resolve: read, decide, write, and re-runs after conflicts.
 
-Without NEO4J_URI it starts Neo4j Community from the jars `make jars` built (streams/jvm.py);
+Without NEO4J_URI it starts Neo4j Community from the jars `make jars` built (devstack/jvm.py);
 with it, ``NEO4J_USER`` (default neo4j) and ``NEO4J_DATABASE`` (default neo4j) say where, and
 THE TARGET DATABASE IS EMPTIED before every run: point it at a scratch database only.
 
@@ -45,8 +45,8 @@ from service.resolver import Resolver
 from graph.sqlite import SQLiteStore
 from identity.events import parse_event
 from identity.features import prepare
-from identity.rules import Rules
-from perf.accuracy import benchmark_rules, event_lines, load_datasets
+from identity.rules import Rules, load_rules
+from perf.accuracy import load_dataset
 from streams.batch import resolve_lines
 from devstack.jvm import Neo4jServer
 
@@ -89,7 +89,7 @@ async def reference_assignments(lines: list[tuple[int, bytes]], rules: Rules) ->
 
 async def _resolve_share(settings: Neo4jSettings, lines: list[tuple[int, bytes]], batch_size: int,
                          start_at: float) -> dict[str, Any]:
-    rules = benchmark_rules()
+    rules = load_rules()
     prepared = [prepare(parse_event(line), rules) for _, line in lines]
     batches = [prepared[i:i + batch_size] for i in range(0, len(prepared), batch_size)]
     async with Neo4jStore(settings) as store:
@@ -174,9 +174,8 @@ def _line(r: dict[str, Any]) -> str:
 
 
 async def benchmark(settings: Neo4jSettings, events: int, batch_sizes: list[int], workers: list[int]) -> dict[str, Any]:
-    rules = benchmark_rules()
-    frames, _ = load_datasets()["febrl4"]
-    lines = list(islice(event_lines(frames), events))
+    rules = load_rules()
+    lines = list(islice(enumerate(load_dataset("febrl4")[0], 1), events))
     expected = await reference_assignments(lines, rules)
     runs = []
     for count in workers:
@@ -184,7 +183,7 @@ async def benchmark(settings: Neo4jSettings, events: int, batch_sizes: list[int]
             result = await run(settings, lines, size, count, expected)
             runs.append(result)
             print(_line(result), flush=True)
-    return {"url": settings.url, "events": len(lines), "rule_version": rules.version, "cpus": os.cpu_count(),
+    return {"url": settings.url, "events": len(lines), "rule_version": rules.model_version, "cpus": os.cpu_count(),
             "runs": runs}
 
 

@@ -71,7 +71,7 @@ class Resolver:
                     outcomes.append(_redelivered(prior, prepared))
                     continue
                 context = await tx.context(prepared, self.rules)
-                refusal = plan_refusal(prepared, context.erased, self.rules.version) if context.erased else None
+                refusal = plan_refusal(prepared, context.erased, self.rules.model_version) if context.erased else None
                 if refusal is not None:
                     # An erased customer's old event: keep its id and the reason, nothing of it.
                     await tx.refuse(prepared, refusal)

@@ -63,6 +63,7 @@ def test_estimate_writes_a_loadable_rule_file_with_new_weights(tmp_path):
     estimated, default = load_rules(tmp_path / "rules.yaml"), load_rules()
     assert estimated.version == "em-test"
     assert estimated.comparisons != default.comparisons
+    assert f"wrote model {estimated.model_version}" in result.stdout
 
 
 def test_bad_rules_file_is_refused_with_the_reason(tmp_path):

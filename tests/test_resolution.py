@@ -120,6 +120,38 @@ async def test_weak_fuzzy_match_is_proposed_for_review_on_a_new_profile(engine, 
     assert (await store.open_reviews())[0]["profile_ids"] == [maybe.profile_id, first.profile_id]
 
 
+async def test_a_profile_whose_other_record_contradicts_the_event_is_not_linked_automatically(engine):
+    known = {"name": "Li Na", "city": "Chengdu", "address": "5 Renmin Road", "birth_date": "1980-01-01"}
+    first = await engine.resolve(make_event({"email": "lina@example.com"}, known))
+    # The same email brought a record of someone else in: another birth date, another address.
+    await engine.resolve(make_event({"email": "lina@example.com"},
+                                    {"name": "Li Na", "city": "Chengdu", "address": "77 Tianfu Avenue", "birth_date": "1995-06-30"}))
+    event = await engine.resolve(make_event(traits=known))
+    assert event.decision["action"] == "review"
+    assert event.decision["review"]["profile_ids"] == [event.profile_id, first.profile_id]
+    assert "contradicts the event" in event.decision["review"]["reason"]
+
+
+async def test_an_event_matching_two_plausibly_same_profiles_merges_them(engine):
+    older = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}))
+    newer = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "address": "8 Nanjing Road"}))
+    assert newer.decision["action"] == "review"
+    bridge = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12",
+                                                     "address": "8 Nanjing Road"}))
+    assert bridge.decision["action"] == "merge"
+    assert (bridge.profile_id, bridge.decision["merged_from"]) == (older.profile_id, [newer.profile_id])
+
+
+async def test_an_event_alone_does_not_bridge_two_profiles_with_nothing_in_common(engine):
+    by_name = await engine.resolve(make_event(traits={"name": "Maria Gonzalez", "city": "Madrid", "address": "12 Calle Mayor"}))
+    by_birth = await engine.resolve(make_event(traits={"birth_date": "1990-07-23", "postcode": "28013"}))
+    assert by_birth.profile_id != by_name.profile_id
+    event = await engine.resolve(make_event(traits={"name": "Maria Gonzalez", "city": "Madrid", "address": "12 Calle Mayor",
+                                                    "birth_date": "1990-07-23", "postcode": "28013"}))
+    assert event.decision["action"] == "link"
+    assert event.decision["merged_from"] == []
+
+
 async def test_unrelated_customer_gets_a_new_profile(engine):
     first = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}))
     other = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Beijing", "birth_date": "1972-09-01"}))

@@ -31,9 +31,60 @@ def test_one_letter_typo_in_a_name_is_close_not_exact(rules):
     assert levels(score)["family_name"] == "close"
 
 
-def test_swapped_day_and_month_count_as_one_edit(rules):
-    score = score_pair(features(rules, birth_date="1985-04-12"), features(rules, birth_date="1985-12-04"), rules)
-    assert levels(score)["birth_date"] == "one_edit"
+def date_level(rules, a, b):
+    return levels(score_pair(features(rules, birth_date=a), features(rules, birth_date=b), rules))["birth_date"]
+
+
+def test_swapped_day_and_month_count_as_a_transposition(rules):
+    assert date_level(rules, "1985-04-12", "1985-12-04") == "transposed"
+
+
+def test_two_adjacent_digits_swapped_in_one_date_part_count_as_a_transposition(rules):
+    assert date_level(rules, "1985-04-12", "1958-04-12") == "transposed"
+    assert date_level(rules, "1985-04-12", "1985-04-21") == "transposed"
+
+
+def test_one_wrong_date_part_is_one_part(rules):
+    assert date_level(rules, "1985-04-12", "1986-04-12") == "one_part"
+    assert date_level(rules, "1985-04-12", "1985-07-12") == "one_part"
+    assert date_level(rules, "1985-04-12", "1985-04-19") == "one_part"
+
+
+def test_two_wrong_date_parts_are_another_date(rules):
+    assert date_level(rules, "1985-04-12", "1985-09-30") == "other"
+
+
+def test_a_different_birth_date_is_strong_evidence_against(rules):
+    weights = next(c for c in rules.comparisons if c.field == "birth_date").weights
+    assert weights["other"] < -5
+
+
+def test_a_level_a_comparison_leaves_out_counts_as_the_next_weaker_it_keeps(rules):
+    comparisons = [c.model_dump() for c in rules.comparisons]
+    for c in comparisons:
+        if c["field"] == "birth_date":
+            del c["levels"]["transposed"]
+    pruned = rules.with_updates(comparisons=comparisons)
+    assert date_level(pruned, "1985-04-12", "1985-12-04") == "one_part"
+
+
+def test_comparator_thresholds_come_from_the_rule_file(rules):
+    a, b = features(rules, family_name="neumann"), features(rules, family_name="neuman")
+    assert levels(score_pair(a, b, rules))["family_name"] == "close"
+    strict = rules.with_updates(comparators={**rules.comparators.model_dump(), "name": {"close": 0.99, "similar": 0.98}})
+    assert levels(score_pair(a, b, strict))["family_name"] == "other"
+
+
+def test_changing_a_threshold_changes_the_model_version(rules):
+    changed = rules.with_updates(comparators={**rules.comparators.model_dump(), "text": {"close": 0.95, "similar": 0.75}})
+    assert changed.version == rules.version
+    assert changed.model_version != rules.model_version
+
+
+def test_a_full_name_is_compared_with_given_and_family_names_when_one_side_has_only_the_full_name(rules):
+    a = features(rules, given_name="anna", family_name="smith")
+    score = score_pair(a, features(rules, name="Anna Smith"), rules)
+    assert levels(score) == {"name": "exact"}
 
 
 def test_code_levels_count_edits(rules):
@@ -77,7 +128,7 @@ def test_match_probability_is_logistic_in_base_two():
 
 def test_rule_file_with_missing_levels_is_refused_with_reason(tmp_path):
     path = tmp_path / "rules.yaml"
-    text = load_rules().to_yaml().replace("one_edit:", "typo:", 1)
+    text = load_rules().to_yaml().replace("exact:", "identical:", 1)
     path.write_text(text)
     with pytest.raises(RulesError, match="needs levels"):
         load_rules(path)
@@ -96,3 +147,11 @@ def test_blocking_key_longer_than_a_store_can_index_becomes_a_digest_of_itself(r
     assert blocking_keys(dict(long), rules) == (key,)
     assert blocking_keys({**long, "company": "y" * 9000}, rules) != (key,)
     assert blocking_keys({"company": "acme", "city": "shanghai"}, rules) == ("b6:acme|shanghai",)
+
+
+def test_candidates_come_from_the_rarest_blocking_key_first_up_to_the_cap_per_event():
+    from identity.features import rarest_first
+
+    found = [("b0:common", ["c1", "c2", "c3", "c4"]), ("b1:rare", ["r1"]), ("b2:middling", ["m1", "c1"])]
+    assert rarest_first(found, 3, str) == ["r1", "m1", "c1"]
+    assert rarest_first(found, 10, str) == ["r1", "m1", "c1", "c2", "c3", "c4"]

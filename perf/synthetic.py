@@ -1,0 +1,125 @@
+"""Synthetic person records with known duplicates, generated at run time (never stored).
+
+Two corruption profiles the Febrl sets lack:
+
+- ``typos``: every duplicate differs from its person in exactly one field: a one-letter typo in
+  a given or family name, a wrong birth year, month or day, day and month swapped, a postcode
+  or street typo.
+- ``namesakes``: sparse records (names, birth date, city only) with names drawn from a small
+  pool, so many different people share a full name and a city and differ only in birth date.
+  Duplicates carry one-field errors as above (name typo or a wrong date part).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date, timedelta
+from itertools import combinations
+from typing import Any
+
+GIVEN = ("anna maria ursula monika petra sabine claudia susanne andrea birgit karin stefanie julia laura lea "
+         "sophie marie emma hannah lena katharina christina nicole sandra michael thomas andreas stefan peter "
+         "klaus wolfgang jürgen frank markus christian uwe bernd ralf tobias jan lukas leon felix jonas paul "
+         "maximilian alexander daniel sebastian florian matthias martin dieter helmut gerhard").split()
+FAMILY = ("müller schmidt schneider fischer weber meyer wagner becker schulz hoffmann schäfer koch bauer richter "
+          "klein wolf schröder neumann schwarz zimmermann braun krüger hofmann hartmann lange schmitt werner "
+          "schmitz krause meier lehmann schmid schulze maier köhler herrmann könig walter mayer huber kaiser "
+          "fuchs peters lang scholz möller weiß jung hahn schubert vogel friedrich keller günther frank berger "
+          "winkler roth beck lorenz baumann franke albrecht schuster simon ludwig böhm winter kraus martin "
+          "schumacher krämer vogt stein jäger otto sommer groß seidel heinrich brandt haas schreiber graf").split()
+CITIES = ("berlin hamburg münchen köln frankfurt stuttgart düsseldorf leipzig dortmund essen bremen dresden "
+          "hannover nürnberg duisburg bochum wuppertal bielefeld bonn münster mannheim karlsruhe augsburg "
+          "wiesbaden mönchengladbach gelsenkirchen aachen braunschweig kiel chemnitz").split()
+STREETS = ("hauptstraße schulstraße gartenstraße bahnhofstraße dorfstraße bergstraße birkenweg lindenstraße "
+           "kirchstraße waldstraße ringstraße schillerstraße goethestraße mühlenweg wiesenweg").split()
+_LETTERS = "abcdefghijklmnopqrstuvwxyzäöü"
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    given: str
+    family: str
+    born: date
+    city: str
+    postcode: str
+    street: str
+    number: int
+
+    def traits(self, sparse: bool = False) -> dict[str, Any]:
+        core = {"given_name": self.given, "family_name": self.family, "birth_date": self.born.isoformat(), "city": self.city}
+        return core if sparse else {**core, "postcode": self.postcode, "address": f"{self.street} {self.number}"}
+
+
+def _typo(rng: random.Random, word: str) -> str:
+    i = rng.randrange(len(word))
+    kind = rng.choice(("substitute", "delete", "insert", "transpose"))
+    if kind == "delete" and len(word) > 3:
+        return word[:i] + word[i + 1:]
+    if kind == "insert":
+        return word[:i] + rng.choice(_LETTERS) + word[i:]
+    if kind == "transpose" and i < len(word) - 1 and word[i] != word[i + 1]:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+    return word[:i] + rng.choice([c for c in _LETTERS if c != word[i]]) + word[i + 1:]
+
+
+def _date_error(rng: random.Random, born: date) -> date:
+    kind = rng.choice(("year", "month", "day", "swap"))
+    if kind == "swap" and born.day <= 12 and born.day != born.month:
+        return born.replace(month=born.day, day=born.month)
+    if kind == "year":
+        return born.replace(year=born.year + rng.choice((-10, -2, -1, 1, 2, 10)), day=min(born.day, 28))
+    if kind == "month":
+        return born.replace(month=rng.choice([m for m in range(1, 13) if m != born.month]), day=min(born.day, 28))
+    return born.replace(day=rng.choice([d for d in range(1, 29) if d != born.day]))
+
+
+def _corrupt(rng: random.Random, p: Person, sparse: bool) -> Person:
+    """The same person with exactly one (shown) field wrong."""
+    field = rng.choice(("given", "family", "born", "born") if sparse else ("given", "family", "born", "born", "postcode", "street"))
+    if field == "given":
+        return Person(_typo(rng, p.given), p.family, p.born, p.city, p.postcode, p.street, p.number)
+    if field == "family":
+        return Person(p.given, _typo(rng, p.family), p.born, p.city, p.postcode, p.street, p.number)
+    if field == "born":
+        return Person(p.given, p.family, _date_error(rng, p.born), p.city, p.postcode, p.street, p.number)
+    if field == "postcode":
+        digits = list(p.postcode)
+        i = rng.randrange(len(digits))
+        digits[i] = rng.choice([d for d in "0123456789" if d != digits[i]])
+        return Person(p.given, p.family, p.born, p.city, "".join(digits), p.street, p.number)
+    return Person(p.given, p.family, p.born, p.city, p.postcode, _typo(rng, p.street), p.number)
+
+
+def _zipf(rng: random.Random, values: tuple[str, ...] | list[str], k: int) -> str:
+    pool = values[:k]
+    return rng.choices(pool, weights=[1 / (rank + 1) for rank in range(len(pool))])[0]
+
+
+def _person(rng: random.Random, names: int) -> Person:
+    city_index = rng.randrange(len(CITIES))
+    return Person(
+        given=_zipf(rng, GIVEN, names), family=_zipf(rng, FAMILY, names),
+        born=date(1940, 1, 1) + timedelta(days=rng.randrange(65 * 365)),
+        city=CITIES[city_index], postcode=f"{10000 + city_index * 2000 + rng.randrange(2000):05d}",
+        street=rng.choice(STREETS), number=rng.randrange(1, 200),
+    )
+
+
+def generate(profile: str, people: int = 3000, seed: int = 11) -> tuple[list[tuple[str, dict[str, Any]]], set[frozenset[str]]]:
+    """Records (id, traits) in arrival order and the true duplicate pairs."""
+    rng = random.Random(f"{profile}-{seed}")
+    sparse = profile == "namesakes"
+    names = 12 if sparse else len(FAMILY)
+    records: list[tuple[str, dict[str, Any]]] = []
+    links: set[frozenset[str]] = set()
+    for index in range(people):
+        person = _person(rng, names)
+        ids = [f"{profile}-{index}-0"]
+        records.append((ids[0], person.traits(sparse)))
+        for copy in range(1, 1 + rng.choices((0, 1, 2), weights=(4, 4, 2))[0]):
+            ids.append(f"{profile}-{index}-{copy}")
+            records.append((ids[-1], _corrupt(rng, person, sparse).traits(sparse)))
+        links.update(frozenset(p) for p in combinations(ids, 2))
+    rng.shuffle(records)
+    return records, links

@@ -1,0 +1,67 @@
+"""Unsupervised estimation: m, u and the prior learned from unlabelled records."""
+
+import pytest
+
+from identity.compare import score_pair
+from identity.estimate import estimate
+from identity.events import parse_event
+from identity.features import prepare
+from perf.synthetic import generate
+
+
+def sample_features(rules, profile="typos", people=600):
+    records, _ = generate(profile, people=people)
+    return [
+        prepare(parse_event({"event_id": rec_id, "scenario": "s", "type": "t",
+                             "occurred_at": "2026-01-01T00:00:00Z", "traits": traits}), rules).features
+        for rec_id, traits in records
+    ]
+
+
+@pytest.fixture(scope="module")
+def learned(rules):
+    return estimate(sample_features(rules), rules, random_pairs=20_000)
+
+
+def level(rules, field, name):
+    return next(c for c in rules.comparisons if c.field == field).levels[name]
+
+
+def test_u_is_the_chance_two_random_records_agree_so_a_birth_date_is_rarer_than_a_family_name(learned):
+    _, u_birth = level(learned.rules, "birth_date", "exact")
+    _, u_family = level(learned.rules, "family_name", "exact")
+    assert u_birth < 1 / 1000 < 1 / 50 < u_family
+
+
+def test_a_comparison_the_sample_never_exercises_keeps_its_cold_start_probabilities(learned, rules):
+    assert level(learned.rules, "company", "exact") == level(rules, "company", "exact")
+
+
+def test_m_of_an_exact_family_name_is_learned_high_without_labels(learned):
+    m, _ = level(learned.rules, "family_name", "exact")
+    assert m > 0.7  # one duplicate in six has its family name mistyped
+
+
+def test_the_learned_prior_is_the_share_of_matching_pairs_among_all_pairs(learned):
+    records, links = generate("typos", people=600)
+    true_share = len(links) / (len(records) * (len(records) - 1) / 2)
+    assert true_share / 3 < learned.rules.prior < true_share * 3
+
+
+def test_namesakes_with_different_birth_dates_score_below_review_under_a_learned_model(rules):
+    model = estimate(sample_features(rules, "namesakes"), rules, random_pairs=20_000).rules
+    a = {"given_name": "anna", "family_name": "müller", "city": "berlin", "birth_date": "1970-03-14"}
+    b = {**a, "birth_date": "1988-11-02"}
+    features = [prepare(parse_event({"event_id": i, "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z",
+                                     "traits": t}), model).features for i, t in (("a", a), ("b", b))]
+    assert score_pair(*features, model).probability < model.thresholds.review
+
+
+def test_an_estimated_model_names_a_new_version_by_its_content(learned, rules):
+    assert learned.rules.model_version != rules.model_version
+    assert learned.rules.fingerprint == learned.rules.with_updates().fingerprint
+
+
+def test_a_sample_without_candidate_pairs_is_refused_with_the_reason(rules):
+    with pytest.raises(ValueError, match="no candidate pairs"):
+        estimate([{"city": "berlin"}], rules)
