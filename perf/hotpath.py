@@ -68,9 +68,11 @@ async def resolve_all(work: list[list[Incoming]], workdir: Path, profiler: cProf
     """CPU seconds this process spent resolving and routing every batch (under ``profiler``, if any)."""
     async with SQLiteStore(workdir / "graph.db") as store, httpx.AsyncClient() as http:
         router = Router(_acknowledged, http)
-        await router.update(parse_subscriptions([SUBSCRIPTION], "perf.hotpath"))
+        subscriptions = parse_subscriptions([SUBSCRIPTION], "perf.hotpath")
+        await router.update(subscriptions)
+        wanted = {t for s in subscriptions for t in s.event_types}  # as the worker: notices only if asked for
         pipeline = ResolutionPipeline(store, load_rules(), _acknowledged, max_event_bytes=256 * 1024,
-                                      route=router.route)
+                                      route=router.route, notice_wanted=wanted.__contains__)
         pipeline.warm_up()
         if profiler is not None:
             profiler.enable()
