@@ -84,8 +84,9 @@ class TopicWatcher:
 
 
 class PropagationProbe:
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+    def __init__(self, bootstrap: str, topics: Sequence[str], *, send_topic: str = TOUCHPOINTS_TOPIC) -> None:
         self.bootstrap = bootstrap
+        self.send_topic = send_topic
         self._sent_at: dict[str, float] = {}
         self._deliveries: list[Delivery] = []
         self._watcher = TopicWatcher(bootstrap, topics, self._observe)
@@ -122,7 +123,7 @@ class PropagationProbe:
                 if (delay := due - time.perf_counter()) > 0:
                     await asyncio.sleep(delay)
                 self._sent_at[event["event_id"]] = time.time()
-                acks.append(await producer.send(TOUCHPOINTS_TOPIC, orjson.dumps(event)))
+                acks.append(await producer.send(self.send_topic, orjson.dumps(event)))
                 if on_progress is not None and i % 50 == 0:
                     on_progress(i)
             await asyncio.gather(*acks)

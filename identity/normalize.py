@@ -113,7 +113,10 @@ def normalize_identifier(type_: str, raw: str, rules: NormalizationRules) -> str
             raise InvalidIdentifier(f"unknown identifier type {type_!r}")
 
 
+@lru_cache(maxsize=65536)
 def _phone(value: str, default_region: str) -> str:
+    # Cached: parsing with phonenumbers is the costliest normaliser, and one customer's phone
+    # comes back with each of their events. A refusal raises, and exceptions are not cached.
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:

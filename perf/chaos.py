@@ -53,12 +53,10 @@ from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import load_rules
 from identity.topics import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
-from perf.propagation import query_store
+from perf.propagation import KAFKA_WORKER_ENV, query_store
 
 SUBSCRIPTION = {"name": "chaos", "fields": ["traits.*", "identifiers.*"]}
 BROKER_RESTART_SKIPPED = "skipped: the embedded broker keeps topics in memory only"
-#: Kafka refuses group sessions shorter than its group.min.session.timeout.ms (6 s).
-KAFKA_WORKER_ENV = {"IDGRAPH_SESSION_TIMEOUT_S": "6"}
 #: Longest wait, after the last event was sent and the last kill, for the store and the topic to catch up.
 COMPLETE_TIMEOUT_S = 300.0
 #: How long a restarted worker may take to say "worker ready".

@@ -106,7 +106,8 @@ class Subscription(BaseModel):
 
 def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
     """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
-    body = delta.model_dump(mode="json")
+    # The two sections replaced below are left out of the dump: they are most of its cost.
+    body = delta.model_dump(mode="json", exclude={"changes", "profile"})
     body["changes"] = {n: c.model_dump(mode="json") for n, c in delta.changes.items() if n.startswith("consent.")
                        and subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
     body["profile"] = {"consent": consent} if consent else {}
@@ -152,7 +153,8 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
     }
     if consent:
         profile["consent"] = consent
-    body = delta.model_dump(mode="json")
+    # The two sections replaced below are left out of the dump: they are most of its cost.
+    body = delta.model_dump(mode="json", exclude={"changes", "profile"})
     body["changes"] = {name: change.model_dump(mode="json") for name, change in changes.items()}
     body["profile"] = profile
     body["subscription"] = subscription.name

@@ -1,9 +1,13 @@
-"""The worker: one Faust app whose agents resolve touchpoints and route what changed.
+"""The worker: one Faust app whose agent resolves touchpoints and routes what changed.
+
+The resolving agent routes each delta and notice to its subscriptions itself, right after
+the store commit (streams/pipeline.py); ``identity.deltas`` and ``identity.touchpoints`` are
+published for consumers outside idgraph, not read back.
 
 Topics:
   ``touchpoints``             input events, any key (platforms may key by customer hint)
-  ``identity.deltas``         every identity change, keyed by profile id (per-profile order)
-  ``identity.touchpoints``    every resolved touchpoint, keyed by profile id, for event-type subscribers
+  ``identity.deltas``         every identity change, keyed by profile id (per-profile order), for outside consumers
+  ``identity.touchpoints``    every resolved touchpoint, keyed by profile id, for outside consumers
   ``scenario.<name>``         each Kafka-sink subscription's projected deltas and notices
   ``idgraph.subscriptions``   subscription declarations from scenario processes
   ``idgraph.dead-letter``     refused events and failed deliveries, original bytes + reason headers
@@ -24,8 +28,6 @@ from faust.serializers import codecs
 
 from graph.factory import store_from_url
 from graph.store import GraphStore
-from identity.deltas import IdentityDelta
-from identity.notices import TouchpointNotice
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
@@ -122,12 +124,12 @@ class IdgraphApp(faust.App):
         for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
             await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
         self._http = httpx.AsyncClient()
+        self.sink_router = Router(self.publish, self._http, self.metrics)
         self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, policy=self.policy,
                                            max_hops=self.settings.max_hops, metrics=self.metrics,
                                            max_event_bytes=self.settings.max_event_bytes,
-                                           notice_wanted=self.notice_wanted)
+                                           notice_wanted=self.notice_wanted, route=self.sink_router.route)
         self.pipeline.warm_up()
-        self.sink_router = Router(self.publish, self._http, self.metrics)
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)
 
@@ -186,7 +188,6 @@ def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
     scenarios = load_scenarios(settings.scenarios) if settings.scenarios else []
     app = IdgraphApp(settings, rules, scenarios)
     touchpoints = app.topic(TOUCHPOINTS_TOPIC, value_serializer="raw", key_serializer="raw")
-    changes = app.topic(DELTAS_TOPIC, NOTICES_TOPIC, value_serializer="raw", key_serializer="raw")
     declarations = app.topic(SUBSCRIPTIONS_TOPIC, value_serializer="raw", key_serializer="raw")
 
     @app.agent(touchpoints, name="idgraph.resolve")
@@ -195,14 +196,6 @@ def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
         async for events in _batches(app, manual):
             batch = [Incoming(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
             await app.pipeline.begin(batch, on_durable=_acknowledge(manual, events))
-
-    @app.agent(changes, name="idgraph.route")
-    async def route(stream: faust.StreamT) -> None:
-        manual = _manual_acks(stream)
-        async for events in _batches(app, manual):
-            # Nothing below waits on the broker, so a batch's records leave in one produce request.
-            for event in events:
-                await _route_one(app, manual, event)
 
     @app.agent(declarations, name="idgraph.subscriptions")
     async def declare(stream: faust.StreamT) -> None:
@@ -242,20 +235,6 @@ def _acknowledge(stream: faust.StreamT, events: list[faust.EventT]) -> OnDurable
         for event in events:
             await stream.ack(event)
     return acknowledge
-
-
-async def _route_one(app: IdgraphApp, stream: faust.StreamT, event: faust.EventT) -> None:
-    if event.value is None:  # an erased profile's tombstone, for compaction: nothing to route
-        await stream.ack(event)
-        return
-    contract = TouchpointNotice if event.message.topic == NOTICES_TOPIC else IdentityDelta
-    try:
-        record = contract.model_validate_json(event.value)
-    except ValueError as exc:
-        await app.dead_letter(event, "schema", f"not a valid {contract.__name__}: {exc.__class__.__name__}")
-        await stream.ack(event)
-        return
-    await app.sink_router.route(record, on_done=lambda: stream.ack(event))
 
 
 async def _declare_one(app: IdgraphApp, event: faust.EventT) -> None:

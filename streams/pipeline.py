@@ -8,6 +8,12 @@ durable: outcomes in the store, deltas acknowledged by the broker and marked pub
 input in the dead-letter topic. A crash anywhere before that redelivers the batch, and
 event-id idempotency plus the outbox make the redelivery produce nothing twice.
 
+Each delta and notice is also routed to the subscriptions entitled to it right here, after
+the store commit, instead of by a consumer of ``identity.deltas`` (still published for
+consumers outside idgraph): that saves a broker round trip and a decode per delta. The outbox
+marks a delta published only once ``identity.deltas`` and every sink have it, so a crash
+before then redelivers the batch, and the redelivery routes the delta again.
+
 The broker's round trip would otherwise be idle time per batch, so the next batch may be
 resolved while the previous one's deltas are still on their way (``max_in_flight`` batches
 at most). Offsets are committed only up to the first unacknowledged one, so a later batch
@@ -29,7 +35,7 @@ from graph.store import Outbox, Outcome, ResolutionStore, StoreUnavailable
 from identity.deltas import IdentityDelta
 from identity.events import EventRejected, FieldError, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
-from identity.notices import notice_for
+from identity.notices import TouchpointNotice, notice_for
 from identity.policy import Policy
 from identity.rules import Rules
 from identity.topics import DELTAS_TOPIC, NOTICES_TOPIC
@@ -67,6 +73,9 @@ def _now() -> str:
 
 
 OnDurable = Callable[[BatchResult], Awaitable[None]]
+#: Hands a delta or notice to every subscription entitled to it; calls ``on_done`` once all
+#: sinks have it (sinks/router.py ``Router.route``).
+Route = Callable[[IdentityDelta | TouchpointNotice, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 #: (topic, key, value) of a record the relay may have to send again; no value is a tombstone.
 Record = tuple[str, bytes | None, bytes | None]
@@ -83,7 +92,7 @@ class ResolutionPipeline:
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
-                 on_result: OnDurable | None = None) -> None:
+                 on_result: OnDurable | None = None, route: Route | None = None) -> None:
         self.store = store
         self.rules = rules
         self.resolver = Resolver(store, rules, policy=policy)
@@ -94,6 +103,7 @@ class ResolutionPipeline:
         self._max_event_bytes = max_event_bytes
         self._retry_delay_s = retry_delay_s
         self._on_result = on_result
+        self._route = route
         # One store user at a time: the embedded store shares one connection, so an outbox
         # mark issued while a batch's transaction is open would commit or roll back with it.
         self._store_lock = asyncio.Lock()
@@ -134,8 +144,12 @@ class ResolutionPipeline:
                 await write_dead_letters(self._publish, self._refuse_reused_ids(result, messages))
             types = {p.event_id: p.event.type for p in accepted}
             wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
-            records = [r for d in result.published for r in self._delta_records(d)] + self._notice_records(accepted, wanted)
+            notices = self._notices(accepted, wanted)
+            records = [r for d in result.published for r in self._delta_records(d)]
+            records += [(NOTICES_TOPIC, n.profile_id.encode(), n.to_json()) for n in notices]
             acks = [await self._publish(*record) for record in records]
+            routed: list[IdentityDelta | TouchpointNotice] = [*result.published, *notices]
+            deliveries = [await self._deliver(r) for r in routed]
         except BaseException:
             self._slots.release()
             raise
@@ -144,7 +158,7 @@ class ResolutionPipeline:
         self.metrics.observe_batch(result, resolve_seconds=time.perf_counter() - started, store_seconds=store_seconds,
                                    scenarios={p.event_id: p.event.scenario for p in accepted})
         log_batch(result)
-        relay = asyncio.ensure_future(self._relay(result, records, acks, earlier, on_durable))
+        relay = asyncio.ensure_future(self._relay(result, records, acks, deliveries, earlier, on_durable))
         relay.add_done_callback(self._forget)
         for delta in result.published:
             self._in_flight[delta.delta_id] = relay
@@ -165,6 +179,7 @@ class ResolutionPipeline:
                 pending = [d for d in stored if d.delta_id not in self._in_flight]
                 records = [r for d in pending for r in self._delta_records(d)]
                 acks = [await self._publish(*record) for record in records]
+                deliveries = [await self._deliver(d) for d in pending]
         except BaseException:
             self._slots.release()
             raise
@@ -173,7 +188,7 @@ class ResolutionPipeline:
         if not pending:
             self._slots.release()
             return 0
-        relay = asyncio.ensure_future(self._relay(BatchResult(published=pending), records, acks, set(), None))
+        relay = asyncio.ensure_future(self._relay(BatchResult(published=pending), records, acks, deliveries, set(), None))
         relay.add_done_callback(self._forget)
         for delta in pending:
             self._in_flight[delta.delta_id] = relay
@@ -352,26 +367,48 @@ class ResolutionPipeline:
         return records
 
     @staticmethod
-    def _notice_records(accepted: list[PreparedEvent], outcomes: list[Outcome]) -> list[Record]:
+    def _notices(accepted: list[PreparedEvent], outcomes: list[Outcome]) -> list[TouchpointNotice]:
         """Tell event-type subscribers what was resolved; a redelivered event is told again (same notice)."""
         prepared: dict[str, PreparedEvent] = {}
         for p in accepted:  # the first record of an id is the one applied; a later one was refused
             prepared.setdefault(p.event_id, p)
         resolved_at = _now()
-        records: list[Record] = []
+        notices: list[TouchpointNotice] = []
         for outcome in outcomes:
             if outcome.decision["action"] == "refused":  # an erased customer's event: nothing to tell
                 continue
             notice = notice_for(prepared[outcome.event_id], outcome.decision, ingested_at=None, resolved_at=resolved_at)
             notice.times.emitted_at = resolved_at
-            records.append((NOTICES_TOPIC, outcome.profile_id.encode(), notice.to_json()))
-        return records
+            notices.append(notice)
+        return notices
+
+    async def _deliver(self, record: IdentityDelta | TouchpointNotice) -> "asyncio.Future[None]":
+        """Route one record to its subscriptions; the future resolves once every sink has it."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+        if self._route is None:
+            done.set_result(None)
+        else:
+            await self._route(record, finished)
+        return done
 
     async def _relay(self, result: BatchResult, records: list[Record], acks: list[Awaitable[Any]],
-                     earlier: set[asyncio.Task[BatchResult]], on_durable: OnDurable | None) -> BatchResult:
-        """Wait for the broker, mark the outbox, then let the caller acknowledge the offsets."""
+                     deliveries: list["asyncio.Future[None]"], earlier: set[asyncio.Task[BatchResult]],
+                     on_durable: OnDurable | None) -> BatchResult:
+        """Wait for the broker and the sinks, mark the outbox, then let the caller acknowledge the offsets.
+
+        The slot is given back once the broker has the batch's records: a webhook retrying
+        against a failing endpoint delays only this batch's offsets, not the next batches.
+        """
+        released = False
         try:
             await self._until_acknowledged(records, acks)
+            self._slots.release()
+            released = True
+            await asyncio.gather(*deliveries)
             if result.published:
                 marking = time.perf_counter()
                 async with self._store_lock:
@@ -383,7 +420,8 @@ class ResolutionPipeline:
             for delta in result.published:
                 if self._in_flight.get(delta.delta_id) is this:
                     del self._in_flight[delta.delta_id]
-            self._slots.release()
+            if not released:
+                self._slots.release()
         await asyncio.gather(*earlier)  # a failed one fails this batch too: both are redelivered
         if self._on_result is not None:
             await self._on_result(result)

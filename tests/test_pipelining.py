@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+import httpx
 import orjson
 
 from faust.types import TP
@@ -14,6 +15,8 @@ from faust.types import TP
 from identity.events import parse_event
 from identity.features import prepare
 from service.resolver import Resolver
+from sinks.router import Router
+from sinks.subscriptions import parse_subscriptions
 from streams.batching import BacklogBatches
 from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
 
@@ -372,3 +375,33 @@ async def test_a_redelivery_encoded_differently_is_still_a_redelivery(store, rul
     reordered = json.dumps(dict(reversed(list(same.items()))), indent=2).encode()
     result = await _resolved_twice(store, rules, Incoming(reordered, "touchpoints", 0, 1))
     assert result.rejected == [] and [(o.event_id, o.duplicate) for o in result.outcomes] == [("r1", True), ("r2", False)]
+
+
+async def test_a_batchs_deltas_reach_the_subscription_topic_from_the_resolving_pipeline(store, rules):
+    broker = Broker()
+    async with httpx.AsyncClient() as http:
+        router = Router(broker, http)
+        await router.update(parse_subscriptions([{"name": "crm", "fields": ["identifiers.*"]}], "test"))
+        pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096, route=router.route)
+        relay = await pipeline.begin([incoming("r1", "13800138010", 0)])
+        broker.acknowledge()
+        await relay
+        await router.stop()
+    routed = [orjson.loads(value) for topic, value in broker.sent if topic == "scenario.crm"]
+    assert [d["delta_id"] for d in routed] == broker.delta_ids()
+
+
+async def test_a_batch_is_durable_only_once_its_subscriptions_sink_acknowledged(store, rules):
+    broker = Broker()
+    async with httpx.AsyncClient() as http:
+        router = Router(broker, http)
+        await router.update(parse_subscriptions([{"name": "crm", "fields": ["identifiers.*"]}], "test"))
+        pipeline = ResolutionPipeline(store, rules, broker, max_event_bytes=4096, route=router.route,
+                                      notice_wanted=lambda event_type: False)
+        relay = await pipeline.begin([incoming("r2", "13800138011", 0)])
+        broker.acknowledge(topic="identity.deltas")
+        await settle()
+        assert not relay.done() and await store.unpublished_deltas(), "the sink has not acknowledged yet"
+        broker.acknowledge(topic="scenario.crm")
+        assert (await relay).published and await store.unpublished_deltas() == []
+        await router.stop()

@@ -154,6 +154,10 @@ class FlowObserver:
         self.flows: dict[str, Flow] = {}
         self._by_assessed: dict[str, Flow] = {}
         self._by_quote: dict[str, Flow] = {}
+        #: Notices read before the touchpoint that caused them, by (topic, cause event id). The
+        #: worker routes a notice as soon as it resolves the touchpoint, so the notice can reach
+        #: this observer first: it reads several topics at once, in no order across them.
+        self._early: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._watcher = TopicWatcher(bootstrap, WATCHED, self._observe)
 
     async def __aenter__(self) -> "FlowObserver":
@@ -169,15 +173,28 @@ class FlowObserver:
             if body.get("type") == "battery_assessed" and (flow := self.flows.get(cause)) and flow.assessed_emitted is None:
                 flow.assessed_id, flow.assessed_emitted = body["event_id"], now
                 self._by_assessed[body["event_id"]] = flow
+                self._replay(QUOTING_TOPIC, body["event_id"])
             elif body.get("type") == "quote_issued" and (flow := self._by_assessed.get(cause)) and flow.quote_emitted is None:
                 flow.quote_id, flow.quote_emitted = body["event_id"], now
                 self._by_quote[body["event_id"]] = flow
+                self._replay(SALES_TOPIC, body["event_id"])
         elif topic == ASSESSMENT_TOPIC and (flow := self.flows.get(body["event_id"])):
             flow.assessment_notified = flow.assessment_notified or now
-        elif topic == QUOTING_TOPIC and (flow := self._by_assessed.get(body["event_id"])):
-            flow.quoting_notified = flow.quoting_notified or now
-        elif topic == SALES_TOPIC and (flow := self._by_quote.get(body["cause"]["event_id"])) and flow.sales_notified is None:
-            flow.sales_notified, flow.sales_body = now, body
+        elif topic == QUOTING_TOPIC:
+            if (flow := self._by_assessed.get(body["event_id"])) is None:
+                self._early.setdefault((topic, body["event_id"]), (now, body))
+            else:
+                flow.quoting_notified = flow.quoting_notified or now
+        elif topic == SALES_TOPIC:
+            if (flow := self._by_quote.get(body["cause"]["event_id"])) is None:
+                self._early.setdefault((topic, body["cause"]["event_id"]), (now, body))
+            elif flow.sales_notified is None:
+                flow.sales_notified, flow.sales_body = now, body
+
+    def _replay(self, topic: str, cause: str) -> None:
+        """Count a notice that arrived before its cause, now that the cause is known, at the time it arrived."""
+        if (early := self._early.pop((topic, cause), None)) is not None:
+            self._observe(topic, early[1], early[0])
 
     def completed(self) -> int:
         return sum(flow.complete for flow in self.flows.values())
