@@ -1,9 +1,9 @@
 """The operators' console: the review queue with each proposal's evidence as a waterfall and a
-verdict form, any event's decision trace (what ``idgraph explain`` shows), and a profile's
-records and merge lineage as a graph.
+verdict form, merging two profiles by hand, any event's decision trace (what ``idgraph explain``
+shows), and a profile's records, identifiers and merge lineage as a graph, with a split form.
 
-Verdicts go through the JSON API's own endpoint function; reads check the same scopes with the
-same ``allow`` as the API.
+Verdicts, merges and splits go through the JSON API's own endpoint functions; reads check the
+same scopes with the same ``allow`` as the API.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from identity.explain import render_decision
 from api import operator, profiles
 from api.access import allow, api_state, reach
 from api.auth import Principal
-from api.models import VerdictIn
+from api.models import MergeIn, SplitIn, VerdictIn
 from api.pages.customer import NOTICES, profile_page_context
 from api.pages.evidence import waterfalls
 from api.pages.lineage import lineage
@@ -30,15 +30,22 @@ Visitor = Annotated[Principal, Depends(visitor)]
 ReviewId = Annotated[int, Path(ge=1, le=2**62)]
 
 
+#: Why the service refused a merge, by the status the API gives it: a translated lead before the
+#: service's own words (which name the ids).
+MERGE_REFUSED = {404: "merge.unknown", 409: "merge.same"}
+
+
 async def _queue(request: Request, who: Principal, *, status: int = 200, notice: str | None = None,
-                 error: tuple[int, str] | None = None) -> Response:
+                 error: tuple[int, str] | None = None, merge_error: tuple[str, str] | None = None,
+                 merge_form: dict[str, str] | None = None) -> Response:
     state = api_state(request)
     open_reviews = await operator.reviews(who, state, "open")
     proposals = [(review, waterfalls(await state.store.decision(review.event_id), review.profile_ids))
                  for review in open_reviews]
     counters = await request.app.state.idgraph_counters.read(len(open_reviews))
     return render(request, "console.html", status, proposals=proposals, counters=counters,
-                  notice=notice if notice in NOTICES else None, error=error)
+                  notice=notice if notice in NOTICES else None, error=error, merge_error=merge_error,
+                  merge_form=merge_form or {})
 
 
 @router.get("")
@@ -67,6 +74,28 @@ async def verdict(request: Request, review_id: ReviewId, who: Visitor) -> Respon
     return see_other("/console?done=verdict.rejected")
 
 
+@router.post("/merge")
+async def merge(request: Request, who: Visitor) -> Response:
+    form = await checked_form(request)
+    shown = {name: form.get(name, "").strip() for name in ("first", "second", "reason")}
+    if not shown["first"] or not shown["second"]:
+        return await _queue(request, who, status=422, merge_error=("merge.ids.missing", ""), merge_form=shown)
+    if not shown["reason"]:
+        return await _queue(request, who, status=422, merge_error=("merge.reason.missing", ""), merge_form=shown)
+    try:
+        body = MergeIn(profile_ids=[shown["first"], shown["second"]], reason=shown["reason"])
+        out = await operator.merge(body, who, api_state(request))
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return await _queue(request, who, status=422, merge_error=("error.422", detail), merge_form=shown)
+    except ProblemError as exc:
+        if exc.status in (401, 403):
+            raise
+        return await _queue(request, who, status=exc.status, merge_form=shown,
+                            merge_error=(MERGE_REFUSED.get(exc.status, "error.422"), exc.detail or ""))
+    return see_other(f"/console/profiles/{out.operation.get('survivor', shown['first'])}?done=merge.done")
+
+
 @router.get("/decisions")
 async def decision_trace(request: Request, who: Visitor,
                          event_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> Response:
@@ -83,17 +112,49 @@ async def open_profile(who: Visitor, profile_id: Annotated[str, Query(min_length
     return see_other(f"/console/profiles/{profile_id}")
 
 
+async def _profile(request: Request, who: Principal, profile_id: str, *, status: int = 200,
+                   q: str | None = None, notice: str | None = None, error: str | None = None) -> Response:
+    allow(who, "operator", "admin")
+    state = api_state(request)
+    live = await reach(state, who, profile_id)
+    context = await profile_page_context(request, who, profile_id, q=q, notice=notice, error=error)
+    events = {entry.event_id: entry.event for entry in await state.store.timeline(live)}
+    graph = lineage(live, context["view"].merged_from, await state.store.decisions_for(live),
+                    await state.store.operations_for(live), context["identifiers"], events)
+    return render(request, "profile.html", status, graph=graph, **context)
+
+
 @router.get("/profiles/{profile_id}")
 async def profile(request: Request, profile_id: profiles.ProfileId, who: Visitor,
                   q: Annotated[str | None, Query(max_length=200)] = None,
                   done: Annotated[str | None, Query(max_length=40)] = None) -> Response:
+    return await _profile(request, who, profile_id, q=q, notice=done)
+
+
+@router.post("/profiles/{profile_id}/split")
+async def split(request: Request, profile_id: profiles.ProfileId, who: Visitor) -> Response:
+    """Two steps: the form asks, a confirmation page says what will happen, and only its ``confirm``
+    splits (re-resolving the touchpoints cannot be undone except by merging again)."""
+    form = await checked_form(request)
     allow(who, "operator", "admin")
-    state = api_state(request)
-    live = await reach(state, who, profile_id)
-    context = await profile_page_context(request, who, profile_id, q=q, notice=done)
-    graph = lineage(live, context["view"].merged_from, await state.store.decisions_for(live),
-                    await state.store.operations_for(live))
-    return render(request, "profile.html", graph=graph, **context)
+    live = await reach(api_state(request), who, profile_id)
+    separate, reason = form.get("separate", "").strip(), form.get("reason", "").strip()
+    if not separate or not reason:
+        key = "split.separate.missing" if not separate else "split.reason.missing"
+        return await _profile(request, who, profile_id, status=422, error=key)
+    try:
+        body = SplitIn(separate=separate, reason=reason)
+    except ValidationError as exc:
+        return await _profile(request, who, profile_id, status=422, error="; ".join(e["msg"] for e in exc.errors()))
+    if form.get("confirm") != "yes":
+        return render(request, "split.html", live=live, separate=body.separate, reason=body.reason)
+    try:
+        await operator.split(live, body, who, api_state(request))
+    except ProblemError as exc:
+        if exc.status in (401, 403):
+            raise
+        return await _profile(request, who, profile_id, status=exc.status, error=exc.detail)
+    return see_other(f"/console/profiles/{live}?done=split.done")
 
 
 

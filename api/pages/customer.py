@@ -30,7 +30,8 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Visitor = Annotated[Principal, Depends(visitor)]
 ProfileId = profiles.ProfileId
 #: Notices a redirect may ask the page to show: keys into the message table, never free text.
-NOTICES = frozenset({"consent.saved", "correct.saved", "verdict.approved", "verdict.rejected"})
+NOTICES = frozenset({"consent.saved", "correct.saved", "verdict.approved", "verdict.rejected",
+                     "merge.done", "split.done"})
 
 
 @router.get("/")

@@ -1,8 +1,11 @@
-"""A profile's records and merge lineage laid out as a graph, for an inline SVG.
+"""A profile's records, identifiers and merge lineage laid out as a graph, for an inline SVG.
 
 One column per profile that ever held the customer's touchpoints (the live one first), each
 touchpoint under the profile it was first resolved to, and an arc for each merge, automatic
-(from the decision record) or by a person (from the operation record).
+(from the decision record) or by a person (from the operation record). The live profile's
+identifiers form a row beneath, each joined to the first touchpoint that carried it, or to the
+profile itself when none carried it verbatim (an identifier normalised on the way in, or one
+brought by an operation).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ class Node:
     label: str
     x: float
     y: float
-    kind: str  # "live", "retired" or "event"
+    kind: str  # "live", "retired", "event" or "identifier"
+    parent: str = ""  # an identifier's: the node it hangs from
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +32,7 @@ class Edge:
     label: str
     label_x: float
     label_y: float
-    kind: str  # "record" or "merge"
+    kind: str  # "record", "merge" or "identifier"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,30 @@ def _merges(decisions: Sequence[Mapping[str, Any]], operations: Sequence[Mapping
     return merges
 
 
+def _carried(events: Mapping[str, Mapping[str, Any]], type_: str, value: str) -> list[str]:
+    """The touchpoints (in the order given) whose own identifiers held this one as written."""
+    def held(event: Mapping[str, Any]) -> bool:
+        raw = (event.get("identifiers") or {}).get(type_)
+        return value in ([str(v) for v in raw] if isinstance(raw, list) else [str(raw)])
+    return [event_id for event_id, event in events.items() if held(event)]
+
+
+def _identifier_row(identifiers: Mapping[str, Sequence[str]], events: Mapping[str, Mapping[str, Any]],
+                    placed: Mapping[str, Node], live: str, y: float) -> tuple[list[Node], list[Edge]]:
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+    for i, (type_, value) in enumerate((t, v) for t in sorted(identifiers) for v in identifiers[t]):
+        source = next((placed[e] for e in _carried(events, type_, value) if e in placed), placed[live])
+        node = Node(f"{type_}:{value}", f"{type_}: {value}", 20 + COLUMN * i + COLUMN / 2, y, "identifier", source.id)
+        nodes.append(node)
+        edges.append(Edge(f"M{source.x:.0f},{source.y + 12:.0f} L{node.x:.0f},{node.y - 12:.0f}", "", 0, 0, "identifier"))
+    return nodes, edges
+
+
 def lineage(live: str, merged_from: list[str], decisions: Sequence[Mapping[str, Any]],
-            operations: Sequence[Mapping[str, Any]]) -> Graph:
+            operations: Sequence[Mapping[str, Any]], identifiers: Mapping[str, Sequence[str]],
+            events: Mapping[str, Mapping[str, Any]]) -> Graph:
+    """``events``: the touchpoints by event id, in the order they occurred (whose identifiers came first)."""
     columns = [live, *sorted(set(merged_from) - {live})]
     columns += sorted({d["profile_id"] for d in decisions} - set(columns))
     x = {profile: 20 + COLUMN * i + COLUMN / 2 for i, profile in enumerate(columns)}
@@ -72,4 +98,8 @@ def lineage(live: str, merged_from: list[str], decisions: Sequence[Mapping[str, 
             edges.append(Edge(f"M{a:.0f},{TOP - 12} C{a:.0f},{TOP - 55} {b:.0f},{TOP - 55} {b:.0f},{TOP - 12}",
                               how, (a + b) / 2, TOP - 46, "merge"))
     rows = max(depth.values(), default=0)
-    return Graph(nodes, edges, 40 + COLUMN * len(columns), TOP + ROW * (rows + 1) + 10)
+    placed = {n.id: n for n in nodes}
+    band = TOP + ROW * (rows + 1) + 40
+    id_nodes, id_edges = _identifier_row(identifiers, events, placed, live, band)
+    width = 40 + COLUMN * max(len(columns), len(id_nodes))
+    return Graph(nodes + id_nodes, edges + id_edges, width, band + (30 if id_nodes else -20))
