@@ -169,6 +169,8 @@ def _too_deep(event: dict[str, Any]) -> str | None:
     Walked with a stack, not recursion: the point is to refuse what would exhaust one.
     """
     for field, value in event.items():
+        if not isinstance(value, (dict, list)):
+            continue  # most top-level fields are scalars: nothing to walk
         stack: list[tuple[Any, int]] = [(value, 1)]
         while stack:
             node, depth = stack.pop()

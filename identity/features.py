@@ -194,8 +194,13 @@ MAX_BLOCKING_KEY_BYTES = 512
 def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
     keys: list[str] = []
     for index, rule in enumerate(rules.blocking):
-        parts = [part for name in rule if (part := blocking_value(features, name))]
-        if len(parts) == len(rule):
+        parts: list[str] = []
+        for name in rule:
+            part = blocking_value(features, name)
+            if not part:
+                break  # a rule applies only when every component is there; the rest need not be read
+            parts.append(part)
+        else:
             keys.append(_bounded(f"b{index}:" + "|".join(parts)))
     return tuple(keys)
 

@@ -136,16 +136,20 @@ def log_batch(result: BatchResult, log: Any = _decisions) -> None:
     Refused events are logged where they are refused (streams/pipeline.py); protections are
     logged here because a spike of them (a generic value) means a source sends bad data.
     """
+    # At info, as the worker runs, the decision lines would be dropped: don't build them.
+    verbose = log.is_enabled_for(logging.DEBUG)
     for outcome in result.outcomes:
         decision = outcome.decision
         if outcome.duplicate:
-            log.debug("duplicate event", event_id=outcome.event_id, profile_id=decision.get("profile_id"))
+            if verbose:
+                log.debug("duplicate event", event_id=outcome.event_id, profile_id=decision.get("profile_id"))
             continue
         protections = decision.get("protections", ())
-        log.debug("decision", event_id=outcome.event_id, profile_id=decision.get("profile_id"),
-                  action=decision.get("action"), confidence=decision.get("confidence"),
-                  merged_from=decision.get("merged_from"), rule_version=decision.get("rule_version"),
-                  protections=[p.get("kind") for p in protections], deltas=len(outcome.deltas))
+        if verbose:
+            log.debug("decision", event_id=outcome.event_id, profile_id=decision.get("profile_id"),
+                      action=decision.get("action"), confidence=decision.get("confidence"),
+                      merged_from=decision.get("merged_from"), rule_version=decision.get("rule_version"),
+                      protections=[p.get("kind") for p in protections], deltas=len(outcome.deltas))
         for protection in protections:
             # ``detail`` names identifiers masked (identity.model.mask_identifier) and profile ids only.
             log.warning("merge protection triggered", event_id=outcome.event_id,

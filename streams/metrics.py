@@ -19,6 +19,7 @@ profile id: every distinct label value is a time series kept in memory here and 
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.metadata
 import re
 import time
@@ -275,19 +276,26 @@ class WorkerMetrics:
         without it the scenario is taken from the outcome's deltas, else ``unknown``.
         """
         scenarios = scenarios or {}
+        # Tallied first, so each labelled series is looked up and incremented once per batch.
+        consumed: collections.Counter[tuple[str, str]] = collections.Counter()
+        actions: collections.Counter[str] = collections.Counter()
         for outcome in result.outcomes:
             scenario = self.scenario(scenarios.get(outcome.event_id) or _delta_scenario(outcome.deltas))
             self.resolution.observe(resolve_seconds)
             if outcome.duplicate:
-                self.events_consumed(scenario, "duplicate", NONE).inc()
+                consumed[scenario, "duplicate"] += 1
                 continue
-            self.events_consumed(scenario, "resolved", NONE).inc()
+            consumed[scenario, "resolved"] += 1
             decision = outcome.decision
-            self.decisions(_known(decision.get("action"), ACTIONS)).inc()
+            actions[_known(decision.get("action"), ACTIONS)] += 1
             for protection in decision.get("protections", ()):
                 self.protections(scenario, _known(protection.get("kind"), PROTECTION_KINDS)).inc()
             for conflict in (decision.get("evidence", {}).get("sovereignty") or {}).get("conflicts", ()):
                 self.inc_sovereignty_conflict(conflict["trait"])
+        for (scenario, kind), n in consumed.items():
+            self.events_consumed(scenario, kind, NONE).inc(n)
+        for action, n in actions.items():
+            self.decisions(action).inc(n)
         for letter in result.rejected:
             reason = _known(letter.reason_class, EVENT_REASON_CLASSES)
             self.events_consumed(self.scenario(_sniff_scenario(letter.value)), "dead_lettered", reason).inc()
