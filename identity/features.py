@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from identity.events import KNOWN_IDENTIFIER_TYPES, PROFILE_ID_TYPE, EventRejected, FieldError, TouchpointEvent
@@ -174,7 +175,7 @@ def _digest(key: str) -> bytes:
 
 def blocking_value(features: Features, name: str) -> str | None:
     """One blocking component: ``field`` or ``field.phonetic`` / ``field.year`` of a feature."""
-    field, _, part = name.partition(".")
+    field, part = _component(name)
     value = features.get(field)
     if value is None:
         return None
@@ -183,6 +184,13 @@ def blocking_value(features: Features, name: str) -> str | None:
     if part == "year":
         return str(value)[:4]
     return str(value)
+
+
+@lru_cache(maxsize=256)
+def _component(name: str) -> tuple[str, str]:
+    """``field.part`` split once per rule component, not once per event."""
+    field, _, part = name.partition(".")
+    return field, part
 
 
 #: Longest blocking key kept as written, in UTF-8 bytes. Keys are only compared for equality

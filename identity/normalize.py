@@ -257,6 +257,9 @@ _SURNAME_READINGS = MappingProxyType({
 _LONGEST_CHINESE_NAME = 4
 
 
+# Names repeat (a common family name on every tenth record), and romanising one is the
+# dearest step of preparing an event: each distinct spelling is worked out once.
+@lru_cache(maxsize=65536)
 def normalize_name(raw: str) -> NameForm | None:
     """A person's name in comparable forms, or None when nothing of it remains.
 
