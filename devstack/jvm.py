@@ -23,7 +23,7 @@ import uuid
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Callable, Self
 
 from devstack.broker import BrokerError, die_with_parent, free_port, kill_orphan, terminate
 
@@ -51,6 +51,18 @@ def classpath(server: str) -> str:
     if not jars:
         raise BrokerError(f"no {server} jars in {lib}: run `make jars` (Maven fetches them from Maven Central)")
     return os.pathsep.join(str(j) for j in [*own, *jars])
+
+
+def cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A new KRaft cluster id: a random UUID, URL-safe base64 without padding (22 characters).
+
+    Never one starting with '-': the storage tool would read it as an option (``-t -Xa...``) and
+    fail, about one format in 64. Kafka's own ``Uuid.randomUuid`` draws again for the same reason.
+    """
+    while True:
+        drawn = base64.urlsafe_b64encode(uuid.UUID(bytes=random_bytes(16), version=4).bytes).rstrip(b"=").decode()
+        if not drawn.startswith("-"):
+            return drawn
 
 
 def java() -> str:
@@ -174,8 +186,7 @@ class ApacheKafka(_JavaServer):
         log4j.write_text(_LOG4J2)
         base = [java(), "-Xmx512m", f"-Dlog4j2.configurationFile={log4j}", "-cp", cp]
         if not (self.workdir / "data" / "meta.properties").exists():
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            formatted = subprocess.run([*base, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)],
+            formatted = subprocess.run([*base, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)],
                                        capture_output=True, text=True, timeout=120)
             if formatted.returncode != 0:
                 raise BrokerError(f"kafka storage format failed: {formatted.stderr[-_LOG_TAIL_BYTES:]}")

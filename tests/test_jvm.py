@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from devstack.jvm import ApacheKafka
+from devstack.jvm import ApacheKafka, cluster_id
 
 
 async def _produce(bootstrap: str, value: bytes) -> None:
@@ -42,3 +42,12 @@ async def test_kafka_keeps_its_topics_across_a_restart_on_its_data_directory(tmp
         await asyncio.to_thread(kafka.start)
         await _produce(kafka.bootstrap, b"after")
         assert await _read_all(kafka.bootstrap) == [b"before", b"after"]
+
+
+def test_a_cluster_id_never_starts_with_a_dash_so_the_storage_tool_cannot_read_it_as_an_option():
+    # 0xf8 encodes to '-' as the first base64 character: the first draw must be rejected.
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])
+    drawn = cluster_id(lambda n: next(draws))
+    assert not drawn.startswith("-")
+    assert len(drawn) == 22
+    assert next(draws, None) is None  # it drew again rather than altering the id

@@ -54,3 +54,7 @@ def test_a_clean_run_counts_nothing():
     counts = count(["e-a1", "e-a2", "e-b1", "e-r"], ["e-a1", "e-a2", "e-b1"], ["e-r"], outbox, topic)
     assert (counts.lost, counts.applied_twice, counts.deltas_missing, counts.out_of_order) == ([], [], [], {})
     assert counts.redelivered == 1
+
+
+def test_an_event_decided_twice_is_applied_twice():
+    assert applied_twice([], [], decided=["e1", "e2", "e1"], refused=[]) == ["e1"]
