@@ -60,12 +60,6 @@ def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer
     typer.echo(f"- {orjson.dumps(entry.model_dump(exclude_none=True)).decode()}")
 
 
-def dev_admin_token() -> tuple[str, TokenRegistry]:
-    """For ``idgraph up`` in local mode: a fresh admin token, printed once, configured by hash."""
-    token, entry = issue(["admin"], "local-admin")
-    return token, TokenRegistry.from_env().with_entry(entry)
-
-
 def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
     async def run() -> T:
         async with store_from_url(_store_url()) as store:

@@ -24,12 +24,9 @@ import typer
 
 from devstack.probe import PropagationProbe, ProbeResult
 from devstack.stack import LocalStack
-from devstack.workload import synthetic_events
-from identity.explain import render_decision
-from devstack.probe import PropagationProbe, ProbeResult
-from devstack.stack import LocalStack
 from devstack.up import BrokerKind
 from devstack.workload import synthetic_events
+from identity.explain import render_decision
 
 SUBSCRIPTIONS: list[dict[str, Any]] = [
     {"name": "sales", "kinds": ["profile.created", "profile.updated", "profile.merged"],

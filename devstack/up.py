@@ -82,7 +82,9 @@ def start_api(settings: Settings, port: int, echo: Echo) -> subprocess.Popen[byt
     from api.auth import issue
 
     token, entry = issue(["admin"], "local-admin")
-    env = {**os.environ, "IDGRAPH_STORE": settings.store,
+    # The console's live counters read the worker's metrics endpoint (api/pages/counters.py).
+    metrics_url = os.environ.get("IDGRAPH_WORKER_METRICS_URL") or f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    env = {**os.environ, "IDGRAPH_STORE": settings.store, "IDGRAPH_WORKER_METRICS_URL": metrics_url,
            "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
     api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env,
                            start_new_session=True, preexec_fn=die_with_parent())

@@ -22,7 +22,7 @@ from identity.notices import TouchpointNotice
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
-from sinks.webhook import WebhookSender
+from sinks.webhook import Delivery, WebhookSender
 
 log = structlog.get_logger("idgraph.router")
 #: (topic, key, value) of a record sent to a Kafka sink; no value is a tombstone.
@@ -107,8 +107,9 @@ class Router:
         wanted = {s.name: s for s in subscriptions}
         for name, sender in list(self._webhooks.items()):
             if wanted.get(name) != sender.subscription:
-                await sender.stop()
+                unfinished = await sender.stop()
                 del self._webhooks[name]
+                await self._abandon(sender.subscription, unfinished)
         for name, subscription in wanted.items():
             if not isinstance(subscription.sink, KafkaSink) and name not in self._webhooks:
                 sender = WebhookSender(subscription, self._http, self._dead_letter_delivery)
@@ -118,7 +119,17 @@ class Router:
             log.info("subscriptions updated", subscriptions=sorted(wanted))
         self._subscriptions = wanted
 
+    async def _abandon(self, subscription: Subscription, jobs: list[Delivery]) -> None:
+        """Deliveries a changed or removed subscription left queued go to the dead letters (projected
+        under the old terms, they must not reach a new endpoint) and count as finished, so the
+        batches waiting on them commit."""
+        reason = "subscription changed or removed before delivery"
+        for job in jobs:
+            await self._dead_letter_delivery(subscription, job.body, reason, 0)
+            await job.on_done(reason)
+
     async def stop(self) -> None:
+        # Deliveries unfinished at shutdown stay unacknowledged: their events are redelivered.
         for sender in self._webhooks.values():
             await sender.stop()
         self._webhooks.clear()

@@ -14,16 +14,21 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 import orjson
+import structlog
 
 from sinks.subscriptions import Subscription, WebhookSink
 
 #: Called once per delivery with None when delivered, else the reason it was given up.
 DoneCallback = Callable[[str | None], Awaitable[None]]
 DeadLetter = Callable[[Subscription, dict[str, Any], str, int], Awaitable[None]]
+#: Wait before writing a dead letter again when the broker refused it.
+DEAD_LETTER_RETRY_S = 1.0
+
+log = structlog.get_logger("idgraph.webhook")
 
 
 @dataclass(slots=True)
-class _Job:
+class Delivery:
     body: dict[str, Any]
     on_done: DoneCallback
 
@@ -49,8 +54,9 @@ class WebhookSender:
         self.sink: WebhookSink = subscription.sink
         self._client = client
         self._dead_letter = dead_letter
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._current: Delivery | None = None
         self.delivered = 0
         self.failed = 0
         self.retries = 0
@@ -58,36 +64,56 @@ class WebhookSender:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"webhook:{self.subscription.name}")
 
-    async def stop(self) -> None:
+    async def stop(self) -> list[Delivery]:
+        """Stop delivering; returns the jobs not finished (the one in flight first), whose
+        ``on_done`` has not been called: the owner decides what becomes of them."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        unfinished = [self._current] if self._current is not None else []
+        self._current = None
+        while not self._queue.empty():
+            unfinished.append(self._queue.get_nowait())
+        return unfinished
 
     @property
     def backlog(self) -> int:
         return self._queue.qsize()
 
     async def submit(self, body: dict[str, Any], on_done: DoneCallback) -> None:
-        await self._queue.put(_Job(body, on_done))
+        await self._queue.put(Delivery(body, on_done))
 
     async def _run(self) -> None:
         while True:
-            job = await self._queue.get()
-            reason, attempts = await self._deliver(job.body)
+            self._current = await self._queue.get()
+            reason, attempts = await self._deliver(self._current.body)
             if reason is None:
                 self.delivered += 1
             else:
                 self.failed += 1
-                await self._dead_letter(self.subscription, job.body, reason, attempts)
+                await self._write_dead_letter(self._current.body, reason, attempts)
+            job, self._current = self._current, None
             await job.on_done(reason)
+
+    async def _write_dead_letter(self, body: dict[str, Any], reason: str, attempts: int) -> None:
+        """A delivery given up is done only once its dead letter is written: until then the
+        caller's offsets stay uncommitted, so a broker outage delays the delta but loses nothing."""
+        while True:
+            try:
+                await self._dead_letter(self.subscription, body, reason, attempts)
+                return
+            except Exception as exc:  # noqa: BLE001 - the broker's error; retried, never fatal to the sender
+                log.warning("dead letter not written; retrying", subscription=self.subscription.name,
+                            error=repr(exc))
+                await asyncio.sleep(DEAD_LETTER_RETRY_S)
 
     async def _attempt(self, payload: bytes) -> str | None:
         """One POST; None on a 2xx answer, else why it failed."""
         headers = {"content-type": "application/json", **self.sink.headers}
         try:
             response = await self._client.post(str(self.sink.url), content=payload, headers=headers, timeout=self.sink.timeout_s)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:
             return None

@@ -321,7 +321,7 @@ class WorkerMetrics:
         self.store_write(_known(operation, STORE_OPERATIONS)).observe(seconds)
 
     def observe_dead_letter(self, reason_class: str) -> None:
-        """A dead letter written outside a batch (a malformed delta on identity.deltas)."""
+        """A dead letter written outside a batch (a delivery the router gave up)."""
         self.dead_letters(_known(reason_class, REASON_CLASSES)).inc()
 
     def in_flight_events(self, count: int) -> "_InFlight":

@@ -36,7 +36,7 @@ from graph.factory import DEFAULT_STORE
 PREFIX = "IDGRAPH_"
 _SCENARIO_SPECS = re.compile(r"^\s*[\w.]+:[\w.]+(\s*,\s*[\w.]+:[\w.]+)*\s*$")
 #: Variables read by other parts (the Neo4j store's credentials, for one), not by the worker settings.
-OTHER_READERS = ("IDGRAPH_NEO4J_", "IDGRAPH_API_")
+OTHER_READERS = ("IDGRAPH_NEO4J_", "IDGRAPH_API_", "IDGRAPH_WORKER_METRICS_URL")
 
 
 class SettingsError(ValueError):

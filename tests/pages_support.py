@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -54,6 +55,17 @@ def sign_in(page: Page, token: str) -> None:
     page.goto("/signin")
     page.get_by_label("Access token").or_(page.get_by_label("访问令牌")).fill(token)
     page.locator("form[action='/signin'] button[type=submit]").click()
+
+
+@contextmanager
+def signed_in_page(browser: Browser, api: Api, token: str) -> Iterator[Page]:
+    """A fresh page signed in with ``token``; its browser context is closed afterwards."""
+    page = open_page(browser, api)
+    sign_in(page, token)
+    try:
+        yield page
+    finally:
+        page.context.close()
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -13,7 +13,7 @@ from identity.explain import render_decision
 from streams.metrics import WorkerMetrics, start_metrics_server
 from tests.api_support import resolve, serve_api
 from tests.conftest import make_event
-from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in  # noqa: F401
+from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in, signed_in_page  # noqa: F401
 
 
 @pytest.fixture
@@ -32,10 +32,8 @@ def doubt(tmp_path):
 @pytest.fixture
 def console(browser, doubt):  # noqa: F811  # browser: the fixture imported above
     api, first, maybe = doubt
-    page = open_page(browser, api)
-    sign_in(page, api.tokens["op"])
-    yield page, api, first, maybe
-    page.context.close()
+    with signed_in_page(browser, api, api.tokens["op"]) as page:
+        yield page, api, first, maybe
 
 
 def test_an_operator_signs_in_to_the_review_queue(console):

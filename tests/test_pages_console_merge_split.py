@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 from tests.api_support import resolve, serve_api
 from tests.conftest import make_event
-from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in  # noqa: F401
+from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in, signed_in_page  # noqa: F401
 
 
 @pytest.fixture
@@ -27,10 +27,8 @@ def strangers(tmp_path):
 @pytest.fixture
 def console(browser, strangers):  # noqa: F811  # browser: the fixture imported above
     api, older, newer = strangers
-    page = open_page(browser, api)
-    sign_in(page, api.tokens["op"])
-    yield page, api, older, newer
-    page.context.close()
+    with signed_in_page(browser, api, api.tokens["op"]) as page:
+        yield page, api, older, newer
 
 
 def merge_by_hand(page: Page, first: str, second: str, reason: str = "same customer, confirmed by phone") -> None:

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.api_support import resolve, serve_api
 from tests.conftest import make_event
-from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in  # noqa: F401  # browser: a fixture
+from tests.pages_support import browser, off_the_browser_loop, open_page, screenshot, sign_in, signed_in_page  # noqa: F401  # browser: a fixture
 
 LAST_YEAR = datetime.now(timezone.utc).year - 1
 
@@ -37,10 +37,8 @@ def world(tmp_path):
 @pytest.fixture
 def signed_in(browser, world):  # noqa: F811  # browser: the fixture imported above
     api, mine, other = world
-    page = open_page(browser, api)
-    sign_in(page, api.tokens["me"])
-    yield page, api, mine, other
-    page.context.close()
+    with signed_in_page(browser, api, api.tokens["me"]) as page:
+        yield page, api, mine, other
 
 
 def test_sign_in_lands_on_the_profile_with_identifiers_masked(signed_in):
@@ -199,7 +197,8 @@ def test_a_keyboard_reaches_the_skip_link_first_and_signs_in_with_enter(browser,
     api, mine, _ = world
     page = open_page(browser, api)
     page.goto("/signin")
-    page.keyboard.type(api.tokens["me"])  # the token field has the focus
+    expect(page.get_by_label("Access token")).to_be_focused()  # autofocus, before any key is typed
+    page.keyboard.type(api.tokens["me"])
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{api.client.base_url}/profiles/{mine}")
     page.keyboard.press("Tab")

@@ -1,6 +1,6 @@
 """The console's live counters: open reviews from the store, and events/s, consumer lag and dead
 letters from the worker's own Prometheus endpoint when the API is told where it is
-(``IDGRAPH_WORKER_METRICS_URL``, e.g. ``http://127.0.0.1:9100/metrics``).
+(``IDGRAPH_WORKER_METRICS_URL``, e.g. ``http://127.0.0.1:18100/metrics``).
 
 A scrape is one small GET with a short timeout; events/s is the change of the worker's event
 counter between two reads, so the first read has none. A worker that does not answer shows as
