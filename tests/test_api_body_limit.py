@@ -40,13 +40,16 @@ def raw_patch(api, headers: dict[str, str], body_parts: list[bytes]) -> bytes:
     with socket.create_connection((host, port), timeout=PATIENCE_S) as conn:
         conn.sendall(f"PATCH /v1/profiles/{api.me} HTTP/1.1\r\n".encode()
                      + b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items()) + b"\r\n")
-        for part in body_parts:
-            conn.sendall(part)
+        try:
+            for part in body_parts:
+                conn.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a server that refuses mid-body may answer and close before the rest is sent
         answer = b""
         try:
             while not answer.endswith(b"}") and (chunk := conn.recv(65536)):
                 answer += chunk
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):
             pass
     return answer
 
