@@ -58,7 +58,7 @@ async def verdict(request: Request, review_id: ReviewId, who: Visitor) -> Respon
     form = await checked_form(request)
     state = api_state(request)
     try:
-        body = VerdictIn(verdict=form.get("verdict", ""), reason=form.get("reason", "").strip())  # type: ignore[arg-type]
+        body = VerdictIn.model_validate({"verdict": form.get("verdict", ""), "reason": form.get("reason", "").strip()})
     except ValidationError as exc:
         key = "review.reason.missing" if any(e["loc"] == ("reason",) for e in exc.errors()) else "error.422"
         return await _queue(request, who, status=422, error=(review_id, key))

@@ -110,7 +110,7 @@ async def correct(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
     if not changed:
         return await _profile_page(request, who, profile_id, status=422, error="correct.none")
     try:
-        body = RectifyIn(traits=changed)  # type: ignore[arg-type]  # str values are Scalars
+        body = RectifyIn.model_validate({"traits": changed})
         outcome = await profiles.rectify(profile_id, body, who, state, form.get("key") or None)
     except (ValidationError, ProblemError) as exc:
         detail = exc.detail if isinstance(exc, ProblemError) else "; ".join(e["msg"] for e in exc.errors())
@@ -125,7 +125,7 @@ async def consent(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
     form = await checked_form(request)
     purpose, _, answer = form.get("set", "").partition("=")
     try:
-        body = ConsentIn(purposes={purpose: answer == "grant"})  # type: ignore[dict-item]  # checked by the model
+        body = ConsentIn.model_validate({"purposes": {purpose: answer == "grant"}})
     except ValidationError:
         raise FormError("error.422") from None
     await profiles.put_consent(profile_id, body, who, api_state(request), form.get("key") or None)
