@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 import orjson
 import typer
@@ -17,9 +18,10 @@ from identity.estimate import estimate
 from identity.events import EventRejected, parse_event
 from identity.explain import render_decision
 from identity.features import prepare
+from identity.learning import StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
-from streams.batch import read_lines, resolve_lines, write_assignments
+from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -54,26 +56,57 @@ def resolve(
     store: Optional[str] = StoreOption,
     rules: Optional[Path] = RulesOption,
     batch_size: int = typer.Option(200, min=1, help="Events per store transaction"),
+    learn: bool = typer.Option(True, "--learn/--no-learn",
+                               help="Learn m, u and the prior from the events as they arrive (the rules are the "
+                                    "cold start), or keep the rules' model throughout"),
 ) -> None:
     """Resolve a file of events in order and write each event's profile."""
     ruleset = _rules(rules)
     rejects = rejects or output.with_name(output.name + ".rejects.jsonl")
+    learner = StreamLearner(ruleset) if learn else None
+    total = sum(1 for _ in read_lines(input))
 
-    async def run() -> None:
+    async def run() -> BatchReport:
         async with store_from_url(store) as graph:
-            with rejects.open("wb") as bad:
-                report = await resolve_lines(read_lines(input), graph, ruleset, batch_size=batch_size, rejects=bad)
+            with rejects.open("wb") as bad, _progress("resolving", total) as advance:
+                report = await resolve_lines(read_lines(input), graph, ruleset, batch_size=batch_size, rejects=bad,
+                                             learner=learner, progress=advance)
             with output.open("w", encoding="utf-8") as out:
                 await write_assignments(graph, report.event_ids, out)
-        actions = ", ".join(f"{k} {v}" for k, v in sorted(report.actions.items()))
-        typer.echo(f"{report.events} events: {actions}; {report.duplicates} duplicates; {report.deltas} deltas")
-        if report.rejected:
-            typer.secho(f"{report.rejected} events refused, reasons in {rejects}", err=True, fg=typer.colors.YELLOW)
+        return report
 
     try:
-        asyncio.run(run())
+        report = asyncio.run(run())
     except StoreError as exc:
         raise _fail(str(exc)) from None
+    for fit in report.models:
+        typer.echo(f"learned model {fit.rules.model_version} from {fit.seen} events "
+                   f"({fit.pairs} candidate pairs, prior {fit.match_share:.3g})")
+    if learn and not report.models:
+        typer.echo(f"too few duplicates to learn from: the model {ruleset.model_version} throughout")
+    actions = ", ".join(f"{k} {v}" for k, v in sorted(report.actions.items()))
+    typer.echo(f"{report.events} events: {actions}; {report.duplicates} duplicates; {report.deltas} deltas")
+    if report.rejected:
+        typer.secho(f"{report.rejected} events refused, reasons in {rejects}", err=True, fg=typer.colors.YELLOW)
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on standard error (events done, events/s, time); yields what advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(label, total=total, rate="-")
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
+
+        yield advance
 
 
 @app.command()
@@ -230,9 +263,6 @@ def send(
 
     Every line is checked first: if any is refused, each is named by its line number and
     nothing is sent (unless --skip-invalid)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from identity.topics import TOUCHPOINTS_TOPIC
     from cli.console import check_lines, send_records
 
@@ -243,16 +273,7 @@ def send(
     if checked.refused and not skip_invalid:
         raise _fail(f"{len(checked.refused)} of {len(checked.refused) + len(checked.records)} lines refused; "
                     "nothing sent (--skip-invalid sends the valid ones)")
-    columns = [TextColumn(f"sending to {TOUCHPOINTS_TOPIC}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task("send", total=len(checked.records), rate="-")
-
-        def sent(count: int) -> None:
-            progress.advance(task, count)
-            speed = progress.tasks[0].speed
-            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
-
+    with _progress(f"sending to {TOUCHPOINTS_TOPIC}", len(checked.records)) as sent:
         try:
             seconds = asyncio.run(send_records(bootstrap, TOUCHPOINTS_TOPIC, checked.records, sent))
         except Exception as exc:  # noqa: BLE001 - the broker's error, said plainly

@@ -6,13 +6,14 @@ import csv
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import orjson
 
 from graph.store import ReadViews, ResolutionStore
 from identity.events import EventRejected, id_reused, parse_event
 from identity.features import PreparedEvent, prepare
+from identity.learning import Fit, StreamLearner
 from identity.rules import Rules
 from service.resolver import Resolver
 
@@ -25,6 +26,8 @@ class BatchReport:
     actions: dict[str, int] = field(default_factory=dict)
     deltas: int = 0
     event_ids: list[str] = field(default_factory=list)
+    #: The models learned from the file, in the order they took over.
+    models: list[Fit] = field(default_factory=list)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -47,44 +50,97 @@ async def resolve_lines(
     *,
     batch_size: int = 200,
     rejects: IO[bytes] | None = None,
+    learner: StreamLearner | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> BatchReport:
-    """Resolve events in file order; bad lines go to ``rejects`` with their reason, never dropped silently."""
-    resolver = Resolver(store, rules)
-    report = BatchReport()
-    batch: list[PreparedEvent] = []
-    numbered: dict[str, tuple[int, bytes]] = {}  # the batch's lines, for refusing one after resolution
+    """Resolve events in file order; bad lines go to ``rejects`` with their reason, never dropped silently.
 
-    async def flush() -> None:
-        outcomes = await resolver.resolve(batch, ingested_at=datetime.now(timezone.utc).isoformat())
+    With a ``learner`` the model is learned from the events themselves: the first events wait
+    until it has seen enough of them to fit one, and each later fit takes over at the next
+    batch. ``progress`` is told how many lines each batch settled."""
+    run = _FileRun(store, rules, batch_size, rejects, learner, progress)
+    for number, line in lines:
+        await run.add(number, line)
+    await run.finish()
+    return run.report
+
+
+class _FileRun:
+    """One file's resolution: the batch being filled, the model in use, the report."""
+
+    def __init__(self, store: ResolutionStore, rules: Rules, batch_size: int, rejects: IO[bytes] | None,
+                 learner: StreamLearner | None, progress: Callable[[int], None] | None) -> None:
+        self._store, self._rules, self._batch_size = store, rules, batch_size
+        self._rejects, self._learner, self._progress = rejects, learner, progress
+        self._resolver = Resolver(store, rules)
+        self._waiting: list[PreparedEvent] = []  # prepared, not yet resolved
+        self._numbered: dict[str, tuple[int, bytes]] = {}  # their lines, for refusing one after resolution
+        self._settled = 0  # lines refused since progress was last told
+        self.report = BatchReport()
+
+    async def add(self, number: int, line: bytes) -> None:
+        self.report.events += 1
+        try:
+            prepared = prepare(parse_event(line), self._rules)
+        except EventRejected as error:
+            self._refuse(number, line, error)
+            self._settled += 1
+            return
+        self.report.event_ids.append(prepared.event_id)
+        self._waiting.append(prepared)
+        self._numbered[prepared.event_id] = (number, line)
+        if self._learner is not None:
+            self._learner.observe(prepared.features)
+            if not self.report.models:
+                if self._learner.due:
+                    self._refit()  # the first model: the events read so far wait for it
+                return
+        if len(self._waiting) >= self._batch_size:
+            await self._flush()
+
+    async def finish(self) -> None:
+        if self._learner is not None and not self.report.models and self._learner.seen:
+            self._refit()  # a file shorter than the warm-up learns from all of it
+        await self._flush()
+        if self._progress is not None and self._settled:
+            self._progress(self._settled)
+            self._settled = 0
+
+    def _refit(self) -> None:
+        assert self._learner is not None
+        fit = self._learner.fit()
+        if fit is not None:
+            self.report.models.append(fit)
+            self._resolver = Resolver(self._store, fit.rules)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            if self._learner is not None and self.report.models and self._learner.due:
+                self._refit()
+            batch, self._waiting = self._waiting[:self._batch_size], self._waiting[self._batch_size:]
+            await self._resolve(batch)
+
+    async def _resolve(self, batch: list[PreparedEvent]) -> None:
+        report = self.report
+        outcomes = await self._resolver.resolve(batch, ingested_at=datetime.now(timezone.utc).isoformat())
         for outcome in outcomes:
             if outcome.id_reused:
-                report.rejected += 1
                 report.event_ids.remove(outcome.event_id)
-                _reject(rejects, *numbered[outcome.event_id], id_reused())
+                self._refuse(*self._numbered[outcome.event_id], id_reused())
                 continue
             report.duplicates += outcome.duplicate
             action = outcome.decision["action"]
             report.actions[action] = report.actions.get(action, 0) + (not outcome.duplicate)
             report.deltas += 0 if outcome.duplicate else len(outcome.deltas)
-        batch.clear()
-        numbered.clear()
+        for prepared in batch:
+            self._numbered.pop(prepared.event_id, None)
+        if self._progress is not None:
+            self._progress(len(batch) + self._settled)
+            self._settled = 0
 
-    for number, line in lines:
-        report.events += 1
-        try:
-            prepared = prepare(parse_event(line), rules)
-        except EventRejected as error:
-            report.rejected += 1
-            _reject(rejects, number, line, error)
-            continue
-        report.event_ids.append(prepared.event_id)
-        batch.append(prepared)
-        numbered[prepared.event_id] = (number, line)
-        if len(batch) >= batch_size:
-            await flush()
-    if batch:
-        await flush()
-    return report
+    def _refuse(self, number: int, line: bytes, error: EventRejected) -> None:
+        self.report.rejected += 1
+        _reject(self._rejects, number, line, error)
 
 
 async def write_assignments(store: ReadViews, event_ids: list[str], output: IO[str]) -> None:

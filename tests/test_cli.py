@@ -87,3 +87,42 @@ def test_resolve_refuses_a_reused_event_id_naming_its_line_and_keeps_the_first(t
     assert (record["line"], record["reason_class"], record["errors"][0]["path"]) == (3, "id_conflict", "event_id")
     assert [r.split(",")[0] for r in (tmp_path / "run.csv").read_text().splitlines()] == ["event_id", "same"]
     assert "1 duplicates" in result.stdout
+
+
+def typos_file(tmp: Path, people: int = 800) -> Path:
+    from perf.synthetic import generate
+
+    records, _ = generate("typos", people=people)
+    path = tmp / "typos.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"event_id": rec_id, "scenario": "s", "type": "t",
+                                            "occurred_at": "2026-01-01T00:00:00Z", "traits": traits}) + b"\n"
+                              for rec_id, traits in records))
+    return path
+
+
+def test_resolve_learns_the_model_from_the_events_and_every_decision_names_it(tmp_path):
+    events = typos_file(tmp_path)
+    result = resolve(tmp_path, "run", events)
+    assert result.returncode == 0, result.stderr
+    version = result.stdout.split("learned model ")[1].split()[0]
+    assert version.startswith(f"{load_rules().version}+em1000@")
+    first = orjson.loads(events.read_bytes().splitlines()[0])["event_id"]
+    explained = idgraph("explain", first, "--json", "--store", f"sqlite:///{tmp_path / 'run'}.db")
+    assert orjson.loads(explained.stdout)["rule_version"] == version
+
+
+def test_resolve_without_learning_keeps_the_rules_model_throughout(tmp_path):
+    events = typos_file(tmp_path)
+    result = idgraph("resolve", "--input", str(events), "--output", str(tmp_path / "o.csv"),
+                     "--store", f"sqlite:///{tmp_path / 'run'}.db", "--no-learn")
+    assert result.returncode == 0, result.stderr
+    assert "learned model" not in result.stdout
+    first = orjson.loads(events.read_bytes().splitlines()[0])["event_id"]
+    explained = idgraph("explain", first, "--json", "--store", f"sqlite:///{tmp_path / 'run'}.db")
+    assert orjson.loads(explained.stdout)["rule_version"] == load_rules().model_version
+
+
+def test_resolve_shows_its_progress_on_standard_error(tmp_path):
+    result = resolve(tmp_path, "run", typos_file(tmp_path, people=100))
+    assert result.returncode == 0, result.stderr
+    assert "resolving" in result.stderr and "events/s" in result.stderr
