@@ -17,8 +17,8 @@ from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
 from identity.events import EventRejected, parse_event
 from identity.explain import render_decision
-from identity.features import prepare
-from identity.learning import StreamLearner
+from identity.features import Features, prepare
+from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
@@ -132,19 +132,23 @@ def explain(
 
 @app.command("estimate")
 def estimate_command(
-    input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, help="Sample events, JSON lines"),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the re-estimated rule file"),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", exists=True, dir_okay=False,
+                                         help="Sample events, JSON lines (default: sample the store's touchpoints)"),
+    store: Optional[str] = StoreOption,
+    sample: int = typer.Option(DEFAULT_SAMPLE, min=2, help="Without --input: how many stored touchpoints to learn from"),
     rules: Optional[Path] = RulesOption,
     version: Optional[str] = typer.Option(None, help="Version of the new rule set (default: <old>+em)"),
 ) -> None:
-    """Learn m, u and the prior from a sample of events by unsupervised EM; write a new model version."""
+    """Learn m, u and the prior by unsupervised EM, from a file of events or from the graph
+    itself (a random sample of its touchpoints); write a new model version."""
     base = _rules(rules)
-    features = []
-    for number, line in read_lines(input):
-        try:
-            features.append(prepare(parse_event(line), base).features)
-        except EventRejected as exc:
-            typer.secho(f"line {number} skipped: {exc}", err=True, fg=typer.colors.YELLOW)
+    if input is None:
+        features = _with_store(lambda graph: graph.sample_features(sample), store)
+        source = f"{len(features)} stored touchpoints"
+    else:
+        features = _file_features(input, base)
+        source = f"{len(features)} events"
     try:
         result = estimate(features, base)
     except ValueError as exc:
@@ -152,10 +156,20 @@ def estimate_command(
     updated = result.rules.with_updates(version=version or f"{base.version.split('+em')[0]}+em")
     output.write_text(updated.to_yaml(), encoding="utf-8")
     typer.echo(
-        f"{len(features)} events, {result.pairs} candidate pairs ({result.patterns} patterns), "
+        f"{source}, {result.pairs} candidate pairs ({result.patterns} patterns), "
         f"{result.iterations} iterations, estimated prior {result.match_share:.3g}; "
         f"wrote model {updated.model_version} to {output}"
     )
+
+
+def _file_features(path: Path, rules: Rules) -> list[Features]:
+    features = []
+    for number, line in read_lines(path):
+        try:
+            features.append(prepare(parse_event(line), rules).features)
+        except EventRejected as exc:
+            typer.secho(f"line {number} skipped: {exc}", err=True, fg=typer.colors.YELLOW)
+    return features
 
 
 @app.command()
@@ -318,10 +332,11 @@ def tail(
         raise _fail(str(exc)) from None
 
 
-def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
-    """Run ``action(store)`` on the configured store, turning store errors into a clean exit."""
+def _with_store(action: Callable[[GraphStore], Awaitable[T]], url: str | None = None) -> T:
+    """Run ``action(store)`` on the store ``url`` names (default: the configured one), turning
+    store errors into a clean exit."""
     async def run() -> T:
-        async with store_from_url(_settings().store) as store:
+        async with store_from_url(url if url is not None else _settings().store) as store:
             return await action(store)
 
     try:

@@ -62,7 +62,7 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import PreparedEvent, identifiers_by_type, split_key
+from identity.features import Features, PreparedEvent, identifiers_by_type, split_key
 from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -403,6 +403,9 @@ class Neo4jStore(GraphStore):
 
     async def assignments(self) -> list[tuple[str, str]]:
         return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]
+
+    async def sample_features(self, limit: int) -> list[Features]:
+        return [orjson.loads(r["features"]) for r in await self._read(cypher.SAMPLE_FEATURES, limit=limit)]
 
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
                                  profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:

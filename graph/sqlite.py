@@ -37,7 +37,7 @@ from graph.store import (
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
-from identity.features import PreparedEvent, identifiers_by_type, rarest_first, split_key
+from identity.features import Features, PreparedEvent, identifiers_by_type, rarest_first, split_key
 from identity.model import DecisionRecord, ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -378,6 +378,10 @@ class SQLiteStore(GraphStore):
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
+
+    async def sample_features(self, limit: int) -> list[Features]:
+        return [orjson.loads(f) for (f,) in self.db.execute(
+            "SELECT features FROM touchpoints ORDER BY random() LIMIT ?", (limit,))]
 
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
                                  profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:

@@ -16,7 +16,7 @@ from typing import Any, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
-from identity.features import PreparedEvent
+from identity.features import Features, PreparedEvent
 from identity.plan import ChangeSet
 from identity.model import DecisionRecord, ProfileState, ResolutionContext
 from identity.rules import Rules
@@ -278,6 +278,11 @@ class ReadViews(Protocol):
     @abstractmethod
     async def assignments(self) -> list[tuple[str, str]]:
         """(event_id, live profile id) for every applied event, in arrival order."""
+
+    @abstractmethod
+    async def sample_features(self, limit: int) -> list[Features]:
+        """The matching features of at most ``limit`` stored touchpoints drawn at random: what
+        ``idgraph estimate`` learns a model from when it learns from the graph itself."""
 
     @abstractmethod
     async def open_reviews(self) -> list[OpenReview]: ...

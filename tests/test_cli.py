@@ -126,3 +126,12 @@ def test_resolve_shows_its_progress_on_standard_error(tmp_path):
     result = resolve(tmp_path, "run", typos_file(tmp_path, people=100))
     assert result.returncode == 0, result.stderr
     assert "resolving" in result.stderr and "events/s" in result.stderr
+
+
+def test_estimate_without_an_input_learns_from_the_stores_own_touchpoints(tmp_path):
+    assert idgraph("resolve", "--input", str(typos_file(tmp_path)), "--output", str(tmp_path / "o.csv"),
+                   "--store", f"sqlite:///{tmp_path / 'run'}.db", "--no-learn").returncode == 0
+    result = idgraph("estimate", "--output", str(tmp_path / "rules.yaml"), "--store", f"sqlite:///{tmp_path / 'run'}.db")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1427 stored touchpoints")
+    assert load_rules(tmp_path / "rules.yaml").comparisons != load_rules().comparisons

@@ -158,6 +158,16 @@ async def test_assignments_give_each_event_its_live_profile_in_arrival_order(eng
         (older.event_id, older.profile_id), (newer.event_id, older.profile_id), (bridge.event_id, older.profile_id)]
 
 
+async def test_a_feature_sample_draws_distinct_stored_touchpoints_up_to_its_limit(engine, store):
+    names = ["Zhang Wei", "Li Na", "Wang Fang", "Liu Yang", "Chen Jie"]
+    for i, name in enumerate(names):
+        await engine.resolve(make_event({"crm_id": f"s-{i}"}, {"name": name}))
+    stored = [prepare(make_event(traits={"name": n}), engine.rules).features for n in names]
+    three = await store.sample_features(3)
+    assert len(three) == 3 and all(f in stored for f in three)
+    assert sorted(map(str, await store.sample_features(100))) == sorted(map(str, stored))
+
+
 # --- the outbox ---------------------------------------------------------------------------
 
 async def test_deltas_wait_in_the_outbox_oldest_first_until_published(engine, store):
