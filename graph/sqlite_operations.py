@@ -63,7 +63,8 @@ def read_terms(db: sqlite3.Connection, keys: Sequence[str], fields: Sequence[str
     values = dict.fromkeys(keys, 0)
     values.update(db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({_marks(len(keys))})", tuple(keys)))
     totals = {f: FieldTerms(r, sq) for f, r, sq in db.execute(
-        f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(fields))})", tuple(fields))}
+        f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(fields))}) AND records > 0",
+        tuple(fields))}
     return TermCounts(values, totals)
 
 
