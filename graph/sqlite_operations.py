@@ -39,14 +39,12 @@ def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
     totals; a count that falls to zero is deleted, so an erased value leaves no row behind."""
     totals: dict[str, list[int]] = {}
     for key, change in sorted(changes.items()):
-        row = db.execute("SELECT n FROM term_counts WHERE key = ?", (key,)).fetchone()
-        before = row[0] if row else 0
-        after = max(before + change, 0)
-        if after:
-            db.execute("INSERT INTO term_counts (key, n) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = excluded.n",
-                       (key, after))
-        elif row:
+        (after,) = db.execute("INSERT INTO term_counts (key, n) VALUES (?, ?) "
+                              "ON CONFLICT (key) DO UPDATE SET n = n + excluded.n RETURNING n", (key, change)).fetchone()
+        before = max(after - change, 0)
+        if after <= 0:
             db.execute("DELETE FROM term_counts WHERE key = ?", (key,))
+            after = 0
         field_totals = totals.setdefault(term_field(key), [0, 0])
         field_totals[0] += after - before
         field_totals[1] += after * after - before * before
