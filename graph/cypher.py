@@ -91,6 +91,9 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     # Reviews and operations name the profiles they concern through ProfileRef nodes: Neo4j
     # indexes no list elements, so a list property would be a scan of every review.
     SchemaRule("profile_ref_id", "ProfileRef", "profile_id", unique=False),
+    # Term frequencies: one count per value, and per field a few shards of totals (TERM_TOTALS).
+    SchemaRule("term_count_key", "TermCount", "key"),
+    SchemaRule("term_total_field", "TermTotal", "field", unique=False),
 )
 
 # Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
@@ -189,13 +192,24 @@ WITH
     MATCH (k:TombstoneKey {hash: hash})
     MATCH (t:Tombstone {profile_id: k.profile_id})
     RETURN {hash: hash, profile_id: k.profile_id, via: k.via, erased_at: t.erased_at}
-  } AS erased
-WITH outcomes, identifiers, blocking, refusals, erased,
+  } AS erased,
+  COLLECT {
+    UNWIND $term_keys AS key
+    MATCH (c:TermCount {key: key})
+    RETURN {key: key, n: c.n}
+  } AS terms,
+  COLLECT {
+    UNWIND $term_fields AS field
+    MATCH (t:TermTotal {field: field})
+    WITH field, sum(t.records) AS records, sum(t.squares) AS squares
+    RETURN {field: field, records: records, squares: squares}
+  } AS term_totals
+WITH outcomes, identifiers, blocking, refusals, erased, terms, term_totals,
   reduce(owners = $profile_ids, x IN identifiers |
     CASE WHEN size(x.holders) <= $generic_after THEN owners + x.holders ELSE owners END) AS owners
-WITH outcomes, identifiers, blocking, refusals, erased, owners,
+WITH outcomes, identifiers, blocking, refusals, erased, terms, term_totals, owners,
   reduce(ids = owners, x IN blocking | ids + [r IN x.records | r.profile_id]) AS involved
-RETURN outcomes, identifiers, blocking, refusals, erased,
+RETURN outcomes, identifiers, blocking, refusals, erased, terms, term_totals,
   COLLECT {
     UNWIND owners AS owner
     WITH DISTINCT owner
@@ -225,7 +239,7 @@ RETURN outcomes, identifiers, blocking, refusals, erased,
   } AS profiles
 """,
     ("event_ids", "identifier_keys", "holder_limit", "blocking_keys", "per_key", "generic_after",
-     "profile_ids", "records_per_profile", "tombstone_hashes"),
+     "profile_ids", "records_per_profile", "tombstone_hashes", "term_keys", "term_fields"),
 )
 
 # --- resolution: one write transaction per batch, statements in this order ----------------
@@ -363,7 +377,7 @@ SET p.seq = last
 CREATE (p)-[:HAS_TOUCHPOINT]->(t:Touchpoint {
   event_id: row.event_id, seq: base + row.pos, scenario: row.scenario, type: row.type,
   occurred_at: row.occurred_at, occurred: datetime(row.occurred_at), ingested_at: row.ingested_at,
-  event: row.event, features: row.features
+  event: row.event, features: row.features, terms: row.terms
 })
 CREATE (t)-[:DECIDED_BY]->(d:Decision {
   event_id: row.event_id, profile_id: row.decided_profile_id, action: row.action,
@@ -387,6 +401,37 @@ FOREACH (delta IN row.deltas |
 RETURN count(*) AS written, max(last) AS last
 """,
     ("events", "after", "floor"),
+)
+
+# Term frequencies (identity/compare.py term_weights), counted in the batch's own transaction:
+# each value's count, and per field the records counted and the sum of squared counts. A field's
+# totals are split over TERM_SHARDS nodes, each write adding to one at random and reads summing
+# them, so concurrent workers do not all wait on one counter node per field. Each count is locked
+# (the dummy write) before it is read, so two writers cannot both add to the same old value.
+TERM_SHARDS = 16
+_ADD_TO_TOTALS = f"""
+WITH field, sum(after - before) AS records, sum(after * after - before * before) AS squares
+MERGE (t:TermTotal {{field: field, shard: toInteger(rand() * {TERM_SHARDS})}})
+  ON CREATE SET t.records = 0, t.squares = 0
+SET t._lock = true
+WITH t, records, squares, t.records AS had_records, t.squares AS had_squares
+REMOVE t._lock
+SET t.records = had_records + records, t.squares = had_squares + squares
+"""
+
+COUNT_TERMS = Statement(
+    "count_terms",
+    """
+UNWIND $terms AS row
+MERGE (c:TermCount {key: row.key})
+  ON CREATE SET c.n = 0
+SET c._lock = true
+WITH row, c, c.n AS before
+REMOVE c._lock
+SET c.n = before + row.add
+WITH row.field AS field, before, before + row.add AS after
+""" + _ADD_TO_TOTALS,
+    ("terms",),
 )
 
 # Events refused because they belong to an erased customer: their id and the reason, no more.
@@ -742,6 +787,26 @@ DETACH DELETE b
     ("family",),
 )
 
+# The family's touchpoints take back what they counted; a value only they had leaves no node.
+ERASE_TERMS = Statement(
+    "erase_terms",
+    """
+UNWIND $family AS id
+MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint)
+UNWIND coalesce(t.terms, []) AS key
+WITH key, count(*) AS removed
+MATCH (c:TermCount {key: key})
+SET c._lock = true
+WITH key, c, c.n AS before, removed
+REMOVE c._lock
+WITH key, c, before, CASE WHEN before > removed THEN before - removed ELSE 0 END AS after
+SET c.n = after
+FOREACH (_ IN CASE WHEN after = 0 THEN [1] ELSE [] END | DELETE c)
+WITH split(key, ':')[0] AS field, before, after
+""" + _ADD_TO_TOTALS,
+    ("family",),
+)
+
 ERASE_IDENTIFIERS = Statement(
     "erase_identifiers",
     """
@@ -874,10 +939,10 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         *SCHEMA, SHOW_CONSTRAINTS, SHOW_INDEXES,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
-        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, RECORD_EVENTS, RECORD_REFUSALS,
+        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, RECORD_REFUSALS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
-        ERASE_BLOCKING_KEYS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,
+        ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,
         RECORD_TOMBSTONE, TOMBSTONE, OPERATIONS_FOR, REVIEWS, IDENTIFIER_HOLDERS,
         SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, SEARCH_INDEX_REFRESH, SEARCH_TIMELINE, ASSIGNMENTS, SAMPLE_FEATURES,
         UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, MARK_PUBLISHED, OPEN_REVIEWS, GENERIC_IDENTIFIERS,

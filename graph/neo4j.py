@@ -187,6 +187,8 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
     for statement, name, rows in steps:
         if rows:
             _check_written(statement, await _run(tx, statement, stats, name, rows), len(rows))
+    if plan.terms:
+        await _run(tx, cypher.COUNT_TERMS, stats, "terms", plan.terms)
     if plan.events:
         written = await _run(tx, cypher.RECORD_EVENTS, stats, "events", plan.events,
                              after=[lock["id"] for lock in plan.locks], floor=clock.last)

@@ -118,6 +118,7 @@ def erasure_steps(write: ErasureWrite) -> list[Step]:
         *_lock({write.profile_id: write.version}),
         # Keys first, while the touchpoints and identifiers that lead to them still exist.
         Step(cypher.ERASE_BLOCKING_KEYS, family),
+        Step(cypher.ERASE_TERMS, family),
         Step(cypher.ERASE_IDENTIFIERS, family),
         Step(cypher.ERASE_TOUCHPOINTS, family),
         Step(cypher.ERASE_RECORDS, family),

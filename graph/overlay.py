@@ -25,8 +25,8 @@ import orjson
 from graph.snapshot import Holders, NeighbourhoodRequest, Snapshot, StoredOutcome, StoredRecord
 from graph.sqlite import RECORDS_PER_PROFILE
 from graph.store import Outcome
-from identity.features import PreparedEvent, rarest_first
-from identity.model import DecisionRecord, MatchRecord, ProfileState, ResolutionContext
+from identity.features import PreparedEvent, rarest_first, term_field
+from identity.model import DecisionRecord, FieldTerms, MatchRecord, ProfileState, ResolutionContext, TermCounts
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -45,6 +45,7 @@ class Missing:
     blocking_keys: frozenset[str] = frozenset()
     #: Profiles to load in full: state and newest records.
     profile_ids: frozenset[str] = frozenset()
+    term_keys: frozenset[str] = frozenset()
 
     def request(self, snapshot: Snapshot, rules: Rules | None, retired: int) -> NeighbourhoodRequest:
         """The follow-up read. Holder lists come back longer: twice what was read, plus one
@@ -60,6 +61,8 @@ class Missing:
             holder_limit=max(base.holder_limit, 2 * read_before + retired),
             generic_after=base.generic_after,
             per_key=base.per_key,
+            term_keys=tuple(sorted(self.term_keys)),
+            term_fields=base.term_fields,
         )
 
 
@@ -69,12 +72,14 @@ class _Gaps:
     keys: set[str] = field(default_factory=set)
     blocking: set[str] = field(default_factory=set)
     profiles: set[str] = field(default_factory=set)
+    terms: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.keys or self.blocking or self.profiles)
+        return bool(self.events or self.keys or self.blocking or self.profiles or self.terms)
 
     def missing(self) -> Missing:
-        return Missing(frozenset(self.events), frozenset(self.keys), frozenset(self.blocking), frozenset(self.profiles))
+        return Missing(frozenset(self.events), frozenset(self.keys), frozenset(self.blocking), frozenset(self.profiles),
+                       frozenset(self.terms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,9 @@ class BatchOverlay:
         self._by_blocking: dict[str, list[StoredRecord]] = {}
         #: Events refused in this batch (an erased customer's), with their records as JSON.
         self.refusals: list[tuple[str, str, str]] = []
+        #: Touchpoints of this batch carrying each term key, and what they add to each field's totals.
+        self._term_added: dict[str, int] = {}
+        self._totals_added: dict[str, FieldTerms] = {}
 
     # --- what the batch changed ------------------------------------------------------------
 
@@ -137,10 +145,20 @@ class BatchOverlay:
         self._by_profile.setdefault(decision.profile_id, []).append(record)
         for key in prepared.blocking_keys:
             self._by_blocking.setdefault(key, []).append(record)
+        self._count_terms(prepared.term_keys)
         self._outcomes[prepared.event_id] = StoredOutcome(
             orjson.dumps(decision.as_dict()).decode(), tuple(d.to_json().decode() for d in changes.deltas)
         )
         self.events.append(PendingEvent(prepared, changes, now, len(self.events)))
+
+    def _count_terms(self, keys: Iterable[str]) -> None:
+        """As the embedded store counts on apply: the keys were read for this event's context."""
+        for key in keys:
+            before = self.snapshot.terms.get(key, 0) + self._term_added.get(key, 0)
+            self._term_added[key] = self._term_added.get(key, 0) + 1
+            field_ = term_field(key)
+            had = self._totals_added.get(field_, FieldTerms())
+            self._totals_added[field_] = FieldTerms(had.records + 1, had.squares + 2 * before + 1)
 
     def refuse(self, event_id: str, record: DecisionRecord, now: str) -> None:
         """Remember a refused event so a duplicate later in the batch gets the same answer."""
@@ -177,9 +195,25 @@ class BatchOverlay:
             for record in self._recent_records(profile_id, gaps):
                 records.setdefault(record.event_id, record)
         profiles = self._states(strong | {r.profile_id for r in records.values()}, gaps)
+        terms = self._terms(prepared.term_keys, rules, gaps)
         if gaps:
             return gaps.missing()
-        return ResolutionContext(holders, tuple(records.values()), profiles, self._kept_apart(set(profiles)))
+        return ResolutionContext(holders, tuple(records.values()), profiles, self._kept_apart(set(profiles)), terms=terms)
+
+    def _terms(self, keys: Iterable[str], rules: Rules, gaps: _Gaps) -> TermCounts:
+        """The counts of the event's term keys and the totals of the rules' fields, as stored
+        plus this batch's touchpoints (the embedded store leaves out fields with no records)."""
+        keys = tuple(keys)
+        gaps.terms.update(k for k in keys if k not in self.snapshot.read_terms)
+        if not keys:
+            return TermCounts()
+        values = {k: self.snapshot.terms.get(k, 0) + self._term_added.get(k, 0) for k in keys}
+        totals: dict[str, FieldTerms] = {}
+        for field_ in rules.term_frequency_fields:
+            stored, added = self.snapshot.term_totals.get(field_, FieldTerms()), self._totals_added.get(field_, FieldTerms())
+            if stored.records + added.records > 0:
+                totals[field_] = FieldTerms(stored.records + added.records, stored.squares + added.squares)
+        return TermCounts(values, totals)
 
     def _kept_apart(self, ids: set[str]) -> frozenset[frozenset[str]]:
         """Pairs kept apart among ``ids``, each side followed through this batch's merges."""

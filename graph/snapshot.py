@@ -18,7 +18,7 @@ from graph.sqlite import RECORDS_PER_PROFILE
 from graph.store import Outcome
 from identity.deltas import IdentityDelta
 from identity.features import Features, PreparedEvent
-from identity.model import ErasedMatch, ProfileState, TraitValue, consent_from_json
+from identity.model import ErasedMatch, FieldTerms, ProfileState, TraitValue, consent_from_json
 from identity.rules import Rules
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,9 @@ class NeighbourhoodRequest:
     holder_limit: int = 1
     generic_after: int = 1
     per_key: int = 1
+    term_keys: tuple[str, ...] = ()
+    #: Fields whose term-frequency totals to read (every read takes all of the rules').
+    term_fields: tuple[str, ...] = ()
 
     @classmethod
     def for_batch(cls, batch: Sequence[PreparedEvent], rules: Rules) -> "NeighbourhoodRequest":
@@ -72,6 +75,8 @@ class NeighbourhoodRequest:
             holder_limit=rules.identifiers.generic_after_profiles + 1,
             generic_after=rules.identifiers.generic_after_profiles,
             per_key=rules.candidates_per_key,
+            term_keys=_unique(k for p in batch for k in p.term_keys),
+            term_fields=rules.term_frequency_fields,
         )
 
     def params(self) -> dict[str, Any]:
@@ -84,6 +89,8 @@ class NeighbourhoodRequest:
             "generic_after": self.generic_after,
             "profile_ids": list(self.profile_ids),
             "records_per_profile": RECORDS_PER_PROFILE,
+            "term_keys": list(self.term_keys),
+            "term_fields": list(self.term_fields),
         }
 
 
@@ -110,6 +117,11 @@ class Snapshot:
     kept_apart: set[frozenset[str]] = field(default_factory=set)
     #: Tombstone hash -> the erased customer it points at (hashes of the batch's events and keys).
     erased: dict[str, ErasedMatch] = field(default_factory=dict)
+    #: Term key -> how many stored touchpoints carry it; a key read but absent counts 0.
+    terms: dict[str, int] = field(default_factory=dict)
+    read_terms: set[str] = field(default_factory=set)
+    #: Field -> its term-frequency totals (summed over shards); a field read but absent has none.
+    term_totals: dict[str, FieldTerms] = field(default_factory=dict)
 
     def absorb(self, later: "Snapshot") -> None:
         """Add a follow-up read. What was already known wins, so one batch sees one state of
@@ -125,6 +137,9 @@ class Snapshot:
         self.read_blocking |= later.read_blocking
         self.kept_apart |= later.kept_apart
         self.erased = {**later.erased, **self.erased}
+        self.terms = {**later.terms, **self.terms}
+        self.read_terms |= later.read_terms
+        self.term_totals = {**later.term_totals, **self.term_totals}
 
 
 def _record(raw: Mapping[str, Any]) -> StoredRecord:
@@ -155,4 +170,7 @@ def snapshot_from_row(row: Mapping[str, Any], request: NeighbourhoodRequest) -> 
         kept_apart={frozenset((p["id"], other)) for p in row["profiles"] for other in p.get("kept_apart", ())
                     if other != p["id"]},
         erased={e["hash"]: ErasedMatch(e["profile_id"], e["erased_at"], e["via"]) for e in row.get("erased", [])},
+        terms={t["key"]: int(t["n"]) for t in row.get("terms", [])},
+        read_terms=set(request.term_keys),
+        term_totals={t["field"]: FieldTerms(int(t["records"]), int(t["squares"])) for t in row.get("term_totals", [])},
     )

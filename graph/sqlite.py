@@ -148,8 +148,9 @@ class SQLiteTransaction(StoreTransaction):
             ):
                 records.setdefault(event_id, MatchRecord(event_id, profile_id, orjson.loads(features)))
         profile_ids = strong | {r.profile_id for r in records.values()}
+        terms = operations.read_terms(db, prepared.term_keys, rules.term_frequency_fields)
         return ResolutionContext(holders, tuple(records.values()), load_profiles(db, profile_ids),
-                                 kept_apart(db, profile_ids), self._erased(prepared))
+                                 kept_apart(db, profile_ids), self._erased(prepared), terms)
 
     def _erased(self, prepared: PreparedEvent) -> tuple[ErasedMatch, ...]:
         hashes = event_hashes(self._erasure_key, prepared)
@@ -217,11 +218,13 @@ class SQLiteTransaction(StoreTransaction):
     def _insert_touchpoint(self, prepared: PreparedEvent, changes: ChangeSet, now: str) -> None:
         event = prepared.event
         cursor = self._db.execute(
-            "INSERT INTO touchpoints (event_id, profile_id, scenario, type, occurred_at, ingested_at, event, features) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO touchpoints (event_id, profile_id, scenario, type, occurred_at, ingested_at, event, features, terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (event.event_id, changes.decision.profile_id, event.scenario, event.type,
-             event.occurred_at.isoformat(), now, event.to_json(), orjson.dumps(prepared.features)),
+             event.occurred_at.isoformat(), now, event.to_json(), orjson.dumps(prepared.features),
+             orjson.dumps(prepared.term_keys)),
         )
+        operations.count_terms(self._db, dict.fromkeys(prepared.term_keys, 1))
         self._db.executemany(
             "INSERT OR IGNORE INTO blocking (key, seq) VALUES (?, ?)",
             [(key, cursor.lastrowid) for key in prepared.blocking_keys],

@@ -7,14 +7,15 @@ written whole or not at all, and its deltas enter the same outbox the worker rel
 from __future__ import annotations
 
 import sqlite3
-from typing import Sequence
+from collections import Counter
+from typing import Mapping, Sequence
 
 import orjson
 
 from graph.store import ErasureWrite, OperationRecord, OperationWrite, StoreConflict
 from identity.deltas import IdentityDelta
-from identity.features import split_key
-from identity.model import ProfileState
+from identity.features import split_key, term_field
+from identity.model import FieldTerms, ProfileState, TermCounts
 
 
 def _marks(n: int) -> str:
@@ -31,6 +32,38 @@ def upsert_profile(db: sqlite3.Connection, profile: ProfileState, now: str, *, r
         + (", merged_into = NULL" if revive else ""),
         (profile.id, profile.version, profile.created_at, now, traits, consent),
     )
+
+
+def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
+    """Add (or, negative, take back) touchpoints carrying each term key, keeping each field's
+    totals; a count that falls to zero is deleted, so an erased value leaves no row behind."""
+    totals: dict[str, list[int]] = {}
+    for key, change in sorted(changes.items()):
+        (after,) = db.execute("INSERT INTO term_counts (key, n) VALUES (?, ?) "
+                              "ON CONFLICT (key) DO UPDATE SET n = n + excluded.n RETURNING n", (key, change)).fetchone()
+        before = max(after - change, 0)
+        if after <= 0:
+            db.execute("DELETE FROM term_counts WHERE key = ?", (key,))
+            after = 0
+        field_totals = totals.setdefault(term_field(key), [0, 0])
+        field_totals[0] += after - before
+        field_totals[1] += after * after - before * before
+    db.executemany(
+        "INSERT INTO term_totals (field, records, squares) VALUES (?, ?, ?) ON CONFLICT (field) DO UPDATE SET "
+        "records = records + excluded.records, squares = squares + excluded.squares",
+        [(f, records, squares) for f, (records, squares) in totals.items()])
+
+
+def read_terms(db: sqlite3.Connection, keys: Sequence[str], fields: Sequence[str]) -> TermCounts:
+    """The counts of ``keys`` (0 for a key no touchpoint carries) and the totals of ``fields``."""
+    if not keys:
+        return TermCounts()
+    values = dict.fromkeys(keys, 0)
+    values.update(db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({_marks(len(keys))})", tuple(keys)))
+    totals = {f: FieldTerms(r, sq) for f, r, sq in db.execute(
+        f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(fields))}) AND records > 0",
+        tuple(fields))}
+    return TermCounts(values, totals)
 
 
 def _check_versions(db: sqlite3.Connection, expected: dict[str, int]) -> None:
@@ -98,8 +131,11 @@ def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
     _check_versions(db, {write.profile_id: write.version})
     family = write.family
     marks = _marks(len(family))
-    events = [e for (e,) in db.execute(f"SELECT event_id FROM touchpoints WHERE profile_id IN ({marks})", family)]
+    rows = db.execute(f"SELECT event_id, terms FROM touchpoints WHERE profile_id IN ({marks})", family).fetchall()
+    events = [e for e, _ in rows]
     emarks = _marks(len(events))
+    # The counts of the family's values go with them (a value only they had leaves no row).
+    count_terms(db, {key: -n for key, n in Counter(k for _, terms in rows for k in orjson.loads(terms)).items()})
     db.execute(f"DELETE FROM blocking WHERE seq IN (SELECT seq FROM touchpoints WHERE profile_id IN ({marks}))", family)
     db.execute(f"DELETE FROM decisions WHERE event_id IN ({emarks})", events)
     db.execute(f"DELETE FROM outbox WHERE profile_id IN ({marks}) OR event_id IN ({emarks})", (*family, *events))

@@ -154,6 +154,22 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "CREATE TRIGGER touchpoint_text_delete AFTER DELETE ON touchpoints BEGIN "
         "DELETE FROM touchpoint_text WHERE rowid = old.seq; END",
     ),
+    # 6: term frequencies (identity/compare.py term_weights): how many touchpoints carry each
+    #    term key, and per field the records counted and the sum of squared counts. Each
+    #    touchpoint keeps the keys it added, so erasure takes back exactly what it counted even
+    #    if the rules changed since. Touchpoints stored before this migration were not counted.
+    """
+    CREATE TABLE term_counts (
+        key TEXT PRIMARY KEY,
+        n   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE term_totals (
+        field   TEXT PRIMARY KEY,
+        records INTEGER NOT NULL,
+        squares INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE touchpoints ADD COLUMN terms TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

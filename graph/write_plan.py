@@ -9,13 +9,14 @@ Row keys are the property names the statements read (``row.<name>``).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import orjson
 
 from graph.overlay import BatchOverlay, PendingEvent
-from identity.features import split_key
+from identity.features import split_key, term_field
 from identity.model import ProfileState
 
 
@@ -55,6 +56,12 @@ class AttachmentRow(TypedDict):
     confidence: float
 
 
+class TermRow(TypedDict):
+    key: str
+    field: str
+    add: int
+
+
 @dataclass(frozen=True, slots=True)
 class WritePlan:
     """Everything one batch writes, grouped by statement."""
@@ -68,6 +75,8 @@ class WritePlan:
     attachments: list[AttachmentRow]
     events: list[dict[str, Any]]
     refusals: list[dict[str, str]] = field(default_factory=list)
+    #: How many of the batch's touchpoints carry each term key, in key order (the lock order).
+    terms: list[TermRow] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -91,6 +100,8 @@ def plan_writes(overlay: BatchOverlay) -> WritePlan:
         attachments=_attachment_rows(events, overlay),
         events=[_event_row(e, overlay.live(e.changes.decision.profile_id)) for e in events],
         refusals=[{"event_id": e, "record": r, "refused_at": at} for e, r, at in overlay.refusals],
+        terms=[TermRow(key=k, field=term_field(k), add=n)
+               for k, n in sorted(Counter(k for e in events for k in e.prepared.term_keys).items())],
     )
 
 
@@ -159,6 +170,7 @@ def _event_row(e: PendingEvent, profile_id: str) -> dict[str, Any]:
         "event": event.to_json().decode(),
         "features": orjson.dumps(e.prepared.features).decode(),
         "blocking_keys": list(e.prepared.blocking_keys),
+        "terms": list(e.prepared.term_keys),
         "action": decision.action,
         "confidence": decision.confidence,
         "rule_version": decision.rule_version,

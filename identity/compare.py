@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
-from identity.features import Features
+from identity.features import Features, term_key
+from identity.model import TermCounts
 from identity.rules import Comparison, Rules, SimilarityLevels
 
 
@@ -93,11 +94,46 @@ def comparator_level(comparison: Comparison, a: Any, b: Any, rules: Rules) -> st
 
 @dataclass(frozen=True, slots=True)
 class FieldEvidence:
-    """One comparison's outcome: its level and that level's weight (log2 m/u)."""
+    """One comparison's outcome: its level and that level's weight (log2 m/u).
+
+    An exact level adjusted for term frequency also carries the agreed value's share of stored
+    records (``frequency``) and the level's unadjusted weight (``level_weight``)."""
 
     field: str
     level: str
     weight: float
+    frequency: float | None = None
+    level_weight: float | None = None
+
+
+def term_weights(features: Features, counts: TermCounts, rules: Rules) -> dict[str, FieldEvidence]:
+    """The exact level's evidence for each term-frequency field of ``features``, adjusted for how
+    common its value is among stored records (Splink's term-frequency adjustment).
+
+    Splink adds log2(u / tf(value)) to the exact level's weight, u being the level's u and tf the
+    value's share of records; that u is, for exact agreement, the sum of every value's tf squared.
+    Here both come from the same counts, and the level's (learned) u is scaled by their ratio:
+    u_value = u * tf(value) / sum(tf^2), weight = log2(m / max(u_value, min_u)). A value of average
+    commonness keeps the learned weight; a store whose values are all distinct adjusts nothing,
+    so a young store is not misled by its first few records. The record it agrees with carries
+    the value, so a count of 0 (a record stored before counting began) counts as 1. Agreeing is
+    never evidence against: u_value stays at most m.
+    """
+    adjusted: dict[str, FieldEvidence] = {}
+    for comparison in rules.comparisons:
+        if not comparison.term_frequency or comparison.field not in features:
+            continue
+        count = counts.values.get(term_key(comparison.field, features[comparison.field]))
+        totals = counts.fields.get(comparison.field)
+        if count is None or totals is None or totals.records <= 0 or totals.squares <= 0:
+            continue
+        count = max(count, 1)
+        m, u = comparison.levels["exact"]
+        u_value = min(m, max(u * count * totals.records / totals.squares, rules.term_frequency.min_u))
+        adjusted[comparison.field] = FieldEvidence(comparison.field, "exact", math.log2(m / u_value),
+                                                   frequency=count / totals.records,
+                                                   level_weight=comparison.weights["exact"])
+    return adjusted
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +170,14 @@ def compare_levels(a: Features, b: Features, rules: Rules) -> list[tuple[Compari
     ]
 
 
-def score_pair(a: Features, b: Features, rules: Rules, extra: tuple[FieldEvidence, ...] = ()) -> PairScore:
-    """Score two feature sets; ``extra`` carries identifier evidence computed elsewhere."""
-    fields = [FieldEvidence(c.field, level, c.weights[level]) for c, level in compare_levels(a, b, rules)]
+_NO_TERMS: Mapping[str, FieldEvidence] = {}
+
+
+def score_pair(a: Features, b: Features, rules: Rules, extra: tuple[FieldEvidence, ...] = (),
+               terms: Mapping[str, FieldEvidence] = _NO_TERMS) -> PairScore:
+    """Score two feature sets; ``extra`` carries identifier evidence computed elsewhere, ``terms``
+    the exact levels of ``a``'s values adjusted for their frequency (:func:`term_weights`)."""
+    fields = [terms[c.field] if level == "exact" and c.field in terms else FieldEvidence(c.field, level, c.weights[level])
+              for c, level in compare_levels(a, b, rules)]
     fields.extend(extra)
     return PairScore(weight=rules.prior_weight + sum(f.weight for f in fields), fields=tuple(fields))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from identity.compare import FieldEvidence, PairScore, score_pair
+from identity.compare import FieldEvidence, PairScore, score_pair, term_weights
 from identity.events import PROFILE_ID_TYPE
 from identity.features import PreparedEvent, split_key
 from identity.model import (
@@ -86,10 +86,11 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
         extras[profile_id] = tuple(extra)
     records: dict[str, MatchRecord] = {}
     against: dict[str, MatchRecord] = {}
+    terms = term_weights(prepared.features, ctx.terms, rules)
     for record in ctx.records:
         if record.profile_id not in ctx.profiles:
             continue
-        score = score_pair(prepared.features, record.features, rules, extras[record.profile_id])
+        score = score_pair(prepared.features, record.features, rules, extras[record.profile_id], terms)
         if record.profile_id not in best or score.weight > best[record.profile_id].weight:
             best[record.profile_id], records[record.profile_id] = score, record
         if _contradicts(score, rules):
@@ -117,10 +118,19 @@ def _candidate_evidence(candidates: list[_Candidate], limit: int = 5) -> list[di
             "probability": round(c.score.probability, 6),
             "strong_identifier": c.strong,
             "conflicts": list(c.conflicts),
-            "fields": [{"field": f.field, "level": f.level, "weight": round(f.weight, 3)} for f in c.score.fields],
+            "fields": [_field_evidence(f) for f in c.score.fields],
         }
         for c in candidates[:limit]
     ]
+
+
+def _field_evidence(f: FieldEvidence) -> dict[str, object]:
+    shown: dict[str, object] = {"field": f.field, "level": f.level, "weight": round(f.weight, 3)}
+    if f.frequency is not None and f.level_weight is not None:
+        # Adjusted for term frequency: how common the agreed value is, and what the level alone weighs.
+        shown["frequency"] = round(f.frequency, 6)
+        shown["level_weight"] = round(f.level_weight, 3)
+    return shown
 
 
 def _survivor(profile_ids: list[str], profiles: dict[str, ProfileState]) -> str:

@@ -31,7 +31,10 @@ def _candidate_lines(candidates: list[dict[str, Any]]) -> list[str]:
         flags += f" conflicts={','.join(c['conflicts'])}" if c["conflicts"] else ""
         lines.append(f"  {c['profile_id']}  probability {c['probability']:.4f}  weight {c['match_weight']:+.2f} bits{flags}")
         for f in c["fields"]:
-            lines.append(f"      {f['field']:<16} {f['level']:<10} {f['weight']:+7.2f}")
+            line = f"      {f['field']:<16} {f['level']:<10} {f['weight']:+7.2f}"
+            if "frequency" in f:
+                line += f"  (value frequency {f['frequency']:.4%}; level alone {f['level_weight']:+.2f})"
+            lines.append(line)
     return lines
 
 

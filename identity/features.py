@@ -40,6 +40,8 @@ class PreparedEvent:
     unmatchable: tuple[FieldError, ...] = ()
     #: :meth:`TouchpointEvent.digest`, recorded with the decision to tell a redelivery from an id reused.
     digest: str = ""
+    #: One :func:`term_key` per term-frequency field the event carries: the values the store counts.
+    term_keys: tuple[str, ...] = ()
 
     @property
     def event_id(self) -> str:
@@ -222,6 +224,21 @@ def _bounded(key: str) -> str:
     return f"{rule}:#{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
+def term_key(field: str, value: Any) -> str:
+    """What the store counts for a field's value: ``field:value`` (a name by its exact form, the
+    text its exact level compares), bounded like a blocking key. :func:`term_field` inverts it."""
+    text = value["text"] if isinstance(value, dict) else str(value)
+    return _bounded(f"{field}:{text}")
+
+
+def term_field(key: str) -> str:
+    return key.partition(":")[0]
+
+
+def term_keys(features: Features, rules: Rules) -> tuple[str, ...]:
+    return tuple(term_key(f, features[f]) for f in rules.term_frequency_fields if f in features)
+
+
 _Record = TypeVar("_Record")
 
 
@@ -261,4 +278,5 @@ def prepare(event: TouchpointEvent, rules: Rules) -> PreparedEvent:
         blocking_keys=blocking_keys(features, rules),
         unmatchable=tuple(trait_errors),
         digest=event.digest(),
+        term_keys=term_keys(features, rules),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, Mapping, NotRequired, TypedDict
 
 from identity.features import Features, split_key
 
@@ -131,6 +131,24 @@ class ErasedMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldTerms:
+    """A term-frequency field's totals over stored records: how many carry it, and the sum of
+    each value's count squared (what makes the average frequency of an agreeing value)."""
+
+    records: int = 0
+    squares: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TermCounts:
+    """How many stored records carry each of an event's term keys (0 when none does), and the
+    totals of their fields; :func:`identity.compare.term_weights` turns them into weights."""
+
+    values: Mapping[str, int] = field(default_factory=dict)
+    fields: Mapping[str, FieldTerms] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ResolutionContext:
     """Everything a store found about one event's neighbourhood in the graph."""
 
@@ -142,6 +160,8 @@ class ResolutionContext:
     kept_apart: frozenset[frozenset[str]] = frozenset()
     #: Tombstones the event points at; see :func:`identity.plan.plan_refusal`.
     erased: tuple[ErasedMatch, ...] = ()
+    #: Counts of the event's term-frequency values among stored records.
+    terms: TermCounts = TermCounts()
 
     def apart(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.kept_apart

@@ -62,6 +62,9 @@ class Comparison(BaseModel):
     levels: dict[str, tuple[float, float]]
     #: Skip this comparison when both sides carry all of these fields (avoids counting a name twice).
     when_missing: tuple[str, ...] = ()
+    #: Weigh an exact agreement by how common the agreed value is among stored records (the store
+    #: counts each value; see :func:`identity.compare.term_weights`): a rare name says more than 张伟.
+    term_frequency: bool = False
 
     @model_validator(mode="after")
     def _levels_known(self) -> "Comparison":
@@ -138,6 +141,15 @@ class Thresholds(BaseModel):
         return self
 
 
+class TermFrequency(BaseModel):
+    """Bounds of the term-frequency adjustment of exact levels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: The adjusted u of an exact agreement never goes below this, so a value seen once in a
+    #: large store cannot outweigh every other field.
+    min_u: float = Field(default=1e-5, gt=0, lt=1)
+
+
 class Rules(BaseModel):
     """A complete, versioned rule set."""
 
@@ -157,6 +169,12 @@ class Rules(BaseModel):
     contradicting_fields: tuple[str, ...] = ()
     comparators: Comparators
     comparisons: tuple[Comparison, ...]
+    term_frequency: TermFrequency = TermFrequency()
+
+    @cached_property
+    def term_frequency_fields(self) -> tuple[str, ...]:
+        """Fields whose exact level is weighed by the agreed value's frequency."""
+        return tuple(c.field for c in self.comparisons if c.term_frequency)
 
     @cached_property
     def prior_weight(self) -> float:
@@ -185,7 +203,7 @@ class Rules(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json")
         data["comparisons"] = [
-            {k: v for k, v in c.items() if k != "when_missing" or v} for c in data["comparisons"]
+            {k: v for k, v in c.items() if k not in ("when_missing", "term_frequency") or v} for c in data["comparisons"]
         ]
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

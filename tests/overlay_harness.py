@@ -87,6 +87,10 @@ def neighbourhood_row(db: sqlite3.Connection, request: NeighbourhoodRequest) -> 
             for owner in dict.fromkeys(owners) if _exists(db, owner)
         ],
         "profiles": [_profile(db, pid) for pid in dict.fromkeys(involved) if _exists(db, pid)],
+        "terms": [{"key": k, "n": n} for k in p["term_keys"]
+                  for (n,) in db.execute("SELECT n FROM term_counts WHERE key = ?", (k,))],
+        "term_totals": [{"field": f, "records": r, "squares": sq} for f in p["term_fields"]
+                        for r, sq in db.execute("SELECT records, squares FROM term_totals WHERE field = ?", (f,))],
     }
 
 
@@ -104,7 +108,7 @@ def _profile(db: sqlite3.Connection, profile_id: str) -> dict[str, Any]:
 def comparable(ctx: ResolutionContext) -> tuple[Any, ...]:
     """A context with its records keyed by event: the embedded store lists strongly-matched
     profiles' records in set order, which no other store can (or needs to) reproduce."""
-    return ctx.identifier_profiles, {r.event_id: r for r in ctx.records}, ctx.profiles
+    return ctx.identifier_profiles, {r.event_id: r for r in ctx.records}, ctx.profiles, ctx.terms
 
 
 class DifferentialRun:

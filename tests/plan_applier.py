@@ -74,10 +74,10 @@ def _record_events(db: sqlite3.Connection, plan: WritePlan) -> None:
     for row in plan.events:
         assert _one(db, "SELECT 1 FROM profiles WHERE id = ?", (row["profile_id"],)), f"record_events: {row['profile_id']}"
         seq = db.execute(
-            "INSERT INTO touchpoints (event_id, profile_id, scenario, type, occurred_at, ingested_at, event, features) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO touchpoints (event_id, profile_id, scenario, type, occurred_at, ingested_at, event, features, terms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row["event_id"], row["profile_id"], row["scenario"], row["type"], row["occurred_at"], row["ingested_at"],
-             row["event"], row["features"]),
+             row["event"], row["features"], orjson.dumps(row["terms"])),
         ).lastrowid
         db.executemany("INSERT INTO blocking (key, seq) VALUES (?, ?)", [(k, seq) for k in row["blocking_keys"]])
         db.execute("INSERT INTO decisions (event_id, profile_id, action, confidence, rule_version, decided_at, record) "
@@ -92,6 +92,17 @@ def _record_events(db: sqlite3.Connection, plan: WritePlan) -> None:
                        (delta["delta_id"], row["event_id"], delta["profile_id"], delta["json"]))
 
 
+def _count_terms(db: sqlite3.Connection, plan: WritePlan) -> None:
+    for row in plan.terms:
+        before = _one(db, "SELECT n FROM term_counts WHERE key = ?", (row["key"],)) or 0
+        after = before + row["add"]
+        db.execute("INSERT INTO term_counts (key, n) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET n = excluded.n",
+                   (row["key"], after))
+        db.execute("INSERT INTO term_totals (field, records, squares) VALUES (?, ?, ?) ON CONFLICT (field) DO UPDATE "
+                   "SET records = records + excluded.records, squares = squares + excluded.squares",
+                   (row["field"], row["add"], after * after - before * before))
+
+
 def apply_plan(db: sqlite3.Connection, plan: WritePlan) -> None:
     """The batch write, in statement order, all or nothing."""
     db.execute("BEGIN IMMEDIATE")
@@ -101,6 +112,7 @@ def apply_plan(db: sqlite3.Connection, plan: WritePlan) -> None:
         for row in plan.merges:
             _merge(db, row)
         _identifiers(db, plan)
+        _count_terms(db, plan)
         _record_events(db, plan)
     except BaseException:
         db.execute("ROLLBACK")
@@ -125,4 +137,7 @@ def graph_state(db: sqlite3.Connection) -> dict[str, Any]:
         "outbox": [(d, e, p, _load(x), pub) for d, e, p, x, pub in q(
             "SELECT delta_id, event_id, profile_id, delta, published FROM outbox ORDER BY seq")],
         "lineage": dict(q("SELECT retired_id, survivor_id FROM lineage")),
+        "term_counts": dict(q("SELECT key, n FROM term_counts")),
+        "term_totals": set(q("SELECT field, records, squares FROM term_totals")),
+        "touchpoint_terms": dict(q("SELECT event_id, terms FROM touchpoints")),
     }

@@ -192,3 +192,25 @@ async def test_profile_hint_with_a_retired_id_resolves_to_the_survivor(engine):
     await engine.resolve(make_event({"phone": "13800138000", "email": "zw@example.com"}, occurred_at="2026-01-03T00:00:00Z"))
     late = await engine.resolve(make_event(traits={"quote_tier": "premium"}, causation={"profile_id": newer.profile_id}))
     assert late.profile_id == older.profile_id
+
+
+async def resolve_namesakes(engine):
+    """Four John Smiths and one John Okonkwo, born years apart (five customers)."""
+    for year in range(1950, 1954):
+        await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Smith", "birth_date": f"{year}-01-01"}))
+    await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Okonkwo", "birth_date": "1940-01-01"}))
+
+
+def exact_weight(outcome, field):
+    (best, *_) = outcome.decision["evidence"]["candidates"]
+    (found,) = [f for f in best["fields"] if f["field"] == field]
+    assert found["level"] == "exact"
+    return found
+
+
+async def test_agreeing_on_a_rare_name_weighs_more_than_on_a_common_one(engine):
+    await resolve_namesakes(engine)
+    common = exact_weight(await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Smith"})), "family_name")
+    rare = exact_weight(await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Okonkwo"})), "family_name")
+    assert rare["weight"] > rare["level_weight"] > common["weight"]
+    assert (common["frequency"], rare["frequency"]) == (0.8, round(1 / 6, 6))

@@ -164,3 +164,44 @@ def test_no_default_blocking_rule_only_finds_pairs_another_rule_finds(rules):
     for rule in rules.blocking:
         narrower = [other for other in rules.blocking if other != rule and set(other) <= set(rule)]
         assert not narrower, f"{rule} finds only pairs {narrower} already finds"
+
+
+def family_counts(counts: dict[str, int]):
+    from identity.model import FieldTerms, TermCounts
+    records = sum(counts.values())
+    return TermCounts({f"family_name:{v}": n for v, n in counts.items()},
+                      {"family_name": FieldTerms(records, sum(n * n for n in counts.values()))})
+
+
+def family_weight(rules, value, counts):
+    from identity.compare import term_weights
+    return term_weights(features(rules, family_name=value), family_counts(counts), rules).get("family_name")
+
+
+def test_exact_agreement_on_a_rare_value_weighs_more_than_on_a_common_one(rules):
+    counts = {"smith": 50, "jones": 30, "okonkwo": 1, "zielinski": 1}
+    level = rules.comparisons[1].weights["exact"]
+    assert family_weight(rules, "okonkwo", counts).weight > level > family_weight(rules, "smith", counts).weight
+
+
+def test_values_all_equally_common_keep_the_levels_weight(rules):
+    adjusted = family_weight(rules, "smith", {"smith": 1, "jones": 1, "okonkwo": 1})
+    assert adjusted.weight == pytest.approx(rules.comparisons[1].weights["exact"])
+    assert adjusted.frequency == pytest.approx(1 / 3)
+
+
+def test_adjusted_u_never_falls_below_the_floor(rules):
+    counts = {"okonkwo": 0, "smith": 10**9}
+    m, _ = rules.comparisons[1].levels["exact"]
+    assert family_weight(rules, "okonkwo", counts).weight == pytest.approx(math.log2(m / rules.term_frequency.min_u))
+
+
+def test_a_field_without_term_frequency_or_counts_keeps_the_levels_weight(rules):
+    from identity.compare import term_weights
+    from identity.model import TermCounts
+    assert term_weights(features(rules, family_name="smith", birth_date="1980-01-01"), TermCounts(), rules) == {}
+
+
+def test_declaring_term_frequency_changes_the_model_version(rules):
+    comparisons = [c.model_copy(update={"term_frequency": False}) for c in rules.comparisons]
+    assert rules.with_updates(comparisons=comparisons).model_version != rules.model_version

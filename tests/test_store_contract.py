@@ -391,3 +391,45 @@ async def test_split_pair_stays_apart_when_the_next_event_links_them_again(engin
     await engine.resolve(make_event({"email": "bob@example.com", "device_id": "tablet-1"}))
     assert await store.survivor(bob.profile_id) == bob.profile_id
     assert await store.survivor(ann.profile_id) == ann.profile_id
+
+
+# --- term frequencies ---------------------------------------------------------------------
+
+async def stored_terms(store, rules, traits):
+    """The counts a new event with ``traits`` would be weighed with, as the store reads them."""
+    prepared = prepare(make_event({}, traits), rules)
+    async with store.transaction() as tx:
+        await tx.prefetch([prepared], rules)
+        return (await tx.context(prepared, rules)).terms
+
+
+async def test_term_counts_grow_with_each_event_carrying_the_value(engine, store, rules):
+    for n in range(3):
+        await engine.resolve(make_event({"crm_id": f"c-{n}"}, {"family_name": "Smith", "city": "Leeds"}))
+    await engine.resolve(make_event({"crm_id": "c-9"}, {"family_name": "Okonkwo", "city": "Leeds"}))
+    terms = await stored_terms(store, rules, {"family_name": "Smith", "city": "Leeds"})
+    assert (terms.values["family_name:smith"], terms.values["city:leeds"]) == (3, 4)
+    assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (4, 3 * 3 + 1)
+    assert (terms.fields["city"].records, terms.fields["city"].squares) == (4, 4 * 4)
+
+
+async def test_term_counts_of_one_batch_count_its_earlier_events(store, rules):
+    events = [prepare(make_event({"crm_id": f"b-{n}"}, {"family_name": "Smith"}), rules) for n in range(2)]
+    await Resolver(store, rules).resolve(events)
+    assert (await stored_terms(store, rules, {"family_name": "Smith"})).values["family_name:smith"] == 2
+
+
+async def test_a_value_no_record_carries_counts_zero(store, rules):
+    terms = await stored_terms(store, rules, {"family_name": "Nobody"})
+    assert terms.values == {"family_name:nobody": 0} and terms.fields == {}
+
+
+async def test_erasure_takes_back_the_erased_records_counts(engine, store, rules):
+    from service.operations import Operations
+    kept = await engine.resolve(make_event({"crm_id": "kept"}, {"family_name": "Smith", "city": "Leeds"}))
+    gone = await engine.resolve(make_event({"crm_id": "gone"}, {"family_name": "Rareson", "city": "Leeds"}))
+    assert kept.profile_id != gone.profile_id
+    await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
+    terms = await stored_terms(store, rules, {"family_name": "Rareson", "city": "Leeds"})
+    assert (terms.values["family_name:rareson"], terms.values["city:leeds"]) == (0, 1)
+    assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (1, 1)
