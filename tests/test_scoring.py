@@ -59,6 +59,13 @@ def test_a_different_birth_date_is_strong_evidence_against(rules):
     assert weights["other"] < -5
 
 
+def test_the_cold_start_model_does_not_link_namesakes_born_on_other_days(rules):
+    # Before any model is learned: a shared name and city must not outweigh another birth date.
+    anna = dict(given_name="Anna", family_name="Müller", city="Berlin")
+    score = score_pair(features(rules, **anna, birth_date="1970-03-14"), features(rules, **anna, birth_date="1988-11-02"), rules)
+    assert score.probability < rules.thresholds.link
+
+
 def test_a_level_a_comparison_leaves_out_counts_as_the_next_weaker_it_keeps(rules):
     comparisons = [c.model_dump() for c in rules.comparisons]
     for c in comparisons:
