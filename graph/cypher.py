@@ -456,19 +456,21 @@ ORDER BY t.occurred.epochSeconds, t.occurred.nanosecond, t.event_id
 # Wait until the eventually consistent full-text indexes hold every committed write.
 SEARCH_INDEX_REFRESH = Statement("search_index_refresh", "CALL db.index.fulltext.awaitEventuallyConsistentIndexRefresh()")
 
-# The profile's touchpoints the full-text index finds for ``$query`` (Lucene syntax), best first.
+# The profile's touchpoints the full-text index finds for ``$query`` (Lucene syntax), best first;
+# only those that occurred in [$start, $end) when given (compared as instants), before the limit.
 SEARCH_TIMELINE = Statement(
     "search_timeline",
     _LIVE_PROFILE
     + """
 CALL db.index.fulltext.queryNodes('touchpoint_text', $query) YIELD node AS t, score
 WHERE EXISTS { (live)-[:HAS_TOUCHPOINT]->(t) }
+  AND ($start IS NULL OR t.occurred >= $start) AND ($end IS NULL OR t.occurred < $end)
 RETURN t.event_id AS event_id, t.scenario AS scenario, t.type AS type,
   t.occurred_at AS occurred_at, t.event AS event
 ORDER BY score DESC, t.seq
 LIMIT $limit
 """,
-    ("profile_id", "query", "limit"),
+    ("profile_id", "query", "limit", "start", "end"),
 )
 
 ASSIGNMENTS = Statement(

@@ -393,12 +393,14 @@ class Neo4jStore(GraphStore):
         rows = await self._read(cypher.TIMELINE, profile_id=profile_id)
         return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
 
-    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
+                              start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
         query = fulltext.lucene_query(terms)
         if not query:
             return []
         await self._read(cypher.SEARCH_INDEX_REFRESH)
-        rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, query=query, limit=limit)
+        rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, query=query, limit=limit,
+                                start=start, end=end)
         return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
 
     async def assignments(self) -> list[tuple[str, str]]:

@@ -341,18 +341,24 @@ class SQLiteStore(GraphStore):
         entries = sorted(rows, key=lambda row: (datetime.fromisoformat(row[3]), row[0]))
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in entries]
 
-    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
+                              start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
         live = await self.survivor(profile_id) or profile_id
         self._index_touchpoints(live)
         match, likes = fulltext.fts5_match(terms), fulltext.like_patterns(terms)
+        # occurred_at keeps the offset it was sent with, so the range is compared as instants:
+        # julianday() reads RFC 3339 offsets (to the millisecond), on both sides alike.
+        bounds = [(">=", start), ("<", end)]
         # FTS5 takes the table's own name, not an alias, on the left of MATCH.
         where = ["t.profile_id = ?", *(["touchpoint_text MATCH ?"] if match else []),
-                 *["touchpoint_text.body LIKE ? ESCAPE '\\'"] * len(likes)]
+                 *["touchpoint_text.body LIKE ? ESCAPE '\\'"] * len(likes),
+                 *[f"julianday(t.occurred_at) {op} julianday(?)" for op, bound in bounds if bound is not None]]
         rows = self.db.execute(
             "SELECT t.event_id, t.scenario, t.type, t.occurred_at, t.event FROM touchpoint_text "
             f"JOIN touchpoints t ON t.seq = touchpoint_text.rowid WHERE {' AND '.join(where)} "
             f"ORDER BY {'bm25(touchpoint_text), ' if match else ''}t.seq LIMIT ?",
-            (live, *([match] if match else []), *likes, limit),
+            (live, *([match] if match else []), *likes,
+             *[bound.isoformat() for _, bound in bounds if bound is not None], limit),
         )
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
 

@@ -12,7 +12,8 @@ import pytest
 from service.operations import Operations
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS
-from api.search import parse_query
+from api.search import parse_query, search
+from identity.features import prepare
 from tests.conftest import Engine, make_event
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -101,6 +102,20 @@ async def test_erased_touchpoints_leave_the_index(store, engine, rules, store_ki
     assert await found(store, outcome.profile_id, "ct球管") == []
     if isinstance(store, SQLiteStore):
         assert store.db.execute("SELECT count(*) FROM touchpoint_text").fetchone() == (0,)
+
+
+@pytest.mark.every_store
+async def test_a_time_phrase_narrows_the_search_before_the_result_limit(store, engine, rules):
+    # More older matches than one page holds, all alike, then one in the range asked for: the
+    # store must drop the older ones before it takes its first 200, or the one is cut off.
+    phone = {"phone": "13200132000"}
+    older = [make_event(phone, payload={"job": "更换CT球管"}, occurred_at=f"2024-03-{1 + n % 28:02d}T08:00:{n % 60:02d}+08:00")
+             for n in range(201)]
+    for start in range(0, len(older), 50):
+        await engine.resolver.resolve([prepare(event, rules) for event in older[start:start + 50]])
+    last_year = await engine.resolve(make_event(phone, payload={"job": "更换CT球管"}, occurred_at="2025-05-04T10:00:00+08:00"))
+    hits = await search(store, last_year.profile_id, parse_query("去年 更换CT球管", now=NOW))
+    assert [entry.event_id for entry in hits] == [last_year.event_id]
 
 
 @pytest.mark.parametrize(("text", "terms", "start", "end"), [
