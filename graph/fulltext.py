@@ -4,9 +4,9 @@ reads them.
 A term matches where it occurs in the touchpoint's scenario, type, traits or payload, case
 aside and anywhere in a word, so ``CT球管`` finds ``更换CT球管`` and ``quote`` finds
 ``quote_issued``: Chinese is written without spaces, so a word boundary cannot be relied on.
-SQLite indexes trigrams (FTS5's ``trigram`` tokenizer), a profile's touchpoints when it is first
-searched after they were written, off the worker's path; a term shorter than three characters is
-checked with LIKE over the profile's own indexed text. Neo4j's
+SQLite indexes trigrams (FTS5's ``trigram`` tokenizer) of the searched profile's touchpoints, per
+search, in memory of the searching connection, so neither the worker's commit nor the file's write
+lock is involved; a term shorter than three characters is checked with LIKE over the same text. Neo4j's
 full-text index (Lucene's CJK analyzer) indexes Chinese as character bigrams and other words
 whole: a Chinese term is looked up as its bigram phrase, any other term as a word prefix. That
 index is eventually consistent (kept off the write's commit), and a search first waits for it to
