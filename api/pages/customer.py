@@ -22,7 +22,8 @@ from api.auth import Principal
 from api.models import ConsentIn, RectifyIn
 from api.pages.masking import mask_identifiers, summary
 from api.pages.web import (
-    COOKIE, SIGNIN_COOKIE, FormError, PageRoute, checked_form, render, see_other, set_cookie, signin_page, visitor,
+    COOKIE, SIGNIN_COOKIE, FormError, PageRoute, checked_form, profile_url, render, see_other, set_cookie, signin_page,
+    visitor,
 )
 from api.problems import ProblemError
 
@@ -73,7 +74,7 @@ async def signout(request: Request) -> Response:
 async def me(who: Visitor) -> Response:
     if who.profile_id is None:
         return see_other("/console")
-    return see_other(f"/profiles/{who.profile_id}")
+    return see_other(profile_url("/profiles", who.profile_id))
 
 
 async def profile_page_context(request: Request, who: Principal, profile_id: str, *, q: str | None = None,
@@ -121,7 +122,7 @@ async def correct(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
         return await _profile_page(request, who, profile_id, status=422, error=detail)
     if outcome.refused:
         return await _profile_page(request, who, profile_id, status=200, refused=outcome.refused)
-    return see_other(f"/profiles/{profile_id}?done=correct.saved")
+    return see_other(profile_url("/profiles", profile_id, "correct.saved"))
 
 
 @router.post("/profiles/{profile_id}/consent")
@@ -133,7 +134,7 @@ async def consent(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
     except ValidationError:
         raise FormError("error.422") from None
     await profiles.put_consent(profile_id, body, who, api_state(request), form.get("key") or None)
-    return see_other(f"/profiles/{profile_id}?done=consent.saved")
+    return see_other(profile_url("/profiles", profile_id, "consent.saved"))
 
 
 @router.get("/profiles/{profile_id}/export")

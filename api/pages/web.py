@@ -17,6 +17,7 @@ import logging
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Coroutine
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -102,6 +103,13 @@ def error_page(request: Request, status: int, message: str | None = None, key: s
 
 def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
+
+
+def profile_url(base: str, profile_id: str, done: str | None = None) -> str:
+    """A profile page's address: the id percent-encoded, since one typed into a form (or taken from
+    a path) may hold ``/``, ``?`` or ``#`` and must stay one path segment, adding nothing to the query;
+    ``done`` is a key of the page's notices."""
+    return f"{base}/{quote(profile_id, safe='')}" + (f"?done={done}" if done else "")
 
 
 def _invalid(exc: RequestValidationError) -> str:
