@@ -171,6 +171,7 @@ def _settings(**overrides: object) -> Settings:
 @app.command()
 def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
     """Run a stream worker against IDGRAPH_BROKER (see streams/settings.py for every IDGRAPH_* variable)."""
+    from streams.admin import BrokerUnreachable, wait_for_broker
     from streams.app import run_worker
     from streams.ports import Listener, PortTaken, require_free
 
@@ -181,6 +182,12 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
         require_free([Listener("worker metrics", "0.0.0.0", settings.metrics_port, "IDGRAPH_METRICS_PORT")])
     except PortTaken as exc:
         raise _fail(str(exc)) from None
+    try:
+        wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s)
+    except BrokerUnreachable as exc:
+        # Not 2 (a configuration refused): the broker may come back, so a supervisor restarts on this.
+        typer.secho(f"error: {exc} (IDGRAPH_BROKER; wait set by IDGRAPH_BROKER_WAIT_S)", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
     run_worker(settings, loglevel=loglevel)
 
 
