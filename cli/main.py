@@ -198,6 +198,7 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
                                                 "embedded: in memory, lost when it stops (tests)"),
        kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts")) -> None:
     """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and a worker."""
+    from api.auth import AuthConfigError
     from devstack.broker import BrokerError
     from streams.ports import PortTaken
     from devstack.up import StackError, UpOptions, run_up
@@ -205,7 +206,7 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
     options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel)
     try:
         code = run_up(_settings(), options, typer.echo)
-    except (PortTaken, BrokerError, StackError) as exc:
+    except (PortTaken, BrokerError, StackError, AuthConfigError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
 

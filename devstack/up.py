@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Callable, Literal
 
-import orjson
-
 from devstack.broker import EmbeddedBroker, die_with_parent, terminate
 from devstack.jvm import ApacheKafka
 from streams.ports import Listener, require_free
@@ -117,13 +115,14 @@ class Child:
 def api_launcher(settings: Settings, port: int, echo: Echo) -> Callable[[], subprocess.Popen[bytes]]:
     """Starts the profile API beside the worker and waits until it listens; a fresh dev admin token,
     printed once, stays the same across restarts."""
-    from api.auth import issue
+    from api.auth import ENV_TOKENS, inline_tokens_with, issue
 
     token, entry = issue(["admin"], "local-admin")
     # The console's live counters read the worker's metrics endpoint (api/pages/counters.py).
     metrics_url = os.environ.get("IDGRAPH_WORKER_METRICS_URL") or f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    # The dev token joins the tokens the user set inline: theirs keep working under up.
     env = {**os.environ, "IDGRAPH_STORE": settings.store, "IDGRAPH_WORKER_METRICS_URL": metrics_url,
-           "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
+           ENV_TOKENS: inline_tokens_with(entry, os.environ.get(ENV_TOKENS))}
     first = True
 
     def launch() -> subprocess.Popen[bytes]:
@@ -193,14 +192,16 @@ def run_up(settings: Settings, options: UpOptions, echo: Echo) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     broker = api = worker = None
+    # Prepared before anything starts, so tokens set wrongly inline stop up with nothing running.
+    launch_api = api_launcher(settings, options.api_port, echo) if options.api_port else None
     try:
         if settings.broker is None:
             broker = start_broker(settings, options, echo)
             settings = settings.with_broker(broker.url)
             echo(f"  export IDGRAPH_BROKER={broker.url}")
             echo("  idgraph send events.jsonl")
-        if options.api_port:
-            api = Child("Profile API", api_launcher(settings, options.api_port, echo), "the broker and worker")
+        if launch_api is not None:
+            api = Child("Profile API", launch_api, "the broker and worker")
         worker = Child("Worker", worker_launcher(settings, options.loglevel, echo), "the broker and API")
         return supervise(worker, api, echo)
     except KeyboardInterrupt:

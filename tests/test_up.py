@@ -6,6 +6,7 @@ Each test runs the real command as a child process on ports of its own, with its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from types import TracebackType
 
 import httpx
 
+from api.auth import issue
 from devstack.broker import free_port
 from tests.streaming_support import produce, read_topic, touchpoint
 
@@ -134,6 +136,18 @@ def test_a_killed_api_is_restarted_and_takes_the_same_token(tmp_path):
         up.wait_for("again, with the same token", after=crashed)
         answer = httpx.get(f"{api}/profiles/no-such-profile", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 404, answer.text
+
+
+def test_up_keeps_the_api_tokens_set_inline_beside_its_own(tmp_path):
+    theirs, entry = issue(["operator"], "ops")
+    env = {**up_env(tmp_path), "IDGRAPH_API_TOKENS": json.dumps([entry.model_dump(exclude_none=True)])}
+    api = f"http://127.0.0.1:{env['IDGRAPH_API_PORT']}/v1"
+    with Up(env, "--broker", "embedded") as up:
+        up.wait_for("Profile API (pid")
+        printed = up.wait_for(" idg_").strip()
+        answers = [httpx.get(f"{api}/profiles/no-such-profile", headers={"Authorization": f"Bearer {token}"}).status_code
+                   for token in (theirs, printed)]
+    assert answers == [404, 404]
 
 
 def test_up_refuses_a_taken_port_naming_it_and_starts_nothing(tmp_path):
