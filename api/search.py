@@ -1,7 +1,7 @@
 """Searching a customer's own history: "battery quote last year" or "去年 更换CT球管".
 
-Words are looked up in the store's full-text index (graph/fulltext.py: anywhere in a word, case
-aside, Chinese without spaces), every word must match, and the best matches come first. Time
+Words are looked up in the profile's touchpoints as graph/fulltext.py reads them (anywhere in a
+word, case aside, Chinese without spaces), every word must match, and the best matches come first. Time
 phrases in English or Chinese ("last year", "上个月", "2025", "2025年", "recently") narrow the
 range instead of being looked up; a query of time phrases alone lists that range in time order.
 """

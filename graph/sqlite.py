@@ -44,7 +44,6 @@ from identity.rules import Rules
 
 #: Earlier records compared per strongly-matched profile; the most recent ones carry the most.
 RECORDS_PER_PROFILE = 20
-_TIMELINE_COLUMNS = "t.event_id, t.scenario, t.type, t.occurred_at, t.event"
 
 
 def _now() -> str:
@@ -253,10 +252,6 @@ class SQLiteStore(GraphStore):
             # free pages of the file (graph/sqlite_operations.py compacts the rest away).
             db.execute("PRAGMA secure_delete = ON")
             migrate(db)
-            # The timeline search's scratch index (see _ranked): a database of this connection's
-            # own, so filling it takes no lock on the file. Contentless, emptied after each search.
-            db.execute("ATTACH DATABASE ':memory:' AS scratch")
-            db.execute("CREATE VIRTUAL TABLE scratch.touchpoint_text USING fts5(body, tokenize = 'trigram', content = '')")
             self._erasure_key = self._secret(db, "erasure_key")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
@@ -349,39 +344,16 @@ class SQLiteStore(GraphStore):
     async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
                               start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
         live = await self.survivor(profile_id) or profile_id
-        match, likes = fulltext.fts5_match(terms), fulltext.like_patterns(terms)
         # occurred_at keeps the offset it was sent with, so the range is compared as instants:
         # julianday() reads RFC 3339 offsets (to the millisecond), on both sides alike.
         bounds = [(op, bound.isoformat()) for op, bound in ((">=", start), ("<", end)) if bound is not None]
-        where = " AND ".join(["t.profile_id = ?", *[f"({fulltext.SQLITE_BODY}) LIKE ? ESCAPE '\\'"] * len(likes),
-                              *[f"julianday(t.occurred_at) {op} julianday(?)" for op, _ in bounds]])
-        params = (live, *likes, *[bound for _, bound in bounds])
-        if match is None:
-            rows = self.db.execute(f"SELECT {_TIMELINE_COLUMNS} FROM touchpoints t WHERE {where} ORDER BY t.seq LIMIT ?",
-                                   (*params, limit)).fetchall()
-        else:
-            rows = self._ranked(match, where, params, limit)
-        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
-
-    def _ranked(self, match: str, where: str, params: Sequence[Any], limit: int) -> list[tuple[str, str, str, str, str]]:
-        """The touchpoints ``where`` selects that hold ``match``, best first, ranked by FTS5's bm25.
-
-        A search is a read: it must not take the file's write lock, which the worker needs. So the
-        candidates are indexed in this connection's own in-memory database (``scratch``, attached
-        at open), queried and dropped again, so the index holds nothing past the search. No
-        await in here, so no other coroutine's statement lands between these on the connection.
-        Indexing costs ~20 µs a touchpoint, paid per search by the profile searched, not per event
-        by the worker (which paid 260-370 µs a touchpoint when indexing was part of its commit)."""
-        db = self.db
-        try:
-            db.execute(f"INSERT INTO scratch.touchpoint_text (rowid, body) SELECT t.seq, {fulltext.SQLITE_BODY} "
-                       f"FROM touchpoints t WHERE {where}", params)
-            # FTS5 takes the table's own name, not an alias, on the left of MATCH.
-            return db.execute(
-                f"SELECT {_TIMELINE_COLUMNS} FROM scratch.touchpoint_text JOIN touchpoints t ON t.seq = touchpoint_text.rowid "
-                "WHERE touchpoint_text MATCH ? ORDER BY bm25(touchpoint_text), t.seq LIMIT ?", (match, limit)).fetchall()
-        finally:
-            db.execute("INSERT INTO scratch.touchpoint_text (touchpoint_text) VALUES ('delete-all')")
+        where = " AND ".join(["profile_id = ?", *[f"julianday(occurred_at) {op} julianday(?)" for op, _ in bounds]])
+        # Read only (graph/fulltext.py ranks them in memory): a search takes no write lock.
+        rows = self.db.execute(f"SELECT event_id, scenario, type, occurred_at, event FROM touchpoints WHERE {where} "
+                               "ORDER BY seq", (live, *[bound for _, bound in bounds]))
+        entries = [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
+        found = fulltext.rank([fulltext.body(e.scenario, e.type, e.event) for e in entries], terms, limit)
+        return [entries[i] for i in found]
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))

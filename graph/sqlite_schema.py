@@ -155,8 +155,8 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "DELETE FROM touchpoint_text WHERE rowid = old.seq; END",
     ),
     # 6: the persistent full-text index goes: filling it from a search took the file's write lock
-    #    in a reader (the API). A search now indexes the profile's candidates in memory
-    #    (graph/sqlite.py, SQLiteStore._ranked) and keeps no text of them.
+    #    in a reader (the API). A search now ranks the profile's touchpoints in memory
+    #    (graph/fulltext.py) and keeps no text of them.
     (
         "DROP TRIGGER touchpoint_text_delete",
         "DROP TABLE touchpoint_text",

@@ -285,3 +285,14 @@ async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_sup
     plan = operators(result.summary.plan)
     assert not [op for op in plan if op[0] in ("NodeByLabelScan", "AllNodesScan")], plan
     assert any("IndexSeek" in op and seek in details for op, details in plan), plan
+
+
+async def test_a_timeline_search_reads_only_the_searched_profiles_touchpoints(store):
+    # Not a full-text index over every profile's touchpoints filtered afterwards (graph/fulltext.py):
+    # the profile is found by its index and its own touchpoints read through its edges.
+    params = {"profile_id": "x", "start": None, "end": None}
+    result = await store.driver.execute_query("EXPLAIN " + cypher.SEARCH_TIMELINE.text, params,
+                                              database_=store.settings.database)
+    plan = operators(result.summary.plan)
+    assert not [op for op in plan if op[0] in ("ProcedureCall", "NodeByLabelScan", "AllNodesScan")], plan
+    assert any("IndexSeek" in op and ":Profile(id)" in details for op, details in plan), plan
