@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 review_app = typer.Typer(help="The review queue: list, approve, reject.", no_args_is_help=True)
 ENV_API_PORT = "IDGRAPH_API_PORT"
+ENV_FORWARDED_ALLOW_IPS = "IDGRAPH_API_FORWARDED_ALLOW_IPS"
 
 
 def _store_url() -> Optional[str]:
@@ -30,9 +31,14 @@ def _store_url() -> Optional[str]:
 
 
 def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
-                port: int = typer.Option(8080, envvar=ENV_API_PORT, help="Port to listen on")) -> None:
+                port: int = typer.Option(8080, envvar=ENV_API_PORT, help="Port to listen on"),
+                forwarded_allow_ips: Optional[str] = typer.Option(
+                    None, envvar=ENV_FORWARDED_ALLOW_IPS,
+                    help="Proxies whose X-Forwarded-Proto and -For are believed (IPs or CIDRs, comma-separated; "
+                         "* for any), e.g. the TLS-terminating proxy in front, so session cookies are Secure; "
+                         "unset believes none")) -> None:
     """Serve the profile API (tokens from IDGRAPH_API_TOKENS_FILE or IDGRAPH_API_TOKENS; body limit
-    from IDGRAPH_API_MAX_BODY_BYTES)."""
+    from IDGRAPH_API_MAX_BODY_BYTES; trusted proxies from IDGRAPH_API_FORWARDED_ALLOW_IPS)."""
     import uvicorn
 
     from api import create_app
@@ -46,8 +52,12 @@ def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on
     if not len(tokens):
         typer.secho("warning: no API tokens configured; every request but health and metrics will be refused",
                     err=True, fg=typer.colors.YELLOW)
+    # The pages mark the session cookie Secure when the request's scheme is https. Behind a proxy
+    # that ends TLS, only the proxy knows it was: its X-Forwarded-Proto is taken from the proxies
+    # named here and no one else (uvicorn otherwise believes 127.0.0.1 by default, named or not).
     uvicorn.run(create_app(store_url=_store_url(), tokens=tokens, max_body_bytes=max_body_bytes),
-                host=host, port=port, log_level="warning")
+                host=host, port=port, log_level="warning",
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer, operator, admin or scenario:<name>"),
