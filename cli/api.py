@@ -15,7 +15,7 @@ import typer
 from api.auth import AuthConfigError, TokenRegistry, issue
 from api.limits import LimitConfigError, max_body_bytes_from_env
 from graph.factory import store_from_url
-from graph.store import GraphStore
+from graph.store import GraphStore, StoreError
 from identity.rules import load_rules
 from service.operations import OperationError, Operations
 
@@ -70,13 +70,15 @@ def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer
     typer.echo(f"- {orjson.dumps(entry.model_dump(exclude_none=True)).decode()}")
 
 
-def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
+def run_on_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
+    """Run ``action(store)`` on the configured store (IDGRAPH_STORE); an operation refused or a
+    store that cannot be used is a one-line error and exit code 2, not a traceback."""
     async def run() -> T:
         async with store_from_url(_store_url()) as store:
             return await action(store)
     try:
         return asyncio.run(run())
-    except OperationError as exc:
+    except (OperationError, StoreError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
 
@@ -84,7 +86,7 @@ def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
 @review_app.command("list")
 def review_list(status: str = typer.Option("open", help="open, approved or rejected")) -> None:
     """Reviews waiting for (or given) a verdict."""
-    reviews = _run(lambda store: store.reviews(status))
+    reviews = run_on_store(lambda store: store.reviews(status))
     if not reviews:
         typer.echo(f"no {status} reviews")
     for r in reviews:
@@ -92,7 +94,7 @@ def review_list(status: str = typer.Option("open", help="open, approved or rejec
 
 
 def _verdict(review_id: int, approve: bool, actor: str, reason: str) -> None:
-    result = _run(lambda store: Operations(store, load_rules()).decide_review(review_id, approve, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).decide_review(review_id, approve, actor=actor, reason=reason))
     typer.echo(f"review {review_id} {'approved' if approve else 'rejected'} (operation {result.record['operation_id']})")
 
 
@@ -114,7 +116,7 @@ def review_reject(review_id: int, reason: str = typer.Option(..., help="Why"),
 def review_merge(profile_ids: list[str], reason: str = typer.Option(...),
                  actor: str = typer.Option(..., envvar="USER")) -> None:
     """Merge profiles by hand."""
-    result = _run(lambda store: Operations(store, load_rules()).merge(profile_ids, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).merge(profile_ids, actor=actor, reason=reason))
     typer.echo(f"merged into {result.record['survivor']} (operation {result.record['operation_id']})")
 
 
@@ -122,5 +124,5 @@ def review_merge(profile_ids: list[str], reason: str = typer.Option(...),
 def review_split(profile_id: str, separate: str, reason: str = typer.Option(...),
                  actor: str = typer.Option(..., envvar="USER")) -> None:
     """Split a wrongly merged profile off again."""
-    result = _run(lambda store: Operations(store, load_rules()).split(profile_id, separate, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).split(profile_id, separate, actor=actor, reason=reason))
     typer.echo(f"split into {', '.join(result.record['profiles'])} (operation {result.record['operation_id']})")

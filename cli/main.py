@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
 import orjson
 import typer
 
-from cli.api import api_command, review_app, token_command
+from cli.api import api_command, review_app, run_on_store, token_command
 from graph.factory import store_from_url
 from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from sinks.subscriptions import Subscription
     from devstack.up import BrokerKind
 
-T = TypeVar("T")
 
 app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_is_help=True, add_completion=False)
 
@@ -280,7 +279,7 @@ def tail(
     from sinks.subscriptions import parse_subscriptions
     from cli.console import follow
 
-    documents = _with_store(lambda store: store.subscription_documents())
+    documents = run_on_store(lambda store: store.subscription_documents())
     found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
     if not found:
         raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
@@ -302,18 +301,6 @@ def tail(
     except KeyboardInterrupt:
         pass
     except LookupError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _with_store(action: Callable[[GraphStore], Awaitable[T]]) -> T:
-    """Run ``action(store)`` on the configured store, turning store errors into a clean exit."""
-    async def run() -> T:
-        async with store_from_url(_settings().store) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -347,7 +334,7 @@ def subscribe(
         for subscription in subscriptions:
             await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
 
-    _with_store(save)
+    run_on_store(save)
     for subscription in subscriptions:
         typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
 
@@ -362,7 +349,7 @@ def subscriptions() -> None:
     """List the registered scenario subscriptions."""
     from sinks.subscriptions import parse_subscriptions
 
-    documents = _with_store(lambda store: store.subscription_documents())
+    documents = run_on_store(lambda store: store.subscription_documents())
     if not documents:
         typer.echo("no subscriptions")
     for subscription in parse_subscriptions(list(documents.values()), "store"):
@@ -373,7 +360,7 @@ def subscriptions() -> None:
 @app.command()
 def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscription to remove")) -> None:
     """Remove a scenario's subscription."""
-    if not _with_store(lambda store: store.delete_subscription(name)):
+    if not run_on_store(lambda store: store.delete_subscription(name)):
         raise _fail(f"no subscription named {name!r}")
     typer.echo(f"unsubscribed {name}")
 
