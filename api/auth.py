@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class TokenRegistry:
     def with_entry(self, entry: TokenEntry) -> "TokenRegistry":
         return TokenRegistry([*self._by_hash.values(), entry])
 
+    def entries(self) -> list[TokenEntry]:
+        return list(self._by_hash.values())
+
     @classmethod
     def parse(cls, text: str, source: str) -> "TokenRegistry":
         try:
@@ -132,6 +136,13 @@ class TokenRegistry:
             for entry in cls.parse(inline, ENV_TOKENS)._by_hash.values():
                 registry = registry.with_entry(entry)
         return registry
+
+
+def inline_tokens_with(entry: TokenEntry, inline: str | None) -> str:
+    """An ``IDGRAPH_API_TOKENS`` document holding ``entry`` beside every token ``inline`` (the
+    variable as the user set it, if at all) configures; AuthConfigError if ``inline`` is bad."""
+    configured = TokenRegistry.parse(inline, ENV_TOKENS) if inline else TokenRegistry([])
+    return json.dumps([e.model_dump(exclude_none=True) for e in configured.with_entry(entry).entries()])
 
 
 def issue(scopes: list[str], subject: str, profile_id: str | None = None) -> tuple[str, TokenEntry]:

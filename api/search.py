@@ -1,7 +1,7 @@
 """Searching a customer's own history: "battery quote last year" or "去年 更换CT球管".
 
-Words are looked up in the store's full-text index (graph/fulltext.py: anywhere in a word, case
-aside, Chinese without spaces), every word must match, and the best matches come first. Time
+Words are looked up in the profile's touchpoints as graph/fulltext.py reads them (anywhere in a
+word, case aside, Chinese without spaces), every word must match, and the best matches come first. Time
 phrases in English or Chinese ("last year", "上个月", "2025", "2025年", "recently") narrow the
 range instead of being looked up; a query of time phrases alone lists that range in time order.
 """
@@ -93,5 +93,7 @@ def parse_query(text: str, now: datetime | None = None) -> Query:
 async def search(store: GraphStore, profile_id: str, query: Query) -> list[TimelineEntry]:
     """The profile's touchpoints matching ``query``: ranked by the index, or in time order when
     only a time range was asked for."""
-    found = await store.search_timeline(profile_id, query.terms, LIMIT) if query.terms else await store.timeline(profile_id)
-    return [entry for entry in found if query.within(entry.occurred_at)]
+    if query.terms:
+        # The store filters by time before it limits: older matches must not crowd out the range.
+        return await store.search_timeline(profile_id, query.terms, LIMIT, start=query.start, end=query.end)
+    return [entry for entry in await store.timeline(profile_id) if query.within(entry.occurred_at)]

@@ -15,7 +15,7 @@ import typer
 from api.auth import AuthConfigError, TokenRegistry, issue
 from api.limits import LimitConfigError, max_body_bytes_from_env
 from graph.factory import store_from_url
-from graph.store import GraphStore
+from graph.store import GraphStore, StoreError
 from identity.rules import load_rules
 from service.operations import OperationError, Operations
 
@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 review_app = typer.Typer(help="The review queue: list, approve, reject.", no_args_is_help=True)
 ENV_API_PORT = "IDGRAPH_API_PORT"
+ENV_FORWARDED_ALLOW_IPS = "IDGRAPH_API_FORWARDED_ALLOW_IPS"
 
 
 def _store_url() -> Optional[str]:
@@ -30,9 +31,14 @@ def _store_url() -> Optional[str]:
 
 
 def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on"),
-                port: int = typer.Option(8080, envvar=ENV_API_PORT, help="Port to listen on")) -> None:
+                port: int = typer.Option(8080, envvar=ENV_API_PORT, help="Port to listen on"),
+                forwarded_allow_ips: Optional[str] = typer.Option(
+                    None, envvar=ENV_FORWARDED_ALLOW_IPS,
+                    help="Proxies whose X-Forwarded-Proto and -For are believed (IPs or CIDRs, comma-separated; "
+                         "* for any), e.g. the TLS-terminating proxy in front, so session cookies are Secure; "
+                         "unset believes none")) -> None:
     """Serve the profile API (tokens from IDGRAPH_API_TOKENS_FILE or IDGRAPH_API_TOKENS; body limit
-    from IDGRAPH_API_MAX_BODY_BYTES)."""
+    from IDGRAPH_API_MAX_BODY_BYTES; trusted proxies from IDGRAPH_API_FORWARDED_ALLOW_IPS)."""
     import uvicorn
 
     from api import create_app
@@ -46,8 +52,12 @@ def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on
     if not len(tokens):
         typer.secho("warning: no API tokens configured; every request but health and metrics will be refused",
                     err=True, fg=typer.colors.YELLOW)
+    # The pages mark the session cookie Secure when the request's scheme is https. Behind a proxy
+    # that ends TLS, only the proxy knows it was: its X-Forwarded-Proto is taken from the proxies
+    # named here and no one else (uvicorn otherwise believes 127.0.0.1 by default, named or not).
     uvicorn.run(create_app(store_url=_store_url(), tokens=tokens, max_body_bytes=max_body_bytes),
-                host=host, port=port, log_level="warning")
+                host=host, port=port, log_level="warning",
+                proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 
 
 def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer, operator, admin or scenario:<name>"),
@@ -60,13 +70,15 @@ def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer
     typer.echo(f"- {orjson.dumps(entry.model_dump(exclude_none=True)).decode()}")
 
 
-def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
+def run_on_store(action: Callable[[GraphStore], Awaitable[T]], url: str | None = None) -> T:
+    """Run ``action(store)`` on the store ``url`` names (default: IDGRAPH_STORE); an operation
+    refused or a store that cannot be used is a one-line error and exit code 2, not a traceback."""
     async def run() -> T:
-        async with store_from_url(_store_url()) as store:
+        async with store_from_url(url if url is not None else _store_url()) as store:
             return await action(store)
     try:
         return asyncio.run(run())
-    except OperationError as exc:
+    except (OperationError, StoreError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
 
@@ -74,7 +86,7 @@ def _run(action: Callable[[GraphStore], Awaitable[T]]) -> T:
 @review_app.command("list")
 def review_list(status: str = typer.Option("open", help="open, approved or rejected")) -> None:
     """Reviews waiting for (or given) a verdict."""
-    reviews = _run(lambda store: store.reviews(status))
+    reviews = run_on_store(lambda store: store.reviews(status))
     if not reviews:
         typer.echo(f"no {status} reviews")
     for r in reviews:
@@ -82,7 +94,7 @@ def review_list(status: str = typer.Option("open", help="open, approved or rejec
 
 
 def _verdict(review_id: int, approve: bool, actor: str, reason: str) -> None:
-    result = _run(lambda store: Operations(store, load_rules()).decide_review(review_id, approve, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).decide_review(review_id, approve, actor=actor, reason=reason))
     typer.echo(f"review {review_id} {'approved' if approve else 'rejected'} (operation {result.record['operation_id']})")
 
 
@@ -104,7 +116,7 @@ def review_reject(review_id: int, reason: str = typer.Option(..., help="Why"),
 def review_merge(profile_ids: list[str], reason: str = typer.Option(...),
                  actor: str = typer.Option(..., envvar="USER")) -> None:
     """Merge profiles by hand."""
-    result = _run(lambda store: Operations(store, load_rules()).merge(profile_ids, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).merge(profile_ids, actor=actor, reason=reason))
     typer.echo(f"merged into {result.record['survivor']} (operation {result.record['operation_id']})")
 
 
@@ -112,5 +124,5 @@ def review_merge(profile_ids: list[str], reason: str = typer.Option(...),
 def review_split(profile_id: str, separate: str, reason: str = typer.Option(...),
                  actor: str = typer.Option(..., envvar="USER")) -> None:
     """Split a wrongly merged profile off again."""
-    result = _run(lambda store: Operations(store, load_rules()).split(profile_id, separate, actor=actor, reason=reason))
+    result = run_on_store(lambda store: Operations(store, load_rules()).split(profile_id, separate, actor=actor, reason=reason))
     typer.echo(f"split into {', '.join(result.record['profiles'])} (operation {result.record['operation_id']})")

@@ -6,12 +6,12 @@ import asyncio
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import orjson
 import typer
 
-from cli.api import api_command, review_app, token_command
+from cli.api import api_command, review_app, run_on_store, token_command
 from graph.factory import store_from_url
 from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from sinks.subscriptions import Subscription
     from devstack.up import BrokerKind
 
-T = TypeVar("T")
 
 app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_is_help=True, add_completion=False)
 
@@ -144,7 +143,7 @@ def estimate_command(
     itself (a random sample of its touchpoints); write a new model version."""
     base = _rules(rules)
     if input is None:
-        features = _with_store(lambda graph: graph.sample_features(sample), store)
+        features = run_on_store(lambda graph: graph.sample_features(sample), store)
         source = f"{len(features)} stored touchpoints"
     else:
         features = _file_features(input, base)
@@ -218,6 +217,7 @@ def _settings(**overrides: object) -> Settings:
 @app.command()
 def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
     """Run a stream worker against IDGRAPH_BROKER (see streams/settings.py for every IDGRAPH_* variable)."""
+    from streams.admin import BrokerUnreachable, wait_for_broker
     from streams.app import run_worker
     from streams.ports import Listener, PortTaken, require_free
 
@@ -228,6 +228,12 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
         require_free([Listener("worker metrics", "0.0.0.0", settings.metrics_port, "IDGRAPH_METRICS_PORT")])
     except PortTaken as exc:
         raise _fail(str(exc)) from None
+    try:
+        wait_for_broker(settings.bootstrap_servers, settings.broker_wait_s)
+    except BrokerUnreachable as exc:
+        # Not 2 (a configuration refused): the broker may come back, so a supervisor restarts on this.
+        typer.secho(f"error: {exc} (IDGRAPH_BROKER; wait set by IDGRAPH_BROKER_WAIT_S)", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
     run_worker(settings, loglevel=loglevel)
 
 
@@ -238,6 +244,7 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
                                                 "embedded: in memory, lost when it stops (tests)"),
        kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts")) -> None:
     """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and a worker."""
+    from api.auth import AuthConfigError
     from devstack.broker import BrokerError
     from streams.ports import PortTaken
     from devstack.up import StackError, UpOptions, run_up
@@ -245,7 +252,7 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
     options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel)
     try:
         code = run_up(_settings(), options, typer.echo)
-    except (PortTaken, BrokerError, StackError) as exc:
+    except (PortTaken, BrokerError, StackError, AuthConfigError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
 
@@ -307,7 +314,7 @@ def tail(
     from sinks.subscriptions import parse_subscriptions
     from cli.console import follow
 
-    documents = _with_store(lambda store: store.subscription_documents())
+    documents = run_on_store(lambda store: store.subscription_documents())
     found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
     if not found:
         raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
@@ -329,19 +336,6 @@ def tail(
     except KeyboardInterrupt:
         pass
     except LookupError as exc:
-        raise _fail(str(exc)) from None
-
-
-def _with_store(action: Callable[[GraphStore], Awaitable[T]], url: str | None = None) -> T:
-    """Run ``action(store)`` on the store ``url`` names (default: the configured one), turning
-    store errors into a clean exit."""
-    async def run() -> T:
-        async with store_from_url(url if url is not None else _settings().store) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -375,7 +369,7 @@ def subscribe(
         for subscription in subscriptions:
             await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
 
-    _with_store(save)
+    run_on_store(save)
     for subscription in subscriptions:
         typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
 
@@ -390,7 +384,7 @@ def subscriptions() -> None:
     """List the registered scenario subscriptions."""
     from sinks.subscriptions import parse_subscriptions
 
-    documents = _with_store(lambda store: store.subscription_documents())
+    documents = run_on_store(lambda store: store.subscription_documents())
     if not documents:
         typer.echo("no subscriptions")
     for subscription in parse_subscriptions(list(documents.values()), "store"):
@@ -401,7 +395,7 @@ def subscriptions() -> None:
 @app.command()
 def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscription to remove")) -> None:
     """Remove a scenario's subscription."""
-    if not _with_store(lambda store: store.delete_subscription(name)):
+    if not run_on_store(lambda store: store.delete_subscription(name)):
         raise _fail(f"no subscription named {name!r}")
     typer.echo(f"unsubscribed {name}")
 

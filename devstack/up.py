@@ -5,9 +5,9 @@ data under ``IDGRAPH_DATA_DIR/kafka`` beside the store, so topics survive a rest
 as the store does. ``--broker embedded`` runs the in-memory Tansu broker instead: quick, but
 every topic is lost when it stops, which suits tests and nothing else.
 
-``up`` only supervises. The worker is a child process of its own that ``up`` restarts when it
-crashes; the broker and the API are not the worker's children, so a worker crash takes
-neither down and loses no record. Stopping ``up`` (Ctrl-C, SIGTERM) stops the worker first,
+``up`` only supervises. The worker and the API are child processes of their own that ``up``
+restarts when they exit (the API with the same dev token); neither is the other's child, nor
+the broker's, so a crash of one takes nothing else down and loses no record. Stopping ``up`` (Ctrl-C, SIGTERM) stops the worker first,
 then the API, then the broker. Every port is checked before anything starts.
 """
 
@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Callable, Literal
 
-import orjson
-
 from devstack.broker import EmbeddedBroker, die_with_parent, terminate
 from devstack.jvm import ApacheKafka
 from streams.ports import Listener, require_free
@@ -37,6 +35,8 @@ KAFKA_PORT = 9092
 STEADY_S = 60.0
 MAX_BACKOFF_S = 30.0
 API_READY_S = 30.0
+#: How often ``up`` looks whether the worker or the API has exited.
+SUPERVISE_INTERVAL_S = 0.2
 Echo = Callable[[str], None]
 
 
@@ -75,28 +75,74 @@ def start_broker(settings: Settings, options: UpOptions, echo: Echo) -> Embedded
     return kafka
 
 
-def start_api(settings: Settings, port: int, echo: Echo) -> subprocess.Popen[bytes] | None:
-    """The profile API beside the worker, with a fresh dev admin token printed once it listens."""
-    if port == 0:
-        return None
-    from api.auth import issue
+class Child:
+    """A process ``up`` keeps running: started again when it exits, after a wait that doubles with
+    each crash coming soon after the last start (a crash loop must not spin)."""
+
+    def __init__(self, name: str, launch: Callable[[], subprocess.Popen[bytes]], others: str) -> None:
+        self.name, self.others = name, others
+        self._launch = launch
+        self._backoff = 0.5  # the first quick crash waits 1 s
+        self._due: float | None = None  # when a crashed child starts again
+        self.started = time.monotonic()
+        self.proc: subprocess.Popen[bytes] | None = launch()
+
+    def exited(self) -> int | None:
+        """The exit code of a process that ended since the last call; the child is then due to start again."""
+        if self.proc is None or (code := self.proc.poll()) is None:
+            return None
+        self.proc = None
+        self._backoff = 1.0 if time.monotonic() - self.started > STEADY_S else min(self._backoff * 2, MAX_BACKOFF_S)
+        self._due = time.monotonic() + self._backoff
+        return code
+
+    def crashed(self, code: int, echo: Echo) -> None:
+        echo(f"{self.name} exited with code {code}; {self.others} keep running; restarting it in {self._backoff:.0f} s.")
+
+    def restart_when_due(self) -> None:
+        if self.proc is None and self._due is not None and time.monotonic() >= self._due:
+            self._due, self.started = None, time.monotonic()
+            try:
+                self.proc = self._launch()
+            except StackError:  # did not come up: counted as a crash, tried again after a longer wait
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+                self._due = time.monotonic() + self._backoff
+
+    def stop(self, timeout_s: float) -> None:
+        terminate(self.proc, timeout_s)
+
+
+def api_launcher(settings: Settings, port: int, echo: Echo) -> Callable[[], subprocess.Popen[bytes]]:
+    """Starts the profile API beside the worker and waits until it listens; a fresh dev admin token,
+    printed once, stays the same across restarts."""
+    from api.auth import ENV_TOKENS, inline_tokens_with, issue
 
     token, entry = issue(["admin"], "local-admin")
     # The console's live counters read the worker's metrics endpoint (api/pages/counters.py).
     metrics_url = os.environ.get("IDGRAPH_WORKER_METRICS_URL") or f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    # The dev token joins the tokens the user set inline: theirs keep working under up.
     env = {**os.environ, "IDGRAPH_STORE": settings.store, "IDGRAPH_WORKER_METRICS_URL": metrics_url,
-           "IDGRAPH_API_TOKENS": orjson.dumps([entry.model_dump(exclude_none=True)]).decode()}
-    api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env,
-                           start_new_session=True, preexec_fn=die_with_parent())
-    deadline = time.monotonic() + API_READY_S
-    while not _listening(port):
-        if api.poll() is not None or time.monotonic() > deadline:
-            terminate(api, 5)
-            raise StackError(f"the profile API did not start on port {port} (exit code {api.poll()}); see its output above")
-        time.sleep(0.1)
-    echo(f"Profile API on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:")
-    echo(f"  {token}")
-    return api
+           ENV_TOKENS: inline_tokens_with(entry, os.environ.get(ENV_TOKENS))}
+    first = True
+
+    def launch() -> subprocess.Popen[bytes]:
+        nonlocal first
+        api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)], env=env,
+                               start_new_session=True, preexec_fn=die_with_parent())
+        deadline = time.monotonic() + API_READY_S
+        while not _listening(port):
+            if api.poll() is not None or time.monotonic() > deadline:
+                terminate(api, 5)
+                raise StackError(f"the profile API did not start on port {port} (exit code {api.poll()}); see its output above")
+            time.sleep(0.1)
+        if first:
+            echo(f"Profile API (pid {api.pid}) on http://127.0.0.1:{port}/v1 (OpenAPI at /v1/openapi.json); dev admin token:")
+            echo(f"  {token}")
+        else:
+            echo(f"Profile API (pid {api.pid}) on http://127.0.0.1:{port}/v1 again, with the same token.")
+        first = False
+        return api
+    return launch
 
 
 def _listening(port: int) -> bool:
@@ -107,24 +153,31 @@ def _listening(port: int) -> bool:
         return False
 
 
-def supervise_worker(settings: Settings, loglevel: str, echo: Echo) -> int:
-    """Run ``idgraph worker`` until it exits cleanly or refuses its configuration; restart it on a crash."""
+def worker_launcher(settings: Settings, loglevel: str, echo: Echo) -> Callable[[], subprocess.Popen[bytes]]:
     env = {**os.environ, "IDGRAPH_BROKER": str(settings.broker), "IDGRAPH_DATA_DIR": str(settings.data_dir)}
-    backoff = 0.5  # the first quick crash waits 1 s
-    while True:
-        started = time.monotonic()
+
+    def launch() -> subprocess.Popen[bytes]:
         worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel], env=env,
                                   start_new_session=True, preexec_fn=die_with_parent())
         echo(f"Worker (pid {worker.pid}): store {settings.store}; Ctrl-C stops everything.")
-        try:
-            code = worker.wait()
-        finally:
-            terminate(worker, 20)  # on Ctrl-C or SIGTERM: the worker stops first, before what it talks to
-        if code in (0, 2):  # a clean stop, or a configuration it refused: restarting would not help
-            return code
-        backoff = 1.0 if time.monotonic() - started > STEADY_S else min(backoff * 2, MAX_BACKOFF_S)
-        echo(f"Worker exited with code {code}; the broker and API keep running; restarting it in {backoff:.0f} s.")
-        time.sleep(backoff)
+        return worker
+    return launch
+
+
+def supervise(worker: Child, api: Child | None, echo: Echo) -> int:
+    """Watch the worker and the API, starting each again when it exits, until the worker stops
+    cleanly or refuses its configuration (restarting would not help; the API has no such exit)."""
+    children = [child for child in (worker, api) if child is not None]
+    while True:
+        for child in children:
+            code = child.exited()
+            if code is None:
+                child.restart_when_due()
+                continue
+            if child is worker and code in (0, 2):
+                return code
+            child.crashed(code, echo)
+        time.sleep(SUPERVISE_INTERVAL_S)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -138,18 +191,24 @@ def run_up(settings: Settings, options: UpOptions, echo: Echo) -> int:
     # background by a shell without job control inherits it ignored, and Python then leaves it so.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    broker = api = None
+    broker = api = worker = None
+    # Prepared before anything starts, so tokens set wrongly inline stop up with nothing running.
+    launch_api = api_launcher(settings, options.api_port, echo) if options.api_port else None
     try:
         if settings.broker is None:
             broker = start_broker(settings, options, echo)
             settings = settings.with_broker(broker.url)
             echo(f"  export IDGRAPH_BROKER={broker.url}")
             echo("  idgraph send events.jsonl")
-        api = start_api(settings, options.api_port, echo)
-        return supervise_worker(settings, options.loglevel, echo)
+        if launch_api is not None:
+            api = Child("Profile API", launch_api, "the broker and worker")
+        worker = Child("Worker", worker_launcher(settings, options.loglevel, echo), "the broker and API")
+        return supervise(worker, api, echo)
     except KeyboardInterrupt:
         return 0
-    finally:
-        terminate(api, 10)
+    finally:  # the worker stops first, before what it talks to
+        for child, timeout_s in ((worker, 20), (api, 10)):
+            if child is not None:
+                child.stop(timeout_s)
         if broker is not None:
             broker.stop()

@@ -114,12 +114,9 @@ SCHEMA: tuple[Statement, ...] = (
     Statement("erasure_key",
               "MERGE (s:Secret {name: 'erasure_key'}) ON CREATE SET s.value = $value RETURN s.value AS value",
               ("value",)),
-    # The timeline search's index (graph/fulltext.py): Lucene's CJK analyzer reads Chinese as
-    # character bigrams, so a word needs no spaces around it. Eventually consistent, so indexing
-    # is not part of the worker's commit; a search waits for it (SEARCH_INDEX_REFRESH).
-    Statement("index_touchpoint_text",
-              "CREATE FULLTEXT INDEX touchpoint_text IF NOT EXISTS FOR (t:Touchpoint) ON EACH [t.scenario, t.type, t.event] "
-              "OPTIONS {indexConfig: {`fulltext.analyzer`: 'cjk', `fulltext.eventually_consistent`: true}}"),
+    # The Lucene index earlier releases searched the timeline with: a search now ranks the profile's
+    # own touchpoints (graph/fulltext.py says why), and the index would only cost every write.
+    Statement("drop_touchpoint_text", "DROP INDEX touchpoint_text IF EXISTS"),
     Statement("await_indexes", "CALL db.awaitIndexes($timeout_s)", ("timeout_s",)),
 )
 
@@ -498,22 +495,20 @@ ORDER BY t.occurred.epochSeconds, t.occurred.nanosecond, t.event_id
     ("profile_id",),
 )
 
-# Wait until the eventually consistent full-text indexes hold every committed write.
-SEARCH_INDEX_REFRESH = Statement("search_index_refresh", "CALL db.index.fulltext.awaitEventuallyConsistentIndexRefresh()")
-
-# The profile's touchpoints the full-text index finds for ``$query`` (Lucene syntax), best first.
+# The profile's touchpoints a search ranks (graph/fulltext.py): only that profile's, through its
+# own edges, so the cost grows with the profile and not with all of them; only those that occurred
+# in [$start, $end) when given (compared as instants).
 SEARCH_TIMELINE = Statement(
     "search_timeline",
     _LIVE_PROFILE
     + """
-CALL db.index.fulltext.queryNodes('touchpoint_text', $query) YIELD node AS t, score
-WHERE EXISTS { (live)-[:HAS_TOUCHPOINT]->(t) }
+MATCH (live)-[:HAS_TOUCHPOINT]->(t:Touchpoint)
+WHERE ($start IS NULL OR t.occurred >= $start) AND ($end IS NULL OR t.occurred < $end)
 RETURN t.event_id AS event_id, t.scenario AS scenario, t.type AS type,
   t.occurred_at AS occurred_at, t.event AS event
-ORDER BY score DESC, t.seq
-LIMIT $limit
+ORDER BY t.seq
 """,
-    ("profile_id", "query", "limit"),
+    ("profile_id", "start", "end"),
 )
 
 ASSIGNMENTS = Statement(
@@ -944,7 +939,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,
         RECORD_TOMBSTONE, TOMBSTONE, OPERATIONS_FOR, REVIEWS, IDENTIFIER_HOLDERS,
-        SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, SEARCH_INDEX_REFRESH, SEARCH_TIMELINE, ASSIGNMENTS, SAMPLE_FEATURES,
+        SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, SEARCH_TIMELINE, ASSIGNMENTS, SAMPLE_FEATURES,
         UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, MARK_PUBLISHED, OPEN_REVIEWS, GENERIC_IDENTIFIERS,
         SUBSCRIPTIONS, PUT_SUBSCRIPTION, DELETE_SUBSCRIPTION,
         DELETE_EVERYTHING,

@@ -1,30 +1,38 @@
-"""Full-text search of a profile's touchpoints: the words a query asks for, as each store's index
-reads them.
+"""Full-text search of a profile's touchpoints: the same text, matched and ranked the same way,
+whichever store holds them.
 
-A term matches where it occurs in the touchpoint's scenario, type, traits or payload, case
-aside and anywhere in a word, so ``CT球管`` finds ``更换CT球管`` and ``quote`` finds
-``quote_issued``: Chinese is written without spaces, so a word boundary cannot be relied on.
-SQLite indexes trigrams (FTS5's ``trigram`` tokenizer), a profile's touchpoints when it is first
-searched after they were written, off the worker's path; a term shorter than three characters is
-checked with LIKE over the profile's own indexed text. Neo4j's
-full-text index (Lucene's CJK analyzer) indexes Chinese as character bigrams and other words
-whole: a Chinese term is looked up as its bigram phrase, any other term as a word prefix. That
-index is eventually consistent (kept off the write's commit), and a search first waits for it to
-catch up.
+A touchpoint is searched by what the customer sees of it in the timeline: its scenario, type,
+traits and payload; identifiers stay out (they are no one's words, and the page shows them masked).
+A term matches anywhere in that text, case aside, so ``CT球管`` finds ``更换CT球管`` and ``quote``
+finds ``quote_issued``: Chinese is written without spaces, so a word boundary cannot be relied on.
+Terms of three characters or more are looked up as trigrams (SQLite FTS5's ``trigram``
+tokenizer) and ranked by bm25; shorter ones are required as substrings.
+
+Each store reads only the searched profile's touchpoints (SQLite by its profile index, Neo4j by
+the profile's HAS_TOUCHPOINT edges, both narrowed by the time range), and :func:`rank` indexes
+those in a throwaway in-memory FTS5 table: the cost grows with that profile, not with every
+profile, and no search text is kept anywhere (nothing for erasure to chase). Neo4j 5.26's
+full-text index could not do this: ``db.index.fulltext.queryNodes`` searches every node of the
+index and scores no given set of nodes, so a profile's search had to query all profiles'
+touchpoints and filter afterwards.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Sequence
+import sqlite3
+from contextlib import closing
+from typing import Any, Mapping, Sequence
 
-#: Terms the trigram index can look up; shorter ones are matched with LIKE.
+import orjson
+
+#: Terms the trigram index can look up; shorter ones are matched as substrings.
 TRIGRAM = 3
-#: What SQLite's index reads of a touchpoint ``t``: identifiers stay out (they are no one's words).
-SQLITE_BODY = ("t.scenario || ' ' || t.type || ' ' || coalesce(json_extract(t.event, '$.traits'), '') "
-               "|| ' ' || coalesce(json_extract(t.event, '$.payload'), '')")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
-_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
+
+
+def body(scenario: str, type_: str, event: Mapping[str, Any]) -> str:
+    """The text a touchpoint is searched by: what the timeline shows of it."""
+    parts = [scenario, type_, *(orjson.dumps(event[k]).decode() for k in ("traits", "payload") if event.get(k))]
+    return " ".join(parts)
 
 
 def fts5_match(terms: Sequence[str]) -> str | None:
@@ -33,20 +41,17 @@ def fts5_match(terms: Sequence[str]) -> str | None:
     return " AND ".join('"' + t.replace('"', '""') + '"' for t in long) or None
 
 
-def like_patterns(terms: Sequence[str]) -> list[str]:
-    """LIKE patterns (escaped with backslash) for the terms too short for the trigram index."""
-    return ["%" + re.sub(r"([\\%_])", r"\\\1", t) + "%" for t in terms if len(t) < TRIGRAM]
-
-
-def lucene_query(terms: Sequence[str]) -> str:
-    """A Lucene query requiring every term: Chinese runs as bigram phrases, other words as prefixes."""
-    clauses = []
-    for term in terms:
-        for piece in re.split(f"({_CJK.pattern})", term):
-            if not piece:
-                continue
-            if _CJK.fullmatch(piece):
-                clauses.append(f'"{piece}"')
-            else:
-                clauses.extend(_LUCENE_SPECIAL.sub(r"\\\1", word) + "*" for word in re.findall(r"[^\W_]+", piece))
-    return " AND ".join(clauses)
+def rank(bodies: Sequence[str], terms: Sequence[str], limit: int) -> list[int]:
+    """Positions in ``bodies`` of those holding every term, best match first (ties, and a search
+    of short terms only, in the order given), at most ``limit``."""
+    short = [t.casefold() for t in terms if len(t) < TRIGRAM]
+    candidates = [i for i, text in enumerate(bodies) if all(t in text.casefold() for t in short)]
+    match = fts5_match(terms)
+    if match is None:
+        return candidates[:limit]
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.execute("CREATE VIRTUAL TABLE touchpoint_text USING fts5(body, tokenize = 'trigram')")
+        db.executemany("INSERT INTO touchpoint_text (rowid, body) VALUES (?, ?)", [(i, bodies[i]) for i in candidates])
+        rows = db.execute("SELECT rowid FROM touchpoint_text WHERE touchpoint_text MATCH ? "
+                          "ORDER BY bm25(touchpoint_text), rowid LIMIT ?", (match, limit))
+        return [i for (i,) in rows]

@@ -395,13 +395,13 @@ class Neo4jStore(GraphStore):
         rows = await self._read(cypher.TIMELINE, profile_id=profile_id)
         return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
 
-    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
-        query = fulltext.lucene_query(terms)
-        if not query:
-            return []
-        await self._read(cypher.SEARCH_INDEX_REFRESH)
-        rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, query=query, limit=limit)
-        return [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"])) for r in rows]
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
+                              start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
+        rows = await self._read(cypher.SEARCH_TIMELINE, profile_id=profile_id, start=start, end=end)
+        entries = [TimelineEntry(r["event_id"], r["scenario"], r["type"], r["occurred_at"], orjson.loads(r["event"]))
+                   for r in rows]
+        found = fulltext.rank([fulltext.body(e.scenario, e.type, e.event) for e in entries], terms, limit)
+        return [entries[i] for i in found]
 
     async def assignments(self) -> list[tuple[str, str]]:
         return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]

@@ -344,40 +344,19 @@ class SQLiteStore(GraphStore):
         entries = sorted(rows, key=lambda row: (datetime.fromisoformat(row[3]), row[0]))
         return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in entries]
 
-    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
+                              start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
         live = await self.survivor(profile_id) or profile_id
-        self._index_touchpoints(live)
-        match, likes = fulltext.fts5_match(terms), fulltext.like_patterns(terms)
-        # FTS5 takes the table's own name, not an alias, on the left of MATCH.
-        where = ["t.profile_id = ?", *(["touchpoint_text MATCH ?"] if match else []),
-                 *["touchpoint_text.body LIKE ? ESCAPE '\\'"] * len(likes)]
-        rows = self.db.execute(
-            "SELECT t.event_id, t.scenario, t.type, t.occurred_at, t.event FROM touchpoint_text "
-            f"JOIN touchpoints t ON t.seq = touchpoint_text.rowid WHERE {' AND '.join(where)} "
-            f"ORDER BY {'bm25(touchpoint_text), ' if match else ''}t.seq LIMIT ?",
-            (live, *([match] if match else []), *likes, limit),
-        )
-        return [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
-
-    def _index_touchpoints(self, live: str) -> None:
-        """Add the profile's touchpoints not yet in the full-text index (graph/sqlite_schema.py, 5).
-
-        No await in here, so no other coroutine's statement lands between these on the shared
-        connection; one already in a transaction takes the rows into it (rolled back, they are
-        simply added again by the next search)."""
-        own = not self.db.in_transaction
-        try:
-            if own:
-                self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(
-                f"INSERT INTO touchpoint_text (rowid, body) SELECT t.seq, {fulltext.SQLITE_BODY} FROM touchpoints t "
-                "WHERE t.profile_id = ? AND NOT EXISTS (SELECT 1 FROM touchpoint_text WHERE rowid = t.seq)", (live,))
-            if own:
-                self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if own and self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StoreUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
+        # occurred_at keeps the offset it was sent with, so the range is compared as instants:
+        # julianday() reads RFC 3339 offsets (to the millisecond), on both sides alike.
+        bounds = [(op, bound.isoformat()) for op, bound in ((">=", start), ("<", end)) if bound is not None]
+        where = " AND ".join(["profile_id = ?", *[f"julianday(occurred_at) {op} julianday(?)" for op, _ in bounds]])
+        # Read only (graph/fulltext.py ranks them in memory): a search takes no write lock.
+        rows = self.db.execute(f"SELECT event_id, scenario, type, occurred_at, event FROM touchpoints WHERE {where} "
+                               "ORDER BY seq", (live, *[bound for _, bound in bounds]))
+        entries = [TimelineEntry(e, s, t, o, orjson.loads(ev)) for e, s, t, o, ev in rows]
+        found = fulltext.rank([fulltext.body(e.scenario, e.type, e.event) for e in entries], terms, limit)
+        return [entries[i] for i in found]
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))

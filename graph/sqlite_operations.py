@@ -142,8 +142,6 @@ def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
     db.execute(f"DELETE FROM reviews WHERE event_id IN ({emarks}) OR EXISTS "
                f"(SELECT 1 FROM json_each(reviews.profile_ids) WHERE value IN ({marks}))", (*events, *family))
     db.execute(f"DELETE FROM touchpoints WHERE profile_id IN ({marks})", family)
-    # The trigger deleted their search text; merging the index's segments drops the trigrams too.
-    db.execute("INSERT INTO touchpoint_text (touchpoint_text) VALUES ('optimize')")
     db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({marks})", family)
     db.execute(f"DELETE FROM kept_apart WHERE a IN ({marks}) OR b IN ({marks})", (*family, *family))
     # Records of earlier operations on the family may carry an operator's free-text reason.

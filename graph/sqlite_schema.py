@@ -170,6 +170,13 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     ) WITHOUT ROWID;
     ALTER TABLE touchpoints ADD COLUMN terms TEXT NOT NULL DEFAULT '[]';
     """,
+    # 7: the persistent full-text index goes: filling it from a search took the file's write lock
+    #    in a reader (the API). A search now ranks the profile's touchpoints in memory
+    #    (graph/fulltext.py) and keeps no text of them.
+    (
+        "DROP TRIGGER touchpoint_text_delete",
+        "DROP TABLE touchpoint_text",
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
@@ -271,9 +272,11 @@ class ReadViews(Protocol):
         """The customer's touchpoints across scenarios, in the order they occurred."""
 
     @abstractmethod
-    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200) -> list[TimelineEntry]:
+    async def search_timeline(self, profile_id: str, terms: Sequence[str], limit: int = 200, *,
+                              start: datetime | None = None, end: datetime | None = None) -> list[TimelineEntry]:
         """The profile's touchpoints holding every term, from its full-text index (graph/fulltext.py),
-        best match first."""
+        best match first; only those that occurred in [start, end) when given, filtered before
+        ``limit`` is applied, so older matches cannot crowd out the ones in the range."""
 
     @abstractmethod
     async def assignments(self) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,32 @@ _TOPIC_ALREADY_EXISTS = 36
 
 class TopicError(RuntimeError):
     """A topic could not be created (anything other than "it already exists")."""
+
+
+class BrokerUnreachable(RuntimeError):
+    """No bootstrap server accepted a connection within the wait the worker is given."""
+
+
+def wait_for_broker(bootstrap: str, wait_s: float, interval_s: float = 0.5) -> None:
+    """Return once any of ``bootstrap`` (host:port, comma-separated) accepts a TCP connection.
+
+    A worker started before its broker (or while it restarts) waits this long, then exits with
+    one line naming the address for its supervisor to start it again, rather than failing deep in
+    the Kafka client's start (a traceback, or its bootstrap retries). A connection is enough:
+    this only tells "down" from "up"; the Kafka clients do the rest.
+    """
+    hosts = [host.rpartition(":") for host in bootstrap.split(",")]
+    deadline = time.monotonic() + wait_s
+    while True:
+        for name, _, port in hosts:
+            try:
+                socket.create_connection((name, int(port)), timeout=1.0).close()
+                return
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(f"no Kafka broker accepted a connection at {bootstrap} within {wait_s:g} s")
+        time.sleep(interval_s)
 
 
 def probe_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:

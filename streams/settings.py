@@ -19,6 +19,7 @@
 | IDGRAPH_SCENARIOS | (unset) | ``module:object[,...]`` scenarios to run inside the worker |
 | IDGRAPH_MAX_HOPS | 8 | events caused through more scenario hops are refused (dead-lettered as hop_limit) |
 | IDGRAPH_METRICS_PORT | 18100 | Prometheus ``/metrics`` port of this worker; 0 disables it |
+| IDGRAPH_BROKER_WAIT_S | 30 | how long a starting worker waits for a broker to accept connections before it exits (code 1), for its supervisor to start it again |
 | IDGRAPH_REPLICATION | 1 | replication factor of the topics the worker creates (3 on a three-broker cluster) |
 """
 
@@ -64,6 +65,7 @@ class Settings(BaseModel):
     metrics_port: int = Field(default=18100, ge=0, le=65535)
     replication: int = Field(default=1, ge=1, le=10)
     raw_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
+    broker_wait_s: float = Field(default=30.0, ge=0, le=3600)
 
     @field_validator("broker")
     @classmethod

@@ -24,7 +24,13 @@ _BY_TEXT = {s.text: s.name for s in STATEMENTS.values()}
 
 
 def server_error(code: str, message: str = "injected by tests/neo4j_faults.py") -> Neo4jError:
-    """The exception class the real driver raises for a server status ``code``."""
+    """The exception the real driver raises for a server status ``code``, code included.
+
+    Only for a fault whose code the store reads (a schema race: ``Neo.ClientError.Schema.*``).
+    The driver (5.x) has no public way to give an error a server code: ``Neo4jError(...)`` and its
+    subclasses leave it ``Neo.DatabaseError.General.UnknownError`` and ``code`` has no setter, so
+    this uses the driver's own hydration, as it does for a server's FAILURE message. A fault known
+    by its class alone is built with the public class (``TransientError("...")``)."""
     return Neo4jError._hydrate_neo4j(code=code, message=message)
 
 

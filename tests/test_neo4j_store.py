@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from neo4j import AsyncGraphDatabase
-from neo4j.exceptions import ServiceUnavailable
+from neo4j.exceptions import ServiceUnavailable, TransientError
 from structlog.testing import capture_logs
 
 from graph import cypher
@@ -236,7 +236,8 @@ async def test_profiles_deltas_leave_the_outbox_in_version_order_though_the_serv
 
 async def test_transient_error_mid_write_is_retried_and_the_batch_lands_once(store, rules):
     faults = Faults()
-    faults.failures["record_events"] = [server_error("Neo.TransientError.Transaction.DeadlockDetected")]
+    # The driver retries by the class (TransientError.is_retryable), whatever the code.
+    faults.failures["record_events"] = [TransientError("deadlock detected (injected)")]
     async with Neo4jStore(store.settings, connect=faults.connect) as faulty:
         outcomes = await Resolver(faulty, rules).resolve(new_customers(rules, 2))
     assert faults.raised == ["record_events"]
@@ -285,3 +286,14 @@ async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_sup
     plan = operators(result.summary.plan)
     assert not [op for op in plan if op[0] in ("NodeByLabelScan", "AllNodesScan")], plan
     assert any("IndexSeek" in op and seek in details for op, details in plan), plan
+
+
+async def test_a_timeline_search_reads_only_the_searched_profiles_touchpoints(store):
+    # Not a full-text index over every profile's touchpoints filtered afterwards (graph/fulltext.py):
+    # the profile is found by its index and its own touchpoints read through its edges.
+    params = {"profile_id": "x", "start": None, "end": None}
+    result = await store.driver.execute_query("EXPLAIN " + cypher.SEARCH_TIMELINE.text, params,
+                                              database_=store.settings.database)
+    plan = operators(result.summary.plan)
+    assert not [op for op in plan if op[0] in ("ProcedureCall", "NodeByLabelScan", "AllNodesScan")], plan
+    assert any("IndexSeek" in op and ":Profile(id)" in details for op, details in plan), plan

@@ -43,6 +43,15 @@ def test_an_operator_signs_in_to_the_review_queue(console):
     screenshot(page, "console-queue")
 
 
+def test_a_profile_id_typed_to_open_stays_one_segment_of_the_address(console):
+    # Typed text holding ? / # must not add a query ("done" shows a notice) or path to the redirect.
+    page, _, first, _ = console
+    response = page.request.get("/console/profiles", params={"profile_id": f"{first.profile_id}?done=merge.done#x/y"},
+                                max_redirects=0)
+    assert response.status == 303
+    assert response.headers["location"] == f"/console/profiles/{first.profile_id}%3Fdone%3Dmerge.done%23x%2Fy"
+
+
 def test_a_proposals_evidence_is_a_waterfall_from_prior_to_probability(console):
     page, *_ = console
     rows = page.locator("#review-1 table tbody tr").all()

@@ -149,6 +149,30 @@ def test_a_form_without_its_csrf_value_is_refused(signed_in):
     assert response.status == 403 and "This form has expired" in response.text()
 
 
+def test_a_sign_in_posted_from_elsewhere_than_the_sign_in_form_is_refused(browser, world):  # noqa: F811
+    # Another site's form posting a token of its own: it has neither the sign-in cookie nor its value.
+    api, *_ = world
+    page = open_page(browser, api)
+    response = page.request.post("/signin", form={"token": api.tokens["me"]}, max_redirects=0)
+    assert response.status == 403 and "This form has expired" in response.text()
+    assert [c["name"] for c in page.context.cookies()] == []
+    page.context.close()
+
+
+def test_a_sign_out_posted_without_its_csrf_value_keeps_the_session(signed_in):
+    page, *_ = signed_in
+    response = page.request.post("/signout", max_redirects=0)
+    assert response.status == 403 and "This form has expired" in response.text()
+    assert [c["name"] for c in page.context.cookies()] == ["idgraph_session"]
+
+
+def test_signing_out_ends_the_session(signed_in):
+    page, api, *_ = signed_in
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{api.client.base_url}/signin")
+    assert "idgraph_session" not in [c["name"] for c in page.context.cookies()]
+
+
 def test_the_page_speaks_chinese_when_the_browser_asks(browser, world):  # noqa: F811
     api, mine, _ = world
     page = open_page(browser, api, locale="zh-CN")

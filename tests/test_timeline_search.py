@@ -1,4 +1,4 @@
-"""Timeline search in the stores' full-text indexes: Chinese without spaces and English words,
+"""Timeline search, the same in both stores (graph/fulltext.py): Chinese without spaces and English words,
 every word required, the best match first, one profile's touchpoints only; and the time phrases
 a query may hold, in English and Chinese."""
 
@@ -12,7 +12,8 @@ import pytest
 from service.operations import Operations
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS
-from api.search import parse_query
+from api.search import parse_query, search
+from identity.features import prepare
 from tests.conftest import Engine, make_event
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -62,8 +63,9 @@ async def test_every_word_must_match(store, history):
     assert await found(store, mine, "瑞金医院", "battery") == []
 
 
-async def test_identifiers_are_not_searched_as_history_in_the_embedded_store(store, history):
-    # Neo4j's index reads the whole event document (Cypher cannot take the JSON apart): docs/neo4j.md
+@pytest.mark.every_store
+async def test_identifiers_are_not_searched_as_history(store, history):
+    # The timeline shows no identifiers (the customer's page masks them), so a search finds none.
     mine, *_ = history
     assert await found(store, mine, "13800138000") == []
 
@@ -99,8 +101,20 @@ async def test_erased_touchpoints_leave_the_index(store, engine, rules, store_ki
     assert await found(store, outcome.profile_id, "ct球管") == [outcome.event_id]
     await Operations(store, rules).erase(outcome.profile_id, actor="test", requested_by="customer")
     assert await found(store, outcome.profile_id, "ct球管") == []
-    if isinstance(store, SQLiteStore):
-        assert store.db.execute("SELECT count(*) FROM touchpoint_text").fetchone() == (0,)
+
+
+@pytest.mark.every_store
+async def test_a_time_phrase_narrows_the_search_before_the_result_limit(store, engine, rules):
+    # More older matches than one page holds, all alike, then one in the range asked for: the
+    # store must drop the older ones before it takes its first 200, or the one is cut off.
+    phone = {"phone": "13200132000"}
+    older = [make_event(phone, payload={"job": "更换CT球管"}, occurred_at=f"2024-03-{1 + n % 28:02d}T08:00:{n % 60:02d}+08:00")
+             for n in range(201)]
+    for start in range(0, len(older), 50):
+        await engine.resolver.resolve([prepare(event, rules) for event in older[start:start + 50]])
+    last_year = await engine.resolve(make_event(phone, payload={"job": "更换CT球管"}, occurred_at="2025-05-04T10:00:00+08:00"))
+    hits = await search(store, last_year.profile_id, parse_query("去年 更换CT球管", now=NOW))
+    assert [entry.event_id for entry in hits] == [last_year.event_id]
 
 
 @pytest.mark.parametrize(("text", "terms", "start", "end"), [
@@ -117,13 +131,30 @@ def test_time_phrases_in_english_and_chinese_narrow_the_range(text, terms, start
     assert (query.start.date().isoformat(), query.end.date().isoformat()) == (start, end)
 
 
-async def test_touchpoints_written_before_the_index_existed_are_found(tmp_path, rules):
+async def test_a_search_answers_while_another_process_holds_the_write_lock(store, engine):
+    # The worker holds the file's write lock for each batch; the API's search only reads.
+    outcome = await engine.resolve(make_event({"phone": "13400134000"}, payload={"job": "更换CT球管"}))
+    worker = sqlite3.connect(store.path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    try:
+        assert await found(store, outcome.profile_id, "ct球管") == [outcome.event_id]
+        assert await found(store, outcome.profile_id, "球管") == [outcome.event_id]
+    finally:
+        worker.execute("ROLLBACK")
+        worker.close()
+
+
+async def test_a_file_keeping_search_text_from_an_older_release_loses_it_on_upgrade(tmp_path, rules):
     path = tmp_path / "old.db"
     async with SQLiteStore(path) as store:
         outcome = await Engine(store, rules).resolve(make_event({"phone": "13400134000"}, payload={"job": "更换CT球管"}))
     db = sqlite3.connect(path)
-    db.executescript("DROP TRIGGER touchpoint_text_delete; "
-                     f"DROP TABLE touchpoint_text; PRAGMA user_version = {len(MIGRATIONS) - 1};")
+    db.executescript("CREATE VIRTUAL TABLE touchpoint_text USING fts5(body, tokenize = 'trigram'); "
+                     "CREATE TRIGGER touchpoint_text_delete AFTER DELETE ON touchpoints BEGIN "
+                     "DELETE FROM touchpoint_text WHERE rowid = old.seq; END; "
+                     "INSERT INTO touchpoint_text (rowid, body) SELECT seq, event FROM touchpoints; "
+                     f"PRAGMA user_version = {len(MIGRATIONS) - 1};")
     db.close()
     async with SQLiteStore(path) as store:
+        assert store.db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'touchpoint_text%'").fetchall() == []
         assert await found(store, outcome.profile_id, "ct球管") == [outcome.event_id]

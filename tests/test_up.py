@@ -6,6 +6,7 @@ Each test runs the real command as a child process on ports of its own, with its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import httpx
+
+from api.auth import issue
 from devstack.broker import free_port
 from tests.streaming_support import produce, read_topic, touchpoint
 
@@ -120,6 +124,32 @@ async def test_a_killed_worker_is_restarted_while_the_broker_keeps_serving(tmp_p
     assert delta.json()["cause"]["event_id"] == "after-crash"
 
 
+def test_a_killed_api_is_restarted_and_takes_the_same_token(tmp_path):
+    env = up_env(tmp_path)
+    api = f"http://127.0.0.1:{env['IDGRAPH_API_PORT']}/v1"
+    with Up(env, "--broker", "embedded") as up:
+        pid = int(re.findall(r"Profile API \(pid (\d+)\)", up.wait_for("Profile API (pid"))[0])
+        token = up.wait_for(" idg_").strip()
+        os.kill(pid, signal.SIGKILL)
+        crashed = len(up.lines)
+        up.wait_for("Profile API exited with code -9; the broker and worker keep running")
+        up.wait_for("again, with the same token", after=crashed)
+        answer = httpx.get(f"{api}/profiles/no-such-profile", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 404, answer.text
+
+
+def test_up_keeps_the_api_tokens_set_inline_beside_its_own(tmp_path):
+    theirs, entry = issue(["operator"], "ops")
+    env = {**up_env(tmp_path), "IDGRAPH_API_TOKENS": json.dumps([entry.model_dump(exclude_none=True)])}
+    api = f"http://127.0.0.1:{env['IDGRAPH_API_PORT']}/v1"
+    with Up(env, "--broker", "embedded") as up:
+        up.wait_for("Profile API (pid")
+        printed = up.wait_for(" idg_").strip()
+        answers = [httpx.get(f"{api}/profiles/no-such-profile", headers={"Authorization": f"Bearer {token}"}).status_code
+                   for token in (theirs, printed)]
+    assert answers == [404, 404]
+
+
 def test_up_refuses_a_taken_port_naming_it_and_starts_nothing(tmp_path):
     env = up_env(tmp_path)
     with socket.socket() as held:
@@ -147,3 +177,14 @@ def test_worker_refuses_a_taken_metrics_port_naming_it(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"port {taken} (worker metrics) is already in use" in done.stderr
     assert "IDGRAPH_METRICS_PORT" in done.stderr
+
+
+def test_a_worker_whose_broker_does_not_answer_exits_naming_it(tmp_path):
+    closed = free_port()
+    env = {**up_env(tmp_path), "IDGRAPH_BROKER": f"kafka://127.0.0.1:{closed}", "IDGRAPH_BROKER_WAIT_S": "1"}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "worker"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, "not 2: a supervisor restarts it, the broker may come back"
+    assert f"no Kafka broker accepted a connection at 127.0.0.1:{closed} within 1 s" in done.stderr
+    assert "IDGRAPH_BROKER_WAIT_S" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -22,7 +22,7 @@ from api.models import MergeIn, SplitIn, VerdictIn
 from api.pages.customer import NOTICES, profile_page_context
 from api.pages.evidence import waterfalls
 from api.pages.lineage import lineage
-from api.pages.web import PageRoute, checked_form, render, see_other, visitor
+from api.pages.web import PageRoute, checked_form, profile_url, render, see_other, visitor
 from api.problems import ProblemError
 
 router = APIRouter(prefix="/console", route_class=PageRoute, include_in_schema=False)
@@ -70,7 +70,7 @@ async def verdict(request: Request, review_id: ReviewId, who: Visitor) -> Respon
             raise
         return await _queue(request, who, status=exc.status, error=(review_id, exc.detail))
     if body.verdict == "approve" and review is not None:
-        return see_other(f"/console/profiles/{review['profile_ids'][0]}?done=verdict.approved")
+        return see_other(profile_url("/console/profiles", review["profile_ids"][0], "verdict.approved"))
     return see_other("/console?done=verdict.rejected")
 
 
@@ -93,7 +93,7 @@ async def merge(request: Request, who: Visitor) -> Response:
             raise
         return await _queue(request, who, status=exc.status, merge_form=shown,
                             merge_error=(MERGE_REFUSED.get(exc.status, "error.422"), exc.detail or ""))
-    return see_other(f"/console/profiles/{out.operation.get('survivor', shown['first'])}?done=merge.done")
+    return see_other(profile_url("/console/profiles", out.operation.get("survivor", shown["first"]), "merge.done"))
 
 
 @router.get("/decisions")
@@ -109,7 +109,7 @@ async def decision_trace(request: Request, who: Visitor,
 @router.get("/profiles")
 async def open_profile(who: Visitor, profile_id: Annotated[str, Query(min_length=1, max_length=128)]) -> Response:
     allow(who, "operator", "admin")
-    return see_other(f"/console/profiles/{profile_id}")
+    return see_other(profile_url("/console/profiles", profile_id))
 
 
 async def _profile(request: Request, who: Principal, profile_id: str, *, status: int = 200,
@@ -154,7 +154,7 @@ async def split(request: Request, profile_id: profiles.ProfileId, who: Visitor) 
         if exc.status in (401, 403):
             raise
         return await _profile(request, who, profile_id, status=exc.status, error=exc.detail)
-    return see_other(f"/console/profiles/{live}?done=split.done")
+    return see_other(profile_url("/console/profiles", live, "split.done"))
 
 
 

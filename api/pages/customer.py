@@ -22,7 +22,8 @@ from api.auth import Principal
 from api.models import ConsentIn, RectifyIn
 from api.pages.masking import mask_identifiers, summary
 from api.pages.web import (
-    COOKIE, FormError, PageRoute, checked_form, render, see_other, visitor,
+    COOKIE, SIGNIN_COOKIE, FormError, PageRoute, checked_form, profile_url, render, see_other, set_cookie, signin_page,
+    visitor,
 )
 from api.problems import ProblemError
 
@@ -41,25 +42,29 @@ async def home() -> Response:
 
 @router.get("/signin")
 async def signin_form(request: Request) -> Response:
-    return render(request, "signin.html")
+    return signin_page(request)
 
 
 @router.post("/signin")
 async def signin(request: Request) -> Response:
-    form = await request.form()
-    token = str(form.get("token") or "").strip()
+    # Checked like every other form, so another site cannot sign the visitor in as someone else.
+    form = await checked_form(request, SIGNIN_COOKIE)
+    token = form.get("token", "").strip()
     if not token:
-        return render(request, "signin.html", 422, key="token.missing")
+        return signin_page(request, 422, key="token.missing")
     principal = api_state(request).tokens.authenticate(token)
     if principal is None:
-        return render(request, "signin.html", 401, key="token.bad")
+        return signin_page(request, 401, key="token.bad")
     response = see_other("/console" if principal.staff else "/me")
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    set_cookie(response, request, COOKIE, token)
+    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 
 
 @router.post("/signout")
-async def signout() -> Response:
+async def signout(request: Request) -> Response:
+    # Checked too: another site's form must not end the visitor's session.
+    await checked_form(request)
     response = see_other("/signin")
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -69,7 +74,7 @@ async def signout() -> Response:
 async def me(who: Visitor) -> Response:
     if who.profile_id is None:
         return see_other("/console")
-    return see_other(f"/profiles/{who.profile_id}")
+    return see_other(profile_url("/profiles", who.profile_id))
 
 
 async def profile_page_context(request: Request, who: Principal, profile_id: str, *, q: str | None = None,
@@ -117,7 +122,7 @@ async def correct(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
         return await _profile_page(request, who, profile_id, status=422, error=detail)
     if outcome.refused:
         return await _profile_page(request, who, profile_id, status=200, refused=outcome.refused)
-    return see_other(f"/profiles/{profile_id}?done=correct.saved")
+    return see_other(profile_url("/profiles", profile_id, "correct.saved"))
 
 
 @router.post("/profiles/{profile_id}/consent")
@@ -129,7 +134,7 @@ async def consent(request: Request, profile_id: ProfileId, who: Visitor) -> Resp
     except ValidationError:
         raise FormError("error.422") from None
     await profiles.put_consent(profile_id, body, who, api_state(request), form.get("key") or None)
-    return see_other(f"/profiles/{profile_id}?done=consent.saved")
+    return see_other(profile_url("/profiles", profile_id, "consent.saved"))
 
 
 @router.get("/profiles/{profile_id}/export")

@@ -4,16 +4,20 @@ visitor's language, and errors shown as pages.
 The session cookie holds the token itself, so each request authenticates exactly as the JSON API
 does (a token removed from the configuration stops working at once). It is HttpOnly (no script
 reads it), SameSite=Strict (no other site's form sends it) and Secure over HTTPS; forms also carry
-a CSRF value derived from the token. A token travels only in a POST body and that cookie: never in
-an address, so never in an access log.
+a CSRF value derived from the token. The sign-in form has no session yet to derive one from: a
+random value in a cookie of its own (SameSite=Strict, for /signin only) stands in for the token, so
+another site cannot sign a visitor in under its own token. A token travels only in a POST body and
+that cookie: never in an address, so never in an access log.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Coroutine
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +32,8 @@ from api.pages.i18n import language, translator
 from api.problems import ProblemError
 
 COOKIE = "idgraph_session"
+#: Holds the sign-in form's stand-in for a session token (see the module's docstring).
+SIGNIN_COOKIE = "idgraph_signin"
 _log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -57,14 +63,28 @@ def visitor(request: Request) -> Principal:
     return principal
 
 
-async def checked_form(request: Request) -> dict[str, str]:
-    """The posted form, after its CSRF value is checked against the session."""
+async def checked_form(request: Request, cookie: str = COOKIE) -> dict[str, str]:
+    """The posted form, after its CSRF value is checked against the session (or, for the sign-in
+    form, against ``SIGNIN_COOKIE``)."""
     form = await request.form()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    token = request.cookies.get(COOKIE, "")
+    token = request.cookies.get(cookie, "")
     if not token or not hmac.compare_digest(fields.get("csrf", ""), csrf_value(token)):
         raise FormError("form.stale", 403)
     return fields
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, path: str = "/") -> None:
+    """A cookie no script reads and no other site's request carries."""
+    response.set_cookie(name, value, httponly=True, samesite="strict", secure=request.url.scheme == "https", path=path)
+
+
+def signin_page(request: Request, status: int = 200, key: str | None = None) -> HTMLResponse:
+    """The sign-in form, its CSRF value derived from the visitor's sign-in cookie (set here if new)."""
+    nonce = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
+    response = render(request, "signin.html", status, key=key, signin_csrf=csrf_value(nonce))
+    set_cookie(response, request, SIGNIN_COOKIE, nonce, path="/signin")
+    return response
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -85,6 +105,13 @@ def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+def profile_url(base: str, profile_id: str, done: str | None = None) -> str:
+    """A profile page's address: the id percent-encoded, since one typed into a form (or taken from
+    a path) may hold ``/``, ``?`` or ``#`` and must stay one path segment, adding nothing to the query;
+    ``done`` is a key of the page's notices."""
+    return f"{base}/{quote(profile_id, safe='')}" + (f"?done={done}" if done else "")
+
+
 def _invalid(exc: RequestValidationError) -> str:
     # Where and why, never the value: it may be a customer's data.
     return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg', '')}" for e in exc.errors())
@@ -100,7 +127,7 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
-                return render(request, "signin.html", 401, key="session.expired" if COOKIE in request.cookies else None)
+                return signin_page(request, 401, key="session.expired" if COOKIE in request.cookies else None)
             except FormError as exc:
                 return error_page(request, exc.status, key=exc.key)
             except ProblemError as exc:
