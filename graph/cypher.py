@@ -91,8 +91,8 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     # Reviews and operations name the profiles they concern through ProfileRef nodes: Neo4j
     # indexes no list elements, so a list property would be a scan of every review.
     SchemaRule("profile_ref_id", "ProfileRef", "profile_id", unique=False),
-    # Term frequencies: one count per value, and per field a few shards of totals (TERM_TOTALS).
-    SchemaRule("term_count_key", "TermCount", "key"),
+    # Term frequencies: per value and per field, one counter node per writer (COUNT_TERMS).
+    SchemaRule("term_count_key", "TermCount", "key", unique=False),
     SchemaRule("term_total_field", "TermTotal", "field", unique=False),
 )
 
@@ -193,7 +193,8 @@ WITH
   COLLECT {
     UNWIND $term_keys AS key
     MATCH (c:TermCount {key: key})
-    RETURN {key: key, n: c.n}
+    WITH key, sum(c.n) AS n
+    RETURN {key: key, n: n}
   } AS terms,
   COLLECT {
     UNWIND $term_fields AS field
@@ -401,34 +402,35 @@ RETURN count(*) AS written, max(last) AS last
 )
 
 # Term frequencies (identity/compare.py term_weights), counted in the batch's own transaction:
-# each value's count, and per field the records counted and the sum of squared counts. A field's
-# totals are split over TERM_SHARDS nodes, each write adding to one at random and reads summing
-# them, so concurrent workers do not all wait on one counter node per field. Each count is locked
-# (the dummy write) before it is read, so two writers cannot both add to the same old value.
-TERM_SHARDS = 16
-_ADD_TO_TOTALS = f"""
+# each value's count, and per field the records counted and the sum of squared counts. Counters
+# are sharded by writer (a G-counter): each store handle adds only to its own nodes
+# ({key, writer}, {field, shard: writer}) and reads sum every shard, so a worker's batch never
+# waits on a counter another worker's open transaction holds (a common city is in nearly every
+# batch). A value's count before the write is read from the other writers' committed shards
+# unlocked, so two writers counting one value at the same instant can each miss the other's
+# addition to the sum of squares; the drift is a few squares per collision, in a normaliser.
+def _add_to_totals(shard: str) -> str:
+    return f"""
 WITH field, sum(after - before) AS records, sum(after * after - before * before) AS squares
-MERGE (t:TermTotal {{field: field, shard: toInteger(rand() * {TERM_SHARDS})}})
+MERGE (t:TermTotal {{field: field, shard: {shard}}})
   ON CREATE SET t.records = 0, t.squares = 0
-SET t._lock = true
-WITH t, records, squares, t.records AS had_records, t.squares AS had_squares
-REMOVE t._lock
-SET t.records = had_records + records, t.squares = had_squares + squares
+SET t.records = t.records + records, t.squares = t.squares + squares
 """
+
 
 COUNT_TERMS = Statement(
     "count_terms",
     """
 UNWIND $terms AS row
-MERGE (c:TermCount {key: row.key})
+OPTIONAL MATCH (other:TermCount {key: row.key}) WHERE other.writer <> $writer
+WITH row, coalesce(sum(other.n), 0) AS elsewhere
+MERGE (c:TermCount {key: row.key, writer: $writer})
   ON CREATE SET c.n = 0
-SET c._lock = true
-WITH row, c, c.n AS before
-REMOVE c._lock
-SET c.n = before + row.add
+WITH row, c, elsewhere + c.n AS before
+SET c.n = c.n + row.add
 WITH row.field AS field, before, before + row.add AS after
-""" + _ADD_TO_TOTALS,
-    ("terms",),
+""" + _add_to_totals("$writer"),
+    ("terms", "writer"),
 )
 
 # Events refused because they belong to an erased customer: their id and the reason, no more.
@@ -783,6 +785,8 @@ DETACH DELETE b
 )
 
 # The family's touchpoints take back what they counted; a value only they had leaves no node.
+# Erasure folds a value's shards into one node holding what the other customers still count,
+# or none: a value only the erased customer had leaves no node behind.
 ERASE_TERMS = Statement(
     "erase_terms",
     """
@@ -791,14 +795,12 @@ MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint)
 UNWIND coalesce(t.terms, []) AS key
 WITH key, count(*) AS removed
 MATCH (c:TermCount {key: key})
-SET c._lock = true
-WITH key, c, c.n AS before, removed
-REMOVE c._lock
-WITH key, c, before, CASE WHEN before > removed THEN before - removed ELSE 0 END AS after
-SET c.n = after
-FOREACH (_ IN CASE WHEN after = 0 THEN [1] ELSE [] END | DELETE c)
+WITH key, removed, collect(c) AS shards, sum(c.n) AS before
+WITH key, shards, before, CASE WHEN before > removed THEN before - removed ELSE 0 END AS after
+FOREACH (c IN shards | DELETE c)
+FOREACH (_ IN CASE WHEN after > 0 THEN [1] ELSE [] END | CREATE (:TermCount {key: key, writer: 'folded', n: after}))
 WITH split(key, ':')[0] AS field, before, after
-""" + _ADD_TO_TOTALS,
+""" + _add_to_totals("'erasure'"),
     ("family",),
 )
 

@@ -167,7 +167,8 @@ def _check_written(statement: Statement, result: Rows, sent: int) -> None:
                          "a profile or identifier the batch relied on is missing from the graph")
 
 
-async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats, clock: _Clock) -> None:
+async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats, clock: _Clock,
+                       writer: str) -> None:
     """The batch's write, in statement order; raising here rolls all of it back."""
     stats.transactions += 1
     stats.round_trips += 2  # BEGIN, COMMIT
@@ -188,7 +189,7 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
         if rows:
             _check_written(statement, await _run(tx, statement, stats, name, rows), len(rows))
     if plan.terms:
-        await _run(tx, cypher.COUNT_TERMS, stats, "terms", plan.terms)
+        await _run(tx, cypher.COUNT_TERMS, stats, "terms", plan.terms, writer=writer)
     if plan.events:
         written = await _run(tx, cypher.RECORD_EVENTS, stats, "events", plan.events,
                              after=[lock["id"] for lock in plan.locks], floor=clock.last)
@@ -255,6 +256,8 @@ class Neo4jStore(GraphStore):
         self._connect = connect
         self._driver: AsyncDriver | None = None
         self._erasure_key = b""
+        #: This handle's shard of the term counters (cypher.COUNT_TERMS): no other writer adds to it.
+        self._writer = secrets.token_hex(8)
         # One causal chain per store: a batch's read sees every batch this store committed,
         # even when a cluster routes the read to a follower.
         self._bookmarks = AsyncGraphDatabase.bookmark_manager()
@@ -358,7 +361,7 @@ class Neo4jStore(GraphStore):
         with _outages_as_unavailable(self.settings.url):
             try:
                 async with self.driver.session(database=self.settings.database, bookmark_manager=self._bookmarks) as session:
-                    await session.execute_write(_write_batch, plan, self.stats, self._clock)
+                    await session.execute_write(_write_batch, plan, self.stats, self._clock, self._writer)
             except StoreConflict:
                 self.stats.conflicts += 1
                 raise
