@@ -400,6 +400,20 @@ def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscriptio
     typer.echo(f"unsubscribed {name}")
 
 
+@app.command()
+def growth(
+    limit: int = typer.Option(10, min=1, help="How many of the largest profiles to list"),
+    threshold: Optional[int] = typer.Option(None, min=1, help="Records past which a profile counts as overgrown "
+                                            "(IDGRAPH_PROFILE_GROWTH_THRESHOLD if unset)"),
+) -> None:
+    """List the largest live profiles by records: chained links show as profiles far past any customer's size."""
+    over = threshold or _settings().profile_growth_threshold
+    found = _with_store(lambda store: store.profile_growth(over, limit))
+    typer.echo(f"{found.over_threshold} profiles hold more than {found.threshold} records")
+    for profile_id, records in found.largest:
+        typer.echo(f"{records:>8}  {profile_id}")
+
+
 app.command("api")(api_command)
 app.command("api-token")(token_command)
 app.add_typer(review_app, name="review")

@@ -94,6 +94,10 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     # Term frequencies: one count per value, and per field a few shards of totals (TERM_TOTALS).
     SchemaRule("term_count_key", "TermCount", "key"),
     SchemaRule("term_total_field", "TermTotal", "field", unique=False),
+    # Each profile's record count (COUNT_RECORDS), so watching profile growth is an index read.
+    SchemaRule("profile_records", "Profile", "records", unique=False),
+    # The store's own bookkeeping: which one-off upgrades ran (UPGRADE_RECORD_COUNTS).
+    SchemaRule("meta_name", "Meta", "name"),
 )
 
 # Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
@@ -431,6 +435,36 @@ WITH row.field AS field, before, before + row.add AS after
     ("terms",),
 )
 
+# Each profile a write gave, moved or took touchpoints from holds its record count, read from
+# the node's degree (no touchpoint is visited). Recounted rather than added to, so the count is
+# right whatever path changed it, and a retired profile drops to zero.
+COUNT_RECORDS = Statement(
+    "count_records",
+    """
+UNWIND $ids AS id
+MATCH (p:Profile {id: id})
+SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
+""",
+    ("ids",),
+)
+
+# Graphs written before record counts existed: counted once, a chunk per transaction, then
+# marked done (docs/neo4j.md, upgrades). Profiles written since count themselves.
+UPGRADE_RECORD_COUNTS = Statement(
+    "upgrade_record_counts",
+    """
+MATCH (p:Profile) WHERE p.records IS NULL
+WITH p LIMIT $chunk
+SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
+RETURN count(p) AS counted
+""",
+    ("chunk",),
+)
+
+META = Statement("meta", "MATCH (m:Meta {name: $name}) RETURN m.value AS value", ("name",))
+
+PUT_META = Statement("put_meta", "MERGE (m:Meta {name: $name}) SET m.value = $value", ("name", "value"))
+
 # Events refused because they belong to an erased customer: their id and the reason, no more.
 RECORD_REFUSALS = Statement(
     "record_refusals",
@@ -583,6 +617,24 @@ RETURN r.id AS id, r.event_id AS event_id, r.profile_ids AS profile_ids, r.reaso
   r.confidence AS confidence, r.created_at AS created_at
 ORDER BY r.id
 """,
+)
+
+# Both read the profile_records index; a retired profile holds no records.
+PROFILES_OVER = Statement(
+    "profiles_over",
+    "MATCH (p:Profile) WHERE p.records > $threshold RETURN count(p) AS over",
+    ("threshold",),
+)
+
+LARGEST_PROFILES = Statement(
+    "largest_profiles",
+    """
+MATCH (p:Profile) WHERE p.records > 0 AND NOT EXISTS { (p)-[:MERGED_INTO]->(:Profile) }
+RETURN p.id AS id, p.records AS records
+ORDER BY p.records DESC, p.id
+LIMIT $limit
+""",
+    ("limit",),
 )
 
 GENERIC_IDENTIFIERS = Statement(
@@ -934,7 +986,8 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         *SCHEMA, SHOW_CONSTRAINTS, SHOW_INDEXES,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
-        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, RECORD_REFUSALS,
+        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
+        UPGRADE_RECORD_COUNTS, META, PUT_META, PROFILES_OVER, LARGEST_PROFILES,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

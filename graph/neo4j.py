@@ -50,6 +50,7 @@ from graph.store import (
     OperationDocument,
     OperationWrite,
     Outcome,
+    ProfileGrowth,
     ProfileSnapshot,
     ReviewRecord,
     StoreConflict,
@@ -78,6 +79,10 @@ INDEX_WAIT_S = 300
 #: and also when an index or constraint of an operator's stands in the way: which of the two is
 #: told apart afterwards, by checking that every rule is in force (:func:`schema_problems`).
 _SCHEMA_ERRORS = "Neo.ClientError.Schema."
+#: Profiles counted per transaction when a graph from before record counts is upgraded.
+UPGRADE_CHUNK = 10_000
+#: The Meta node that marks the record-count upgrade done.
+RECORD_COUNTS_DONE = "profile_records_counted"
 #: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
 _UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
 
@@ -194,6 +199,8 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
                              after=[lock["id"] for lock in plan.locks], floor=clock.last)
         _check_written(cypher.RECORD_EVENTS, written, len(plan.events))
         clock.last = max(clock.last, int(written[0]["last"]))
+    if plan.events or plan.merges:
+        await _run(tx, cypher.COUNT_RECORDS, stats, "ids", plan.recounted)
     if plan.refusals:
         await _run(tx, cypher.RECORD_REFUSALS, stats, "refusals", plan.refusals)
 
@@ -300,12 +307,25 @@ class Neo4jStore(GraphStore):
             except ClientError as exc:
                 if not (exc.code or "").startswith(_SCHEMA_ERRORS):
                     raise
+        await self._upgrade_record_counts()
         constraints = await self._query(cypher.SHOW_CONSTRAINTS, RoutingControl.READ)
         indexes = await self._query(cypher.SHOW_INDEXES, RoutingControl.READ)
         problems = schema_problems(cypher.SCHEMA_RULES, constraints, indexes)
         if problems:
             raise StoreError(f"the schema of database {self.settings.database!r} on Neo4j at {self.settings.url} "
                              "conflicts with idgraph's: " + "; ".join(problems))
+
+    async def _upgrade_record_counts(self) -> None:
+        """Count the records of profiles written before counts were kept, once per graph."""
+        if await self._query(cypher.META, RoutingControl.READ, name=RECORD_COUNTS_DONE):
+            return
+        while (await self._query(cypher.UPGRADE_RECORD_COUNTS, RoutingControl.WRITE,
+                                 chunk=UPGRADE_CHUNK))[0]["counted"] == UPGRADE_CHUNK:
+            pass
+        try:
+            await self._query(cypher.PUT_META, RoutingControl.WRITE, name=RECORD_COUNTS_DONE, value=_now())
+        except ConstraintError:  # another worker starting at once marked it first
+            pass
 
     async def close(self) -> None:
         if self._driver is not None:
@@ -426,6 +446,11 @@ class Neo4jStore(GraphStore):
         rows = await self._read(cypher.OPEN_REVIEWS)
         return [OpenReview(id=r["id"], event_id=r["event_id"], profile_ids=list(r["profile_ids"]), reason=r["reason"],
                            confidence=r["confidence"], created_at=r["created_at"]) for r in rows]
+
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        (over,) = await self._read(cypher.PROFILES_OVER, threshold=threshold)
+        largest = await self._read(cypher.LARGEST_PROFILES, limit=limit)
+        return ProfileGrowth(threshold, int(over["over"]), [(r["id"], int(r["records"])) for r in largest])
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)

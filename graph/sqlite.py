@@ -27,6 +27,7 @@ from graph.store import (
     OperationDocument,
     OperationWrite,
     Outcome,
+    ProfileGrowth,
     ProfileSnapshot,
     ReviewRecord,
     StoreError,
@@ -392,6 +393,15 @@ class SQLiteStore(GraphStore):
         )
         return [OpenReview(id=i, event_id=e, profile_ids=orjson.loads(p), reason=r, confidence=c, created_at=t)
                 for i, e, p, r, c, t in rows]
+
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        # Both walk the profiles_records index (graph/sqlite_schema.py, 6): a retired profile
+        # holds no records, so the largest are live ones unless nothing has any.
+        (over,) = self.db.execute("SELECT COUNT(*) FROM profiles WHERE records > ?", (threshold,)).fetchone()
+        largest = self.db.execute(
+            "SELECT id, records FROM profiles WHERE records > 0 AND merged_into IS NULL "
+            "ORDER BY records DESC, id LIMIT ?", (limit,)).fetchall()
+        return ProfileGrowth(threshold, over, [(pid, n) for pid, n in largest])
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         return list(self.db.execute(

@@ -177,6 +177,22 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "DROP TRIGGER touchpoint_text_delete",
         "DROP TABLE touchpoint_text",
     ),
+    # 8: each profile's record count, for watching profile growth (ReadViews.profile_growth)
+    #    through an index instead of counting touchpoints per poll. Kept by triggers, so every
+    #    path that adds, moves (merge, split) or deletes (erasure) a touchpoint keeps it true.
+    (
+        "ALTER TABLE profiles ADD COLUMN records INTEGER NOT NULL DEFAULT 0",
+        "UPDATE profiles SET records = (SELECT COUNT(*) FROM touchpoints t WHERE t.profile_id = profiles.id)",
+        "CREATE INDEX profiles_records ON profiles (records DESC, id)",
+        "CREATE TRIGGER profile_records_insert AFTER INSERT ON touchpoints BEGIN "
+        "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
+        "CREATE TRIGGER profile_records_delete AFTER DELETE ON touchpoints BEGIN "
+        "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; END",
+        "CREATE TRIGGER profile_records_move AFTER UPDATE OF profile_id ON touchpoints "
+        "WHEN old.profile_id IS NOT new.profile_id BEGIN "
+        "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; "
+        "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
+    ),
 )
 
 

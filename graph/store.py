@@ -131,6 +131,21 @@ class ProfileSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileGrowth:
+    """How far the largest live profiles have grown, in records (touchpoints).
+
+    Chained links show as a few profiles growing far past any real customer's record count
+    (a held-out run once ended with one of 1,145), long before anyone reads them.
+    """
+
+    threshold: int
+    #: Live profiles holding more records than ``threshold``.
+    over_threshold: int
+    #: (profile id, records) of the largest live profiles, largest first, ties by id.
+    largest: list[tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class TimelineEntry:
     event_id: str
     scenario: str
@@ -296,6 +311,14 @@ class ReadViews(Protocol):
 
     async def review(self, review_id: int) -> ReviewRecord | None:
         return next((r for r in await self.reviews() if r["id"] == review_id), None)
+
+    @abstractmethod
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        """The ``limit`` largest live profiles and how many hold more than ``threshold`` records.
+
+        Answered from a per-profile record count the store keeps with every write, through an
+        index: polled by every worker, it must not scan the graph.
+        """
 
     @abstractmethod
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:

@@ -146,15 +146,25 @@ async def test_unreachable_server_is_named_at_open():
         await Neo4jStore(Neo4jSettings(url, "neo4j", "s3cret", "neo4j")).open()
 
 
+async def test_graph_from_before_record_counts_is_counted_once_at_open(store, rules):
+    outcomes = await Resolver(store, rules).resolve(new_customers(rules, 2) + new_customers(rules, 1))
+    await query(store, "MATCH (p:Profile) REMOVE p.records")
+    await query(store, "MATCH (m:Meta) DELETE m")
+    async with Neo4jStore(store.settings) as reopened:
+        growth = await reopened.profile_growth(threshold=1)
+    assert (growth.over_threshold, growth.largest[0]) == (1, (outcomes[0].profile_id, 2))
+    assert await query(store, "MATCH (p:Profile) WHERE p.records IS NULL RETURN p.id") == []
+
+
 # --- a batch's conversation with the server -----------------------------------------------
 
 @pytest.mark.parametrize("size", [1, 100])
 async def test_batch_costs_one_read_and_one_write_transaction_whatever_its_size(store, rules, size):
     outcomes = await Resolver(store, rules).resolve(new_customers(rules, size))
     assert {o.decision["action"] for o in outcomes} == {"create"}
-    assert (store.stats.queries, store.stats.transactions) == (5, 2)
-    # The read: BEGIN with the query, COMMIT. The write: BEGIN, four statements, COMMIT.
-    assert store.stats.round_trips == 2 + 6
+    assert (store.stats.queries, store.stats.transactions) == (6, 2)
+    # The read: BEGIN with the query, COMMIT. The write: BEGIN, five statements, COMMIT.
+    assert store.stats.round_trips == 2 + 7
 
 
 async def test_batch_of_new_customers_writes_one_profile_identifier_and_touchpoint_each(store, rules):
@@ -278,9 +288,12 @@ def operators(plan: dict[str, Any]) -> list[tuple[str, str]]:
     # order, so a shop phone on thousands of profiles costs what one on two does.
     (cypher.LOAD_NEIGHBOURHOOD, ":HAS_IDENTIFIER(key, holder)"),
     (cypher.LOAD_NEIGHBOURHOOD, ":BLOCKED_BY(key, seq)"),
+    # Profile growth is polled by every worker: the largest profiles come from the index in order.
+    (cypher.PROFILES_OVER, ":Profile(records)"),
+    (cypher.LARGEST_PROFILES, ":Profile(records)"),
 ], ids=lambda v: v.name if isinstance(v, cypher.Statement) else v)
 async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_supernodes(store, statement, seek):
-    numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile"}
+    numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile", "threshold"}
     params = {p: 1 if p in numbers else [] if p.endswith("s") and p != "status" else "x" for p in statement.params}
     result = await store.driver.execute_query("EXPLAIN " + statement.text, params, database_=store.settings.database)
     plan = operators(result.summary.plan)

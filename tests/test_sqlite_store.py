@@ -38,6 +38,21 @@ async def test_file_from_a_newer_release_is_refused(tmp_path):
         await SQLiteStore(tmp_path / "g.db").open()
 
 
+async def test_file_from_before_record_counts_has_its_profiles_counted_when_opened(tmp_path, rules):
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        first = await Resolver(store, rules).resolve([prepare(make_event({"crm_id": "c-1"}), rules)])
+        await Resolver(store, rules).resolve([prepare(make_event({"crm_id": "c-1"}), rules)])
+    assert "profile_records_insert" in str(MIGRATIONS[-1])
+    db = sqlite3.connect(tmp_path / "g.db")
+    # The record-count migration undone: the file as the release before it left it.
+    db.executescript("DROP TRIGGER profile_records_insert; DROP TRIGGER profile_records_delete; "
+                     "DROP TRIGGER profile_records_move; DROP INDEX profiles_records; "
+                     f"ALTER TABLE profiles DROP COLUMN records; PRAGMA user_version = {len(MIGRATIONS) - 1};")
+    db.close()
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        assert (await store.profile_growth(threshold=1)).largest == [(first[0].profile_id, 2)]
+
+
 async def test_redelivered_event_changes_nothing_and_returns_the_original_outcome(engine, store):
     event = make_event({"phone": "13800138000"}, {"name": "张伟"})
     first = await engine.resolve(event)

@@ -247,6 +247,62 @@ async def test_identifier_held_by_many_profiles_is_generic_evidence_naming_its_f
     assert phone["profiles"] == sorted(o.profile_id for o in held)[:4]
 
 
+# --- profile growth (chaining shows as profiles far larger than any customer) -------------
+
+async def test_profile_growth_lists_the_largest_live_profiles_by_records_and_counts_those_over_the_threshold(engine, store):
+    big = [await engine.resolve(make_event({"crm_id": "c-1"})) for _ in range(3)][0]
+    small = await engine.resolve(make_event({"crm_id": "c-2"}))
+    growth = await store.profile_growth(threshold=2)
+    assert (growth.threshold, growth.over_threshold) == (2, 1)
+    assert growth.largest == [(big.profile_id, 3), (small.profile_id, 1)]
+
+
+async def test_profile_growth_lists_at_most_the_limit_ties_by_id(engine, store):
+    ids = sorted([(await engine.resolve(make_event({"crm_id": f"c-{n}"}))).profile_id for n in range(3)])
+    assert (await store.profile_growth(threshold=0, limit=2)).largest == [(ids[0], 1), (ids[1], 1)]
+
+
+async def test_profile_growth_of_an_empty_graph_is_nothing(store):
+    growth = await store.profile_growth(threshold=0)
+    assert (growth.over_threshold, growth.largest) == (0, [])
+
+
+async def test_merge_moves_the_retired_profiles_records_to_its_survivor(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    growth = await store.profile_growth(threshold=0)
+    assert (growth.over_threshold, growth.largest) == (1, [(older.profile_id, 3)])
+
+
+async def test_merge_inside_one_batch_counts_every_record_of_the_batch_on_the_survivor(store, rules):
+    events = [prepare(e, rules) for e in (
+        make_event({"phone": "13800138000"}),
+        make_event({"email": "zw@example.com"}),
+        make_event({"phone": "13800138000", "email": "zw@example.com"}),
+    )]
+    older, _, merged = await Resolver(store, rules).resolve(events)
+    assert merged.decision["action"] == "merge"
+    assert (await store.profile_growth(threshold=0)).largest == [(older.profile_id, 3)]
+
+
+async def test_operator_merge_and_split_move_record_counts_with_the_touchpoints(engine, store, rules):
+    from service.operations import Operations
+    ann, bob = await wrongly_merged(engine)
+    assert (await store.profile_growth(threshold=0)).largest == [(ann.profile_id, 3)]
+    await Operations(store, rules).split(ann.profile_id, bob.profile_id, actor="op", reason="shared tablet")
+    split = dict((await store.profile_growth(threshold=0)).largest)
+    assert split[bob.profile_id] == 1 and split[ann.profile_id] == 2
+    await Operations(store, rules).merge([bob.profile_id, ann.profile_id], actor="op", reason="same after all")
+    assert (await store.profile_growth(threshold=0)).largest == [(ann.profile_id, 3)]
+
+
+async def test_erased_profile_leaves_profile_growth(engine, store, rules):
+    from service.operations import Operations
+    gone = await engine.resolve(make_event({"email": "gone@example.com"}))
+    kept = await engine.resolve(make_event({"email": "kept@example.com"}))
+    await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
+    assert (await store.profile_growth(threshold=0)).largest == [(kept.profile_id, 1)]
+
+
 # --- idempotency and atomicity ------------------------------------------------------------
 
 async def test_redelivery_in_a_later_batch_returns_the_original_outcome_with_the_same_deltas(engine, store):
