@@ -21,6 +21,7 @@ from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
+from service.blocking import check_blocking_index, start_with_blocking_index
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
 
@@ -67,6 +68,7 @@ def resolve(
 
     async def run() -> BatchReport:
         async with store_from_url(store) as graph:
+            await start_with_blocking_index(graph, ruleset)
             with rejects.open("wb") as bad, _progress("resolving", total) as advance:
                 report = await resolve_lines(read_lines(input), graph, ruleset, batch_size=batch_size, rejects=bad,
                                              learner=learner, progress=advance)
@@ -412,6 +414,21 @@ def growth(
     typer.echo(f"{found.over_threshold} profiles hold more than {found.threshold} records")
     for profile_id, records in found.largest:
         typer.echo(f"{records:>8}  {profile_id}")
+
+
+@app.command()
+def reindex(rules: Optional[Path] = RulesOption) -> None:
+    """Rebuild the blocking index from every record's stored features under the rules given (the
+    workers' IDGRAPH_RULES): after blocking rules were added, or a store from before rule ids."""
+    running = _rules(rules)
+
+    async def rebuild(store: GraphStore) -> tuple[str, int]:
+        mismatch = await check_blocking_index(store, running)
+        before = "it already matched them" if mismatch is None else mismatch.describe()
+        return before, await store.reindex_blocking(running)
+
+    before, records = _with_store(rebuild)
+    typer.echo(f"reindexed {records} records under {len(running.blocking)} blocking rules (before: {before})")
 
 
 app.command("api")(api_command)

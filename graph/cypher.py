@@ -465,6 +465,60 @@ META = Statement("meta", "MATCH (m:Meta {name: $name}) RETURN m.value AS value",
 
 PUT_META = Statement("put_meta", "MERGE (m:Meta {name: $name}) SET m.value = $value", ("name", "value"))
 
+# A value recorded only where none is yet: the first worker's rules are the index's.
+ADD_META = Statement("add_meta", "MERGE (m:Meta {name: $name}) ON CREATE SET m.value = $value", ("name", "value"))
+
+# --- the blocking index rebuilt under another rule set (Neo4jStore.reindex_blocking) ---------
+
+# Keys named by rule position (``b<N>:``), from before rule ids (``b.<digest>:``): a range seek
+# on the BlockingKey constraint, since ``0``-``9`` sort right before ``:``.
+POSITIONAL_KEYS = Statement(
+    "positional_keys",
+    "RETURN EXISTS { MATCH (b:BlockingKey) WHERE b.key >= 'b0' AND b.key < 'b:' } AS found",
+)
+
+# The next page of touchpoints after ($seq, $event_id), in that order: the Touchpoint.seq index
+# seeks, and the event id orders touchpoints of two workers' batches that share a seq.
+TOUCHPOINT_FEATURES = Statement(
+    "touchpoint_features",
+    """
+MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
+RETURN t.seq AS seq, t.event_id AS event_id, t.features AS features
+ORDER BY t.seq, t.event_id
+LIMIT $chunk
+""",
+    ("seq", "event_id", "chunk"),
+)
+
+# Each touchpoint's blocking relationships replaced by those of its new keys.
+REBLOCK_TOUCHPOINTS = Statement(
+    "reblock_touchpoints",
+    """
+UNWIND $rows AS row
+MATCH (t:Touchpoint {event_id: row.event_id})
+OPTIONAL MATCH (t)-[old:BLOCKED_BY]->(:BlockingKey)
+DELETE old
+WITH DISTINCT t, row
+FOREACH (key IN row.keys |
+  MERGE (b:BlockingKey {key: key})
+  CREATE (t)-[:BLOCKED_BY {key: key, seq: t.seq}]->(b))
+RETURN count(*) AS written
+""",
+    ("rows",),
+)
+
+# Keys no touchpoint is blocked by any more (they hold personal values: none may linger).
+DROP_UNUSED_KEYS = Statement(
+    "drop_unused_keys",
+    """
+MATCH (b:BlockingKey) WHERE NOT EXISTS { (b)<-[:BLOCKED_BY]-(:Touchpoint) }
+WITH b LIMIT $chunk
+DETACH DELETE b
+RETURN count(*) AS dropped
+""",
+    ("chunk",),
+)
+
 # Events refused because they belong to an erased customer: their id and the reason, no more.
 RECORD_REFUSALS = Statement(
     "record_refusals",
@@ -987,7 +1041,8 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
         CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
-        UPGRADE_RECORD_COUNTS, META, PUT_META, PROFILES_OVER, LARGEST_PROFILES,
+        UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
+        POSITIONAL_KEYS, TOUCHPOINT_FEATURES, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

@@ -48,6 +48,7 @@ from graph.store import (
     GraphStore,
     OpenReview,
     OperationDocument,
+    POSITIONAL,
     OperationWrite,
     Outcome,
     ProfileGrowth,
@@ -63,7 +64,7 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import Features, PreparedEvent, identifiers_by_type, split_key
+from identity.features import Features, PreparedEvent, blocking_keys, blocking_signature, identifiers_by_type, split_key
 from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -83,6 +84,10 @@ _SCHEMA_ERRORS = "Neo.ClientError.Schema."
 UPGRADE_CHUNK = 10_000
 #: The Meta node that marks the record-count upgrade done.
 RECORD_COUNTS_DONE = "profile_records_counted"
+#: Touchpoints reindexed per transaction by :meth:`Neo4jStore.reindex_blocking`.
+REINDEX_CHUNK = 2_000
+#: The Meta node holding the blocking index's rule signature.
+BLOCKING_SIGNATURE = "blocking_signature"
 #: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
 _UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
 
@@ -451,6 +456,31 @@ class Neo4jStore(GraphStore):
         (over,) = await self._read(cypher.PROFILES_OVER, threshold=threshold)
         largest = await self._read(cypher.LARGEST_PROFILES, limit=limit)
         return ProfileGrowth(threshold, int(over["over"]), [(r["id"], int(r["records"])) for r in largest])
+
+    async def blocking_signature(self) -> str | None:
+        rows = await self._read(cypher.META, name=BLOCKING_SIGNATURE)
+        if rows:
+            return str(rows[0]["value"])
+        (row,) = await self._read(cypher.POSITIONAL_KEYS)
+        return POSITIONAL if row["found"] else None
+
+    async def record_blocking_signature(self, signature: str) -> None:
+        await self._write(cypher.ADD_META, name=BLOCKING_SIGNATURE, value=signature)
+
+    async def reindex_blocking(self, rules: Rules) -> int:
+        """Chunk by chunk, each its own transaction: workers may keep running meanwhile, finding
+        fewer candidates among records not yet reindexed (docs/neo4j.md, upgrades)."""
+        seq, event_id, records = -1, "", 0
+        while rows := await self._read(cypher.TOUCHPOINT_FEATURES, seq=seq, event_id=event_id, chunk=REINDEX_CHUNK):
+            keyed = [{"event_id": r["event_id"], "keys": list(blocking_keys(orjson.loads(r["features"]), rules))}
+                     for r in rows]
+            await self._write(cypher.REBLOCK_TOUCHPOINTS, rows=keyed)
+            records += len(rows)
+            seq, event_id = int(rows[-1]["seq"]), rows[-1]["event_id"]
+        while (await self._write(cypher.DROP_UNUSED_KEYS, chunk=REINDEX_CHUNK))[0]["dropped"] == REINDEX_CHUNK:
+            pass
+        await self._write(cypher.PUT_META, name=BLOCKING_SIGNATURE, value=blocking_signature(rules))
+        return records
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from graph.store import POSITIONAL
+
 MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: profiles, identifiers, touchpoints with their features and blocking keys,
     #    decisions, merge lineage, reviews and the delta outbox.
@@ -193,6 +195,14 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; "
         "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
     ),
+    # 7: blocking keys named by rule content (``b.<digest>:``), no longer by rule position
+    #    (``b<N>:``). Rebuilding needs the rules, which the file does not hold: a file with
+    #    positional keys is marked so, and the first worker (or ``idgraph reindex``) rebuilds it
+    #    from the features every touchpoint keeps (SQLiteStore.reindex_blocking).
+    f"""
+    INSERT OR IGNORE INTO meta (name, value)
+    SELECT 'blocking_signature', '{POSITIONAL}' WHERE EXISTS (SELECT 1 FROM blocking WHERE key >= 'b0' AND key < 'b:');
+    """,
 )
 
 

@@ -31,7 +31,7 @@ import orjson
 
 from graph.sqlite import SQLiteStore
 from identity.events import parse_event
-from identity.features import prepare
+from identity.features import blocking_rule_id, prepare
 from identity.learning import StreamLearner
 from identity.rules import load_rules
 from perf.synthetic import generate
@@ -181,15 +181,16 @@ def blocking_coverage(names: list[str]) -> dict[str, dict[str, int]]:
     A rule that finds nothing alone costs a read per event and a row per record for nothing.
     """
     rules = load_rules()
-    shared_by_pair: list[set[int]] = []
+    shared_by_pair: list[set[str]] = []
     for name in names:
         lines, links = load_dataset(name)
         keys = {p.event_id: set(p.blocking_keys) for p in (prepare(parse_event(line), rules) for line in lines)}
         for a, b in (tuple(pair) for pair in links):
-            shared_by_pair.append({int(k[1:k.index(":")]) for k in keys[a] & keys[b]})
+            shared_by_pair.append({k.partition(":")[0] for k in keys[a] & keys[b]})
+    ids = {blocking_rule_id(rule): rule for rule in rules.blocking}
     report = {"|".join(rule): {"finds": sum(i in s for s in shared_by_pair),
                                "alone": sum(s == {i} for s in shared_by_pair)}
-              for i, rule in enumerate(rules.blocking)}
+              for i, rule in ids.items()}
     report["none"] = {"finds": sum(not s for s in shared_by_pair), "alone": 0}
     for rule, counts in report.items():
         print(f"{rule}: finds {counts['finds']} of {len(shared_by_pair)} true pairs, {counts['alone']} alone")

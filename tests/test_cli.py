@@ -70,6 +70,20 @@ def test_growth_lists_the_largest_profiles_and_counts_those_over_the_threshold(t
     assert [tuple(line.split()) for line in lines[1:]] == [(str(n), p) for p, n in sizes.most_common(2)]
 
 
+def test_reindex_rebuilds_the_blocking_index_under_the_rules_given_and_says_what_changed(tmp_path):
+    resolve(tmp_path, "run", sample_events_path())
+    rules = load_rules()
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(rules.with_updates(blocking=rules.blocking[1:]).to_yaml())
+    result = idgraph("reindex", "--rules", str(fewer), store=tmp_path / "run.db")
+    assert result.returncode == 0, result.stderr
+    records = len((tmp_path / "run.csv").read_text().splitlines()) - 1
+    assert result.stdout.startswith(f"reindexed {records} records under {len(rules.blocking) - 1} blocking rules")
+    assert "0 added, 1 removed" in result.stdout
+    again = idgraph("reindex", "--rules", str(fewer), store=tmp_path / "run.db")
+    assert "(before: it already matched them)" in again.stdout
+
+
 def test_estimate_writes_a_loadable_rule_file_with_new_weights(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for _, e in synthetic_events(200, 1500)))

@@ -14,9 +14,10 @@ import identity.decide
 from graph.neo4j import Neo4jStore
 from graph.sqlite import SQLiteStore
 from identity.events import PROFILE_ID_TYPE
-from identity.features import prepare
+from identity.features import blocking_signature, prepare
+from service.blocking import check_blocking_index
 from service.resolver import Resolver
-from tests.conftest import cn_national_id, make_event
+from tests.conftest import Engine, cn_national_id, make_event
 
 pytestmark = pytest.mark.every_store
 
@@ -301,6 +302,60 @@ async def test_erased_profile_leaves_profile_growth(engine, store, rules):
     kept = await engine.resolve(make_event({"email": "kept@example.com"}))
     await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
     assert (await store.profile_growth(threshold=0)).largest == [(kept.profile_id, 1)]
+
+
+# --- the blocking index under a changed rule set -------------------------------------------
+
+def candidates(outcome) -> set[str]:
+    return {c["profile_id"] for c in outcome.decision["evidence"]["candidates"]}
+
+
+def namesakes(rules):
+    """Rules blocking only on company and city, then the same with name and city added."""
+    before = rules.with_updates(blocking=[("company", "city")])
+    return before, before.with_updates(blocking=[("company", "city"), ("name.phonetic", "city")])
+
+
+def colleague(company: str):
+    return make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "company": company})
+
+
+async def test_new_store_takes_the_first_blocking_signature_recorded_and_keeps_it(store):
+    assert await store.blocking_signature() is None
+    await store.record_blocking_signature("b.00000001")
+    await store.record_blocking_signature("b.00000002")
+    assert await store.blocking_signature() == "b.00000001"
+
+
+async def test_reindex_finds_records_written_before_their_blocking_rule_was_added(store, rules):
+    before, after = namesakes(rules)
+    first = await Engine(store, before).resolve(colleague("Acme"))
+    assert first.profile_id not in candidates(await Engine(store, after).resolve(colleague("Globex")))
+    assert await store.reindex_blocking(after) == 2
+    assert first.profile_id in candidates(await Engine(store, after).resolve(colleague("Initech")))
+
+
+async def test_reindex_drops_the_keys_of_a_rule_no_longer_in_force(store, rules):
+    before, after = namesakes(rules)
+    first = await Engine(store, after).resolve(colleague("Acme"))
+    await store.reindex_blocking(before)
+    assert first.profile_id not in candidates(await Engine(store, after).resolve(colleague("Globex")))
+
+
+async def test_reindex_records_the_signature_of_its_rules(store, rules):
+    await store.record_blocking_signature("b.00000001")
+    await store.reindex_blocking(rules)
+    assert await store.blocking_signature() == blocking_signature(rules)
+
+
+async def test_changed_blocking_rules_are_told_apart_from_the_stored_index(store, rules):
+    before, after = namesakes(rules)
+    assert await check_blocking_index(store, before) is None
+    mismatch = await check_blocking_index(store, after)
+    assert (mismatch.stored, mismatch.running) == (blocking_signature(before), blocking_signature(after))
+    assert "1 added, 0 removed" in mismatch.describe()
+    await store.reindex_blocking(after)
+    assert await check_blocking_index(store, after) is None
 
 
 # --- idempotency and atomicity ------------------------------------------------------------
