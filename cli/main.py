@@ -410,7 +410,7 @@ def growth(
 ) -> None:
     """List the largest live profiles by records: chained links show as profiles far past any customer's size."""
     over = threshold or _settings().profile_growth_threshold
-    found = _with_store(lambda store: store.profile_growth(over, limit))
+    found = run_on_store(lambda store: store.profile_growth(over, limit))
     typer.echo(f"{found.over_threshold} profiles hold more than {found.threshold} records")
     for profile_id, records in found.largest:
         typer.echo(f"{records:>8}  {profile_id}")
@@ -427,7 +427,7 @@ def reindex(rules: Optional[Path] = RulesOption) -> None:
         before = "it already matched them" if mismatch is None else mismatch.describe()
         return before, await store.reindex_blocking(running)
 
-    before, records = _with_store(rebuild)
+    before, records = run_on_store(rebuild)
     typer.echo(f"reindexed {records} records under {len(running.blocking)} blocking rules (before: {before})")
 
 

@@ -195,7 +195,7 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; "
         "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
     ),
-    # 7: blocking keys named by rule content (``b.<digest>:``), no longer by rule position
+    # 9: blocking keys named by rule content (``b.<digest>:``), no longer by rule position
     #    (``b<N>:``). Rebuilding needs the rules, which the file does not hold: a file with
     #    positional keys is marked so, and the first worker (or ``idgraph reindex``) rebuilds it
     #    from the features every touchpoint keeps (SQLiteStore.reindex_blocking).
