@@ -403,12 +403,13 @@ class SQLiteStore(GraphStore):
                 for i, e, p, r, c, t in rows]
 
     async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
-        # Both walk the profiles_records index (graph/sqlite_schema.py, 6): a retired profile
-        # holds no records, so the largest are live ones unless nothing has any.
-        (over,) = self.db.execute("SELECT COUNT(*) FROM profiles WHERE records > ?", (threshold,)).fetchone()
+        # Both walk the profile_records_largest index (graph/sqlite_schema.py, 8): a retired
+        # profile holds no records, so the largest are live ones unless nothing has any.
+        (over,) = self.db.execute("SELECT COUNT(*) FROM profile_records WHERE records > ?", (threshold,)).fetchone()
         largest = self.db.execute(
-            "SELECT id, records FROM profiles WHERE records > 0 AND merged_into IS NULL "
-            "ORDER BY records DESC, id LIMIT ?", (limit,)).fetchall()
+            "SELECT r.profile_id, r.records FROM profile_records r JOIN profiles p ON p.id = r.profile_id "
+            "WHERE r.records > 0 AND p.merged_into IS NULL ORDER BY r.records DESC, r.profile_id LIMIT ?",
+            (limit,)).fetchall()
         return ProfileGrowth(threshold, over, [(pid, n) for pid, n in largest])
 
     async def blocking_signature(self) -> str | None:

@@ -182,18 +182,26 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 8: each profile's record count, for watching profile growth (ReadViews.profile_growth)
     #    through an index instead of counting touchpoints per poll. Kept by triggers, so every
     #    path that adds, moves (merge, split) or deletes (erasure) a touchpoint keeps it true.
+    #    A table of its own and IF NOT EXISTS throughout: running it again changes nothing.
     (
-        "ALTER TABLE profiles ADD COLUMN records INTEGER NOT NULL DEFAULT 0",
-        "UPDATE profiles SET records = (SELECT COUNT(*) FROM touchpoints t WHERE t.profile_id = profiles.id)",
-        "CREATE INDEX profiles_records ON profiles (records DESC, id)",
-        "CREATE TRIGGER profile_records_insert AFTER INSERT ON touchpoints BEGIN "
-        "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
-        "CREATE TRIGGER profile_records_delete AFTER DELETE ON touchpoints BEGIN "
-        "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; END",
-        "CREATE TRIGGER profile_records_move AFTER UPDATE OF profile_id ON touchpoints "
+        "CREATE TABLE IF NOT EXISTS profile_records ("
+        "profile_id TEXT PRIMARY KEY REFERENCES profiles (id), records INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT OR REPLACE INTO profile_records (profile_id, records) "
+        "SELECT profile_id, COUNT(*) FROM touchpoints GROUP BY profile_id",
+        "CREATE INDEX IF NOT EXISTS profile_records_largest ON profile_records (records DESC, profile_id)",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_insert AFTER INSERT ON touchpoints BEGIN "
+        "INSERT INTO profile_records (profile_id, records) VALUES (new.profile_id, 1) "
+        "ON CONFLICT (profile_id) DO UPDATE SET records = records + 1; END",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_delete AFTER DELETE ON touchpoints BEGIN "
+        "UPDATE profile_records SET records = records - 1 WHERE profile_id = old.profile_id; END",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_move AFTER UPDATE OF profile_id ON touchpoints "
         "WHEN old.profile_id IS NOT new.profile_id BEGIN "
-        "UPDATE profiles SET records = records - 1 WHERE id = old.profile_id; "
-        "UPDATE profiles SET records = records + 1 WHERE id = new.profile_id; END",
+        "UPDATE profile_records SET records = records - 1 WHERE profile_id = old.profile_id; "
+        "INSERT INTO profile_records (profile_id, records) VALUES (new.profile_id, 1) "
+        "ON CONFLICT (profile_id) DO UPDATE SET records = records + 1; END",
+        # An erased profile leaves no row behind (nor does a retired one hold records).
+        "CREATE TRIGGER IF NOT EXISTS profile_records_erase BEFORE DELETE ON profiles BEGIN "
+        "DELETE FROM profile_records WHERE profile_id = old.id; END",
     ),
     # 9: blocking keys named by rule content (``b.<digest>:``), no longer by rule position
     #    (``b<N>:``). Rebuilding needs the rules, which the file does not hold: a file with

@@ -48,8 +48,8 @@ async def test_file_from_before_record_counts_has_its_profiles_counted_when_open
     db = sqlite3.connect(tmp_path / "g.db")
     # The record-count migration undone: the file as the release before it left it.
     db.executescript("DROP TRIGGER profile_records_insert; DROP TRIGGER profile_records_delete; "
-                     "DROP TRIGGER profile_records_move; DROP INDEX profiles_records; "
-                     f"ALTER TABLE profiles DROP COLUMN records; PRAGMA user_version = {before};")
+                     "DROP TRIGGER profile_records_move; DROP TRIGGER profile_records_erase; "
+                     f"DROP TABLE profile_records; PRAGMA user_version = {before};")
     db.close()
     async with SQLiteStore(tmp_path / "g.db") as store:
         assert (await store.profile_growth(threshold=1)).largest == [(first[0].profile_id, 2)]
