@@ -21,6 +21,7 @@ from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
+from service.blocking import check_blocking_index, start_with_blocking_index
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
 
@@ -67,6 +68,7 @@ def resolve(
 
     async def run() -> BatchReport:
         async with store_from_url(store) as graph:
+            await start_with_blocking_index(graph, ruleset)
             with rejects.open("wb") as bad, _progress("resolving", total) as advance:
                 report = await resolve_lines(read_lines(input), graph, ruleset, batch_size=batch_size, rejects=bad,
                                              learner=learner, progress=advance)
@@ -398,6 +400,35 @@ def unsubscribe(name: str = typer.Argument(..., help="Scenario whose subscriptio
     if not run_on_store(lambda store: store.delete_subscription(name)):
         raise _fail(f"no subscription named {name!r}")
     typer.echo(f"unsubscribed {name}")
+
+
+@app.command()
+def growth(
+    limit: int = typer.Option(10, min=1, help="How many of the largest profiles to list"),
+    threshold: Optional[int] = typer.Option(None, min=1, help="Records past which a profile counts as overgrown "
+                                            "(IDGRAPH_PROFILE_GROWTH_THRESHOLD if unset)"),
+) -> None:
+    """List the largest live profiles by records: chained links show as profiles far past any customer's size."""
+    over = threshold or _settings().profile_growth_threshold
+    found = run_on_store(lambda store: store.profile_growth(over, limit))
+    typer.echo(f"{found.over_threshold} profiles hold more than {found.threshold} records")
+    for profile_id, records in found.largest:
+        typer.echo(f"{records:>8}  {profile_id}")
+
+
+@app.command()
+def reindex(rules: Optional[Path] = RulesOption) -> None:
+    """Rebuild the blocking index from every record's stored features under the rules given (the
+    workers' IDGRAPH_RULES): after blocking rules were added, or a store from before rule ids."""
+    running = _rules(rules)
+
+    async def rebuild(store: GraphStore) -> tuple[str, int]:
+        mismatch = await check_blocking_index(store, running)
+        before = "it already matched them" if mismatch is None else mismatch.describe()
+        return before, await store.reindex_blocking(running)
+
+    before, records = run_on_store(rebuild)
+    typer.echo(f"reindexed {records} records under {len(running.blocking)} blocking rules (before: {before})")
 
 
 app.command("api")(api_command)

@@ -94,6 +94,10 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     # Term frequencies: per value and per field, one counter node per writer (COUNT_TERMS).
     SchemaRule("term_count_key", "TermCount", "key", unique=False),
     SchemaRule("term_total_field", "TermTotal", "field", unique=False),
+    # Each profile's record count (COUNT_RECORDS), so watching profile growth is an index read.
+    SchemaRule("profile_records", "Profile", "records", unique=False),
+    # The store's own bookkeeping: which one-off upgrades ran (UPGRADE_RECORD_COUNTS).
+    SchemaRule("meta_name", "Meta", "name"),
 )
 
 # Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
@@ -433,6 +437,90 @@ WITH row.field AS field, before, before + row.add AS after
     ("terms", "writer"),
 )
 
+# Each profile a write gave, moved or took touchpoints from holds its record count, read from
+# the node's degree (no touchpoint is visited). Recounted rather than added to, so the count is
+# right whatever path changed it, and a retired profile drops to zero.
+COUNT_RECORDS = Statement(
+    "count_records",
+    """
+UNWIND $ids AS id
+MATCH (p:Profile {id: id})
+SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
+""",
+    ("ids",),
+)
+
+# Graphs written before record counts existed: counted once, a chunk per transaction, then
+# marked done (docs/neo4j.md, upgrades). Profiles written since count themselves.
+UPGRADE_RECORD_COUNTS = Statement(
+    "upgrade_record_counts",
+    """
+MATCH (p:Profile) WHERE p.records IS NULL
+WITH p LIMIT $chunk
+SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
+RETURN count(p) AS counted
+""",
+    ("chunk",),
+)
+
+META = Statement("meta", "MATCH (m:Meta {name: $name}) RETURN m.value AS value", ("name",))
+
+PUT_META = Statement("put_meta", "MERGE (m:Meta {name: $name}) SET m.value = $value", ("name", "value"))
+
+# A value recorded only where none is yet: the first worker's rules are the index's.
+ADD_META = Statement("add_meta", "MERGE (m:Meta {name: $name}) ON CREATE SET m.value = $value", ("name", "value"))
+
+# --- the blocking index rebuilt under another rule set (Neo4jStore.reindex_blocking) ---------
+
+# Keys named by rule position (``b<N>:``), from before rule ids (``b.<digest>:``): a range seek
+# on the BlockingKey constraint, since ``0``-``9`` sort right before ``:``.
+POSITIONAL_KEYS = Statement(
+    "positional_keys",
+    "RETURN EXISTS { MATCH (b:BlockingKey) WHERE b.key >= 'b0' AND b.key < 'b:' } AS found",
+)
+
+# The next page of touchpoints after ($seq, $event_id), in that order: the Touchpoint.seq index
+# seeks, and the event id orders touchpoints of two workers' batches that share a seq.
+TOUCHPOINT_FEATURES = Statement(
+    "touchpoint_features",
+    """
+MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
+RETURN t.seq AS seq, t.event_id AS event_id, t.features AS features
+ORDER BY t.seq, t.event_id
+LIMIT $chunk
+""",
+    ("seq", "event_id", "chunk"),
+)
+
+# Each touchpoint's blocking relationships replaced by those of its new keys.
+REBLOCK_TOUCHPOINTS = Statement(
+    "reblock_touchpoints",
+    """
+UNWIND $rows AS row
+MATCH (t:Touchpoint {event_id: row.event_id})
+OPTIONAL MATCH (t)-[old:BLOCKED_BY]->(:BlockingKey)
+DELETE old
+WITH DISTINCT t, row
+FOREACH (key IN row.keys |
+  MERGE (b:BlockingKey {key: key})
+  CREATE (t)-[:BLOCKED_BY {key: key, seq: t.seq}]->(b))
+RETURN count(*) AS written
+""",
+    ("rows",),
+)
+
+# Keys no touchpoint is blocked by any more (they hold personal values: none may linger).
+DROP_UNUSED_KEYS = Statement(
+    "drop_unused_keys",
+    """
+MATCH (b:BlockingKey) WHERE NOT EXISTS { (b)<-[:BLOCKED_BY]-(:Touchpoint) }
+WITH b LIMIT $chunk
+DETACH DELETE b
+RETURN count(*) AS dropped
+""",
+    ("chunk",),
+)
+
 # Events refused because they belong to an erased customer: their id and the reason, no more.
 RECORD_REFUSALS = Statement(
     "record_refusals",
@@ -585,6 +673,24 @@ RETURN r.id AS id, r.event_id AS event_id, r.profile_ids AS profile_ids, r.reaso
   r.confidence AS confidence, r.created_at AS created_at
 ORDER BY r.id
 """,
+)
+
+# Both read the profile_records index; a retired profile holds no records.
+PROFILES_OVER = Statement(
+    "profiles_over",
+    "MATCH (p:Profile) WHERE p.records > $threshold RETURN count(p) AS over",
+    ("threshold",),
+)
+
+LARGEST_PROFILES = Statement(
+    "largest_profiles",
+    """
+MATCH (p:Profile) WHERE p.records > 0 AND NOT EXISTS { (p)-[:MERGED_INTO]->(:Profile) }
+RETURN p.id AS id, p.records AS records
+ORDER BY p.records DESC, p.id
+LIMIT $limit
+""",
+    ("limit",),
 )
 
 GENERIC_IDENTIFIERS = Statement(
@@ -936,7 +1042,9 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         *SCHEMA, SHOW_CONSTRAINTS, SHOW_INDEXES,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
-        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, RECORD_REFUSALS,
+        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
+        UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
+        POSITIONAL_KEYS, TOUCHPOINT_FEATURES, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

@@ -48,8 +48,10 @@ from graph.store import (
     GraphStore,
     OpenReview,
     OperationDocument,
+    POSITIONAL,
     OperationWrite,
     Outcome,
+    ProfileGrowth,
     ProfileSnapshot,
     ReviewRecord,
     StoreConflict,
@@ -62,7 +64,7 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import Features, PreparedEvent, identifiers_by_type, split_key
+from identity.features import Features, PreparedEvent, blocking_keys, blocking_signature, identifiers_by_type, split_key
 from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -78,6 +80,14 @@ INDEX_WAIT_S = 300
 #: and also when an index or constraint of an operator's stands in the way: which of the two is
 #: told apart afterwards, by checking that every rule is in force (:func:`schema_problems`).
 _SCHEMA_ERRORS = "Neo.ClientError.Schema."
+#: Profiles counted per transaction when a graph from before record counts is upgraded.
+UPGRADE_CHUNK = 10_000
+#: The Meta node that marks the record-count upgrade done.
+RECORD_COUNTS_DONE = "profile_records_counted"
+#: Touchpoints reindexed per transaction by :meth:`Neo4jStore.reindex_blocking`.
+REINDEX_CHUNK = 2_000
+#: The Meta node holding the blocking index's rule signature.
+BLOCKING_SIGNATURE = "blocking_signature"
 #: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
 _UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
 
@@ -195,6 +205,8 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
                              after=[lock["id"] for lock in plan.locks], floor=clock.last)
         _check_written(cypher.RECORD_EVENTS, written, len(plan.events))
         clock.last = max(clock.last, int(written[0]["last"]))
+    if plan.events or plan.merges:
+        await _run(tx, cypher.COUNT_RECORDS, stats, "ids", plan.recounted)
     if plan.refusals:
         await _run(tx, cypher.RECORD_REFUSALS, stats, "refusals", plan.refusals)
 
@@ -303,12 +315,25 @@ class Neo4jStore(GraphStore):
             except ClientError as exc:
                 if not (exc.code or "").startswith(_SCHEMA_ERRORS):
                     raise
+        await self._upgrade_record_counts()
         constraints = await self._query(cypher.SHOW_CONSTRAINTS, RoutingControl.READ)
         indexes = await self._query(cypher.SHOW_INDEXES, RoutingControl.READ)
         problems = schema_problems(cypher.SCHEMA_RULES, constraints, indexes)
         if problems:
             raise StoreError(f"the schema of database {self.settings.database!r} on Neo4j at {self.settings.url} "
                              "conflicts with idgraph's: " + "; ".join(problems))
+
+    async def _upgrade_record_counts(self) -> None:
+        """Count the records of profiles written before counts were kept, once per graph."""
+        if await self._query(cypher.META, RoutingControl.READ, name=RECORD_COUNTS_DONE):
+            return
+        while (await self._query(cypher.UPGRADE_RECORD_COUNTS, RoutingControl.WRITE,
+                                 chunk=UPGRADE_CHUNK))[0]["counted"] == UPGRADE_CHUNK:
+            pass
+        try:
+            await self._query(cypher.PUT_META, RoutingControl.WRITE, name=RECORD_COUNTS_DONE, value=_now())
+        except ConstraintError:  # another worker starting at once marked it first
+            pass
 
     async def close(self) -> None:
         if self._driver is not None:
@@ -429,6 +454,36 @@ class Neo4jStore(GraphStore):
         rows = await self._read(cypher.OPEN_REVIEWS)
         return [OpenReview(id=r["id"], event_id=r["event_id"], profile_ids=list(r["profile_ids"]), reason=r["reason"],
                            confidence=r["confidence"], created_at=r["created_at"]) for r in rows]
+
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        (over,) = await self._read(cypher.PROFILES_OVER, threshold=threshold)
+        largest = await self._read(cypher.LARGEST_PROFILES, limit=limit)
+        return ProfileGrowth(threshold, int(over["over"]), [(r["id"], int(r["records"])) for r in largest])
+
+    async def blocking_signature(self) -> str | None:
+        rows = await self._read(cypher.META, name=BLOCKING_SIGNATURE)
+        if rows:
+            return str(rows[0]["value"])
+        (row,) = await self._read(cypher.POSITIONAL_KEYS)
+        return POSITIONAL if row["found"] else None
+
+    async def record_blocking_signature(self, signature: str) -> None:
+        await self._write(cypher.ADD_META, name=BLOCKING_SIGNATURE, value=signature)
+
+    async def reindex_blocking(self, rules: Rules) -> int:
+        """Chunk by chunk, each its own transaction: workers may keep running meanwhile, finding
+        fewer candidates among records not yet reindexed (docs/neo4j.md, upgrades)."""
+        seq, event_id, records = -1, "", 0
+        while rows := await self._read(cypher.TOUCHPOINT_FEATURES, seq=seq, event_id=event_id, chunk=REINDEX_CHUNK):
+            keyed = [{"event_id": r["event_id"], "keys": list(blocking_keys(orjson.loads(r["features"]), rules))}
+                     for r in rows]
+            await self._write(cypher.REBLOCK_TOUCHPOINTS, rows=keyed)
+            records += len(rows)
+            seq, event_id = int(rows[-1]["seq"]), rows[-1]["event_id"]
+        while (await self._write(cypher.DROP_UNUSED_KEYS, chunk=REINDEX_CHUNK))[0]["dropped"] == REINDEX_CHUNK:
+            pass
+        await self._write(cypher.PUT_META, name=BLOCKING_SIGNATURE, value=blocking_signature(rules))
+        return records
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)

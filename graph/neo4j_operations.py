@@ -108,6 +108,9 @@ def operation_steps(write: OperationWrite, now: str) -> list[Step]:
         review_id, status = write.review
         steps.append(Step(cypher.DECIDE_REVIEW, {"review_id": review_id, "status": status, "at": now,
                                                  "actor": op.actor, "operation_id": op.id}, _decided))
+    if write.touchpoints or write.retired:
+        moved = sorted({*write.expected, *write.retired, *write.touchpoints.values()})
+        steps.append(Step(cypher.COUNT_RECORDS, {"ids": moved}))
     return [*steps, _record(op, write.deltas)]
 
 

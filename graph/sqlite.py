@@ -27,6 +27,7 @@ from graph.store import (
     OperationDocument,
     OperationWrite,
     Outcome,
+    ProfileGrowth,
     ProfileSnapshot,
     ReviewRecord,
     StoreError,
@@ -37,7 +38,15 @@ from graph.store import (
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
-from identity.features import Features, PreparedEvent, identifiers_by_type, rarest_first, split_key
+from identity.features import (
+    Features,
+    PreparedEvent,
+    blocking_keys,
+    blocking_signature,
+    identifiers_by_type,
+    rarest_first,
+    split_key,
+)
 from identity.model import DecisionRecord, ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -392,6 +401,38 @@ class SQLiteStore(GraphStore):
         )
         return [OpenReview(id=i, event_id=e, profile_ids=orjson.loads(p), reason=r, confidence=c, created_at=t)
                 for i, e, p, r, c, t in rows]
+
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        # Both walk the profile_records_largest index (graph/sqlite_schema.py, 8): a retired
+        # profile holds no records, so the largest are live ones unless nothing has any.
+        (over,) = self.db.execute("SELECT COUNT(*) FROM profile_records WHERE records > ?", (threshold,)).fetchone()
+        largest = self.db.execute(
+            "SELECT r.profile_id, r.records FROM profile_records r JOIN profiles p ON p.id = r.profile_id "
+            "WHERE r.records > 0 AND p.merged_into IS NULL ORDER BY r.records DESC, r.profile_id LIMIT ?",
+            (limit,)).fetchall()
+        return ProfileGrowth(threshold, over, [(pid, n) for pid, n in largest])
+
+    async def blocking_signature(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'blocking_signature'").fetchone()
+        return None if row is None else str(row[0])
+
+    async def record_blocking_signature(self, signature: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('blocking_signature', ?)", (signature,))
+
+    async def reindex_blocking(self, rules: Rules) -> int:
+        """One transaction: candidates are never read from a half-built index."""
+        async with self._writing() as db:
+            db.execute("DELETE FROM blocking")
+            records = 0
+            rows = db.execute("SELECT seq, features FROM touchpoints ORDER BY seq")
+            while chunk := rows.fetchmany(1000):
+                db.executemany("INSERT OR IGNORE INTO blocking (key, seq) VALUES (?, ?)",
+                               [(key, seq) for seq, features in chunk
+                                for key in blocking_keys(orjson.loads(features), rules)])
+                records += len(chunk)
+            db.execute("INSERT INTO meta (name, value) VALUES ('blocking_signature', ?) "
+                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (blocking_signature(rules),))
+        return records
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         return list(self.db.execute(

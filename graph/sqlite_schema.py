@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from graph.store import POSITIONAL
+
 MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: profiles, identifiers, touchpoints with their features and blocking keys,
     #    decisions, merge lineage, reviews and the delta outbox.
@@ -177,6 +179,38 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "DROP TRIGGER touchpoint_text_delete",
         "DROP TABLE touchpoint_text",
     ),
+    # 8: each profile's record count, for watching profile growth (ReadViews.profile_growth)
+    #    through an index instead of counting touchpoints per poll. Kept by triggers, so every
+    #    path that adds, moves (merge, split) or deletes (erasure) a touchpoint keeps it true.
+    #    A table of its own and IF NOT EXISTS throughout: running it again changes nothing.
+    (
+        "CREATE TABLE IF NOT EXISTS profile_records ("
+        "profile_id TEXT PRIMARY KEY REFERENCES profiles (id), records INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT OR REPLACE INTO profile_records (profile_id, records) "
+        "SELECT profile_id, COUNT(*) FROM touchpoints GROUP BY profile_id",
+        "CREATE INDEX IF NOT EXISTS profile_records_largest ON profile_records (records DESC, profile_id)",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_insert AFTER INSERT ON touchpoints BEGIN "
+        "INSERT INTO profile_records (profile_id, records) VALUES (new.profile_id, 1) "
+        "ON CONFLICT (profile_id) DO UPDATE SET records = records + 1; END",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_delete AFTER DELETE ON touchpoints BEGIN "
+        "UPDATE profile_records SET records = records - 1 WHERE profile_id = old.profile_id; END",
+        "CREATE TRIGGER IF NOT EXISTS profile_records_move AFTER UPDATE OF profile_id ON touchpoints "
+        "WHEN old.profile_id IS NOT new.profile_id BEGIN "
+        "UPDATE profile_records SET records = records - 1 WHERE profile_id = old.profile_id; "
+        "INSERT INTO profile_records (profile_id, records) VALUES (new.profile_id, 1) "
+        "ON CONFLICT (profile_id) DO UPDATE SET records = records + 1; END",
+        # An erased profile leaves no row behind (nor does a retired one hold records).
+        "CREATE TRIGGER IF NOT EXISTS profile_records_erase BEFORE DELETE ON profiles BEGIN "
+        "DELETE FROM profile_records WHERE profile_id = old.id; END",
+    ),
+    # 9: blocking keys named by rule content (``b.<digest>:``), no longer by rule position
+    #    (``b<N>:``). Rebuilding needs the rules, which the file does not hold: a file with
+    #    positional keys is marked so, and the first worker (or ``idgraph reindex``) rebuilds it
+    #    from the features every touchpoint keeps (SQLiteStore.reindex_blocking).
+    f"""
+    INSERT OR IGNORE INTO meta (name, value)
+    SELECT 'blocking_signature', '{POSITIONAL}' WHERE EXISTS (SELECT 1 FROM blocking WHERE key >= 'b0' AND key < 'b:');
+    """,
 )
 
 

@@ -131,6 +131,21 @@ class ProfileSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileGrowth:
+    """How far the largest live profiles have grown, in records (touchpoints).
+
+    Chained links show as a few profiles growing far past any real customer's record count
+    (a held-out run once ended with one of 1,145), long before anyone reads them.
+    """
+
+    threshold: int
+    #: Live profiles holding more records than ``threshold``.
+    over_threshold: int
+    #: (profile id, records) of the largest live profiles, largest first, ties by id.
+    largest: list[tuple[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class TimelineEntry:
     event_id: str
     scenario: str
@@ -298,6 +313,14 @@ class ReadViews(Protocol):
         return next((r for r in await self.reviews() if r["id"] == review_id), None)
 
     @abstractmethod
+    async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
+        """The ``limit`` largest live profiles and how many hold more than ``threshold`` records.
+
+        Answered from a per-profile record count the store keeps with every write, through an
+        index: polled by every worker, it must not scan the graph.
+        """
+
+    @abstractmethod
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         """Identifier keys held by more profiles than ``rules`` allow evidence from, with counts."""
 
@@ -369,7 +392,34 @@ class ProfileOperations(Protocol):
         """What is left of an erased customer's id, or None when it belonged to none."""
 
 
-class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, ABC):
+class BlockingIndex(Protocol):
+    """The blocking index kept in step with the rule set (identity/features.py names each key by its rule).
+
+    Records carry keys of the rules running when they were written: a rule added later has no
+    keys on older records, one removed leaves keys nothing reads. The store records the
+    signature of the rules its index was built with, so a worker can tell at start.
+    """
+
+    @abstractmethod
+    async def blocking_signature(self) -> str | None:
+        """The signature (identity.features.blocking_signature) the index was built with;
+        ``POSITIONAL`` for keys named by rule position (before rule ids), None if none is known."""
+
+    @abstractmethod
+    async def record_blocking_signature(self, signature: str) -> None:
+        """Record the signature of the rules writing to an index that had none recorded."""
+
+    @abstractmethod
+    async def reindex_blocking(self, rules: Rules) -> int:
+        """Rebuild every record's blocking keys from its stored features under ``rules`` and record
+        their signature; returns the records reindexed."""
+
+
+#: The signature of an index whose keys were named ``b{position}:`` in the rule file.
+POSITIONAL = "positional"
+
+
+class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, BlockingIndex, ABC):
     """A durable identity graph in every role. Implementations must be safe to reopen after a crash."""
 
     #: Short name for metrics and logs ("sqlite", "neo4j").

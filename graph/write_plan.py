@@ -82,6 +82,14 @@ class WritePlan:
     def empty(self) -> bool:
         return not self.events and not self.refusals
 
+    @property
+    def recounted(self) -> list[str]:
+        """Profiles whose record count the batch changes: those given touchpoints, and both
+        sides of each merge (the retired one's move to its survivor)."""
+        ids = {row["profile_id"] for row in self.events}
+        ids.update(p for row in self.merges for p in (row["retired"], row["survivor"]))
+        return sorted(ids)
+
 
 def plan_writes(overlay: BatchOverlay) -> WritePlan:
     events = overlay.events

@@ -24,7 +24,7 @@ from itertools import combinations
 from typing import Iterable, Sequence
 
 from identity.compare import comparator_level
-from identity.features import Features, blocking_keys
+from identity.features import Features, blocking_keys, blocking_rule_id
 from identity.rules import Comparison, Rules
 
 #: Probabilities are kept inside this margin so no level gets an infinite weight.
@@ -56,9 +56,10 @@ def _rule_blocks(samples: Sequence[Features], rules: Rules) -> list[set[tuple[in
         for key in blocking_keys(features, rules):
             blocks.setdefault(key, []).append(index)
     per_rule: list[set[tuple[int, int]]] = [set() for _ in rules.blocking]
+    position = {blocking_rule_id(rule): index for index, rule in enumerate(rules.blocking)}
     for key, members in blocks.items():
         if 1 < len(members) <= _MAX_BLOCK:
-            per_rule[int(key[1:key.index(":")])].update(combinations(members, 2))
+            per_rule[position[key.partition(":")[0]]].update(combinations(members, 2))
     return per_rule
 
 

@@ -201,9 +201,25 @@ def _component(name: str) -> tuple[str, str]:
 MAX_BLOCKING_KEY_BYTES = 512
 
 
+@lru_cache(maxsize=256)
+def blocking_rule_id(rule: tuple[str, ...]) -> str:
+    """The name a blocking rule's keys carry: ``b.`` and 8 hex of a digest of its components.
+
+    Named by content, not by position in the rule file, so reordering, inserting or deleting
+    a rule leaves every other rule's stored keys meaning what they meant.
+    """
+    return "b." + hashlib.blake2b("|".join(rule).encode(), digest_size=4).hexdigest()
+
+
+def blocking_signature(rules: Rules) -> str:
+    """The blocking rule set as stores record it: its rule ids, sorted. Another signature means
+    stored records lack some rule's keys, or carry keys of a rule no longer read."""
+    return ",".join(sorted(blocking_rule_id(rule) for rule in rules.blocking))
+
+
 def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
     keys: list[str] = []
-    for index, rule in enumerate(rules.blocking):
+    for rule in rules.blocking:
         parts: list[str] = []
         for name in rule:
             part = blocking_value(features, name)
@@ -211,12 +227,12 @@ def blocking_keys(features: Features, rules: Rules) -> tuple[str, ...]:
                 break  # a rule applies only when every component is there; the rest need not be read
             parts.append(part)
         else:
-            keys.append(_bounded(f"b{index}:" + "|".join(parts)))
+            keys.append(_bounded(f"{blocking_rule_id(rule)}:" + "|".join(parts)))
     return tuple(keys)
 
 
 def _bounded(key: str) -> str:
-    """The key, or ``bN:#`` and a digest of it when it is longer than the stores can index."""
+    """The key, or its rule id, ``:#`` and a digest of it when it is longer than the stores can index."""
     raw = key.encode()
     if len(raw) <= MAX_BLOCKING_KEY_BYTES:
         return key

@@ -31,7 +31,7 @@ import orjson
 
 from graph.sqlite import SQLiteStore
 from identity.events import parse_event
-from identity.features import prepare
+from identity.features import blocking_rule_id, prepare
 from identity.learning import StreamLearner
 from identity.rules import load_rules
 from perf.synthetic import generate
@@ -97,6 +97,23 @@ def pairwise_scores(assignments: dict[str, str], true_links: set[frozenset[str]]
             "predicted_pairs": len(predicted), "true_positives": tp}
 
 
+def largest_true_entity(true_links: set[frozenset[str]]) -> int:
+    """Records of the largest real entity: the biggest group the true pairs join (1 without pairs)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = x = parent[parent[x]]
+        return x
+
+    for a, b in (tuple(pair) for pair in true_links):
+        parent[root(a)] = root(b)
+    sizes: dict[str, int] = {}
+    for x in list(parent):
+        sizes[root(x)] = sizes.get(root(x), 0) + 1
+    return max(sizes.values(), default=1)
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -109,14 +126,22 @@ async def run_dataset(name: str, lines: list[bytes], links: set[frozenset[str]],
         report = await resolve_lines(enumerate(lines, 1), store, rules, learner=StreamLearner(rules))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         assignments = dict(await store.assignments())
+        # Chaining shows here first: a profile far past the largest real entity.
+        growth = await store.profile_growth(GROWTH_THRESHOLD, limit=1)
     scores = pairwise_scores(assignments, links)
+    largest = growth.largest[0] if growth.largest else ("", 0)
     return {**scores, "events": report.events, "rejected": report.rejected, "actions": report.actions,
+            "largest_profile_records": largest[1], "largest_true_entity": largest_true_entity(links),
+            "profiles_over_threshold": growth.over_threshold,
             "seconds": round(elapsed, 3), "events_per_s": round(report.events / elapsed, 1),
             # On a shared machine wall time swings with other load; CPU time is what the work costs.
             "events_per_cpu_s": round(report.events / cpu, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
             "models": [{"version": f.rules.model_version, "seen": f.seen, "pairs": f.pairs, "prior": f.match_share}
                        for f in report.models]}
 
+
+#: The worker's default IDGRAPH_PROFILE_GROWTH_THRESHOLD, so the two count the same profiles.
+GROWTH_THRESHOLD = 200
 
 DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4", "typos", "namesakes")
 
@@ -141,10 +166,13 @@ def measure(name: str, workdir: Path) -> dict[str, Any]:
                        for m in r["models"]) or "none learned: the cold-start model throughout"
     print(f"{name}: {r['events']} events, precision {r['precision']:.4f}, recall {r['recall']:.4f}, "
           f"F1 {r['f1']:.4f} ({r['true_positives']}/{r['true_pairs']} true pairs, {r['predicted_pairs']} predicted); "
+          f"largest profile {r['largest_profile_records']} records (largest true entity {r['largest_true_entity']}, "
+          f"{r['profiles_over_threshold']} profiles over {GROWTH_THRESHOLD}); "
           f"{r['events_per_s']:.0f} events/s ({r['events_per_cpu_s']:.0f} per CPU-second, learning included), "
           f"peak RSS {r['peak_rss_mb']:.0f} MB; actions {r['actions']}; models: {models}")
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-            if k in ("precision", "recall", "f1", "events_per_s", "events_per_cpu_s", "peak_rss_mb", "events", "models")}
+            if k in ("precision", "recall", "f1", "events_per_s", "events_per_cpu_s", "peak_rss_mb", "events", "models",
+                     "largest_profile_records", "largest_true_entity", "profiles_over_threshold")}
 
 
 def blocking_coverage(names: list[str]) -> dict[str, dict[str, int]]:
@@ -153,15 +181,16 @@ def blocking_coverage(names: list[str]) -> dict[str, dict[str, int]]:
     A rule that finds nothing alone costs a read per event and a row per record for nothing.
     """
     rules = load_rules()
-    shared_by_pair: list[set[int]] = []
+    shared_by_pair: list[set[str]] = []
     for name in names:
         lines, links = load_dataset(name)
         keys = {p.event_id: set(p.blocking_keys) for p in (prepare(parse_event(line), rules) for line in lines)}
         for a, b in (tuple(pair) for pair in links):
-            shared_by_pair.append({int(k[1:k.index(":")]) for k in keys[a] & keys[b]})
+            shared_by_pair.append({k.partition(":")[0] for k in keys[a] & keys[b]})
+    ids = {blocking_rule_id(rule): rule for rule in rules.blocking}
     report = {"|".join(rule): {"finds": sum(i in s for s in shared_by_pair),
                                "alone": sum(s == {i} for s in shared_by_pair)}
-              for i, rule in enumerate(rules.blocking)}
+              for i, rule in ids.items()}
     report["none"] = {"finds": sum(not s for s in shared_by_pair), "alone": 0}
     for rule, counts in report.items():
         print(f"{rule}: finds {counts['finds']} of {len(shared_by_pair)} true pairs, {counts['alone']} alone")

@@ -31,6 +31,7 @@ from graph.store import GraphStore
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
+from service.blocking import start_with_blocking_index
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
@@ -120,6 +121,7 @@ class IdgraphApp(faust.App):
         await super().on_start()
         self.store = store_from_url(self.settings.store)
         await self.store.open()
+        await start_with_blocking_index(self.store, self.rules)
         declared = load_subscriptions(self.settings.subscriptions) if self.settings.subscriptions else []
         for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
             await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))

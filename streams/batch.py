@@ -101,7 +101,7 @@ class _FileRun:
     async def finish(self) -> None:
         if self._learner is not None and not self.report.models and self._learner.seen:
             self._refit()  # a file shorter than the warm-up learns from all of it
-        await self._flush()
+        await self._flush(last=True)
         if self._progress is not None and self._settled:
             self._progress(self._settled)
             self._settled = 0
@@ -113,8 +113,9 @@ class _FileRun:
             self.report.models.append(fit)
             self._resolver = Resolver(self._store, fit.rules)
 
-    async def _flush(self) -> None:
-        while self._waiting:
+    async def _flush(self, *, last: bool = False) -> None:
+        """Resolve the waiting events in full batches (and, ``last``, the remainder too)."""
+        while len(self._waiting) >= self._batch_size or (last and self._waiting):
             if self._learner is not None and self.report.models and self._learner.due:
                 self._refit()
             batch, self._waiting = self._waiting[:self._batch_size], self._waiting[self._batch_size:]

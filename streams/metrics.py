@@ -42,6 +42,7 @@ from streams.results import BatchResult
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from graph.store import ProfileGrowth
     from identity.deltas import DeltaTimes, IdentityDelta
 
 log = structlog.get_logger("idgraph.metrics")
@@ -246,6 +247,16 @@ class WorkerMetrics:
                                registry=self.registry)
         self.open_reviews = Gauge("idgraph_open_reviews", "Review proposals waiting for a person (the review queue).",
                                   registry=self.registry)
+        self.largest_profile = Gauge(
+            "idgraph_largest_profile_records",
+            "Records (touchpoints) of the largest live profile in the graph; chained links show as growth far past "
+            "any real customer's count.", registry=self.registry)
+        self.profiles_over_threshold = Gauge(
+            "idgraph_profiles_over_growth_threshold",
+            "Live profiles holding more records than IDGRAPH_PROFILE_GROWTH_THRESHOLD.", registry=self.registry)
+        self.growth_threshold = Gauge(
+            "idgraph_profile_growth_threshold_records", "The configured IDGRAPH_PROFILE_GROWTH_THRESHOLD.",
+            registry=self.registry)
         self.webhook_backlog = _Family(Gauge(
             "idgraph_webhook_backlog", "Deltas queued for a webhook subscription, not yet delivered or given up.",
             ["scenario"], registry=self.registry))
@@ -372,6 +383,11 @@ class WorkerMetrics:
 
     def set_review_queue(self, size: int) -> None:
         self.open_reviews.set(size)
+
+    def set_profile_growth(self, growth: "ProfileGrowth") -> None:
+        self.largest_profile.set(growth.largest[0][1] if growth.largest else 0)
+        self.profiles_over_threshold.set(growth.over_threshold)
+        self.growth_threshold.set(growth.threshold)
 
     def set_webhook_backlog(self, backlogs: Mapping[str, int]) -> None:
         """Backlog of every webhook subscription; subscriptions gone since the last call are dropped."""
@@ -544,10 +560,10 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
                           sample_interval_s: float = 2.0, review_interval_s: float = 15.0) -> "WSGIServer | None":
     """Start /metrics and the samplers of an :class:`streams.app.IdgraphApp`; call once from ``on_start``.
 
-    Needs ``app.store`` and ``app.sink_router`` to exist. Registers two Faust timers (started by
+    Needs ``app.store`` and ``app.sink_router`` to exist. Registers three Faust timers (started by
     Faust in ``on_started``): lag and webhook backlogs/retries every ``sample_interval_s``, the
-    review queue every ``review_interval_s`` (it is a store query). Returns the HTTP server,
-    for ``server.shutdown()`` in ``on_stop``.
+    review queue and profile growth every ``review_interval_s`` (they are store queries). Returns
+    the HTTP server, for ``server.shutdown()`` in ``on_stop``.
     """
     if getattr(app, "_idgraph_metrics_installed", False):  # on_start runs again on a restart
         return None
@@ -573,6 +589,13 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
             metrics.set_review_queue(len(await app.store.open_reviews()))
         except Exception as exc:  # noqa: BLE001
             log.warning("review queue sampling failed", error=repr(exc))
+
+    @app.timer(review_interval_s, name="idgraph.metrics.growth")
+    async def growth() -> None:
+        try:
+            metrics.set_profile_growth(await app.store.profile_growth(app.settings.profile_growth_threshold, limit=1))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("profile growth sampling failed", error=repr(exc))
 
     server = start_metrics_server(metrics, port, addr)
     if server is not None:

@@ -21,6 +21,7 @@
 | IDGRAPH_METRICS_PORT | 18100 | Prometheus ``/metrics`` port of this worker; 0 disables it |
 | IDGRAPH_BROKER_WAIT_S | 30 | how long a starting worker waits for a broker to accept connections before it exits (code 1), for its supervisor to start it again |
 | IDGRAPH_REPLICATION | 1 | replication factor of the topics the worker creates (3 on a three-broker cluster) |
+| IDGRAPH_PROFILE_GROWTH_THRESHOLD | 200 | records past which a profile counts as overgrown (likely chained links; docs/runbook.md) |
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Settings(BaseModel):
     replication: int = Field(default=1, ge=1, le=10)
     raw_retention_hours: int = Field(default=168, ge=1, le=24 * 366)
     broker_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    # Far past any real customer's touchpoints in these scenarios; a chain grows through it.
+    profile_growth_threshold: int = Field(default=200, ge=1, le=10_000_000)
 
     @field_validator("broker")
     @classmethod

@@ -1,7 +1,9 @@
 """The idgraph command line, run as a user runs it: a real process on real files."""
 
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -13,8 +15,10 @@ from identity.rules import load_rules
 REPO = Path(__file__).resolve().parents[1]
 
 
-def idgraph(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True)
+def idgraph(*args: str, store: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``store`` is given as IDGRAPH_STORE, for commands that take the worker's settings."""
+    env = {**os.environ, "IDGRAPH_STORE": f"sqlite:///{store}"} if store else None
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True, env=env)
 
 
 def resolve(tmp: Path, name: str, events: Path) -> subprocess.CompletedProcess[str]:
@@ -53,6 +57,31 @@ def test_explain_of_an_unknown_event_fails_with_a_clear_message(tmp_path):
     result = idgraph("explain", "nope", "--store", f"sqlite:///{tmp_path / 'run'}.db")
     assert result.returncode == 2
     assert "no decision recorded for event 'nope'" in result.stderr
+
+
+def test_growth_lists_the_largest_profiles_and_counts_those_over_the_threshold(tmp_path):
+    resolve(tmp_path, "run", sample_events_path())
+    result = idgraph("growth", "--threshold", "2", "--limit", "2", store=tmp_path / "run.db")
+    assert result.returncode == 0, result.stderr
+    # The sample resolves to profiles of 5, 3, 2 and 1 records (the assignments say so).
+    sizes = Counter(row.split(",")[1] for row in (tmp_path / "run.csv").read_text().splitlines()[1:])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2 profiles hold more than 2 records"
+    assert [tuple(line.split()) for line in lines[1:]] == [(str(n), p) for p, n in sizes.most_common(2)]
+
+
+def test_reindex_rebuilds_the_blocking_index_under_the_rules_given_and_says_what_changed(tmp_path):
+    resolve(tmp_path, "run", sample_events_path())
+    rules = load_rules()
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(rules.with_updates(blocking=rules.blocking[1:]).to_yaml())
+    result = idgraph("reindex", "--rules", str(fewer), store=tmp_path / "run.db")
+    assert result.returncode == 0, result.stderr
+    records = len((tmp_path / "run.csv").read_text().splitlines()) - 1
+    assert result.stdout.startswith(f"reindexed {records} records under {len(rules.blocking) - 1} blocking rules")
+    assert "0 added, 1 removed" in result.stdout
+    again = idgraph("reindex", "--rules", str(fewer), store=tmp_path / "run.db")
+    assert "(before: it already matched them)" in again.stdout
 
 
 def test_estimate_writes_a_loadable_rule_file_with_new_weights(tmp_path):

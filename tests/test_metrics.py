@@ -15,6 +15,7 @@ import pytest
 from faust.types import TP
 
 from devstack.broker import free_port
+from graph.store import ProfileGrowth
 from identity.deltas import DeltaTimes
 from streams.metrics import LATENCY_BUCKETS, MAX_SCENARIOS, LagSampler, WebhookRetryMirror, WorkerMetrics, start_metrics_server
 from streams.pipeline import Incoming, ResolutionPipeline
@@ -208,6 +209,7 @@ async def _observe_everything(metrics: WorkerMetrics, handle) -> None:
     metrics.observe_delivery_retry("quotes", "webhook", 2)
     metrics.set_lag("touchpoints", 0, 12)
     metrics.set_review_queue(3)
+    metrics.set_profile_growth(ProfileGrowth(200, 1, [("p_big", 1145)]))
     metrics.set_webhook_backlog({"quotes": 4})
     metrics.inc_sovereignty_conflict("name")
     metrics.set_build_info(store="sqlite", broker="embedded")
@@ -254,6 +256,19 @@ def test_every_worker_metric_has_a_type_line_even_before_any_observation():
     names = metric_names(WorkerMetrics().exposition().decode())
     assert {"idgraph_events_consumed_total", "idgraph_propagation_seconds_bucket", "idgraph_consumer_lag_messages",
             "idgraph_build_info", "idgraph_open_reviews", "idgraph_sovereignty_conflicts_total"} <= names
+
+
+def test_profile_growth_shows_the_largest_profile_those_over_the_threshold_and_the_threshold():
+    metrics = WorkerMetrics()
+    metrics.set_profile_growth(ProfileGrowth(200, 2, [("p_big", 1145), ("p_next", 300)]))
+    assert (sample(metrics, "idgraph_largest_profile_records"), sample(metrics, "idgraph_profiles_over_growth_threshold"),
+            sample(metrics, "idgraph_profile_growth_threshold_records")) == (1145, 2, 200)
+
+
+def test_profile_growth_of_an_empty_graph_is_zero():
+    metrics = WorkerMetrics()
+    metrics.set_profile_growth(ProfileGrowth(200, 0, []))
+    assert sample(metrics, "idgraph_largest_profile_records") == 0
 
 
 def test_two_instances_share_nothing():

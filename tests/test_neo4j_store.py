@@ -21,9 +21,10 @@ from structlog.testing import capture_logs
 from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
-from graph.store import StoreConflict, StoreError, StoreUnavailable
+from graph.store import POSITIONAL, StoreConflict, StoreError, StoreUnavailable
 from identity.features import prepare
 from devstack.broker import free_port
+from service.blocking import start_with_blocking_index
 from service.resolver import Resolver
 from tests import neo4j_support
 from tests.conftest import make_event
@@ -146,15 +147,59 @@ async def test_unreachable_server_is_named_at_open():
         await Neo4jStore(Neo4jSettings(url, "neo4j", "s3cret", "neo4j")).open()
 
 
+async def test_graph_from_before_record_counts_is_counted_once_at_open(store, rules):
+    outcomes = await Resolver(store, rules).resolve(new_customers(rules, 2) + new_customers(rules, 1))
+    await query(store, "MATCH (p:Profile) REMOVE p.records")
+    await query(store, "MATCH (m:Meta) DELETE m")
+    async with Neo4jStore(store.settings) as reopened:
+        growth = await reopened.profile_growth(threshold=1)
+    assert (growth.over_threshold, growth.largest[0]) == (1, (outcomes[0].profile_id, 2))
+    assert await query(store, "MATCH (p:Profile) WHERE p.records IS NULL RETURN p.id") == []
+
+
+async def positional_graph(store, rules):
+    """The graph as the release before rule ids left it: keys named ``b<position>:``, no signature."""
+    (first,) = await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
+    await query(store, "MATCH (m:Meta {name: 'blocking_signature'}) DELETE m")
+    await query(store, "MATCH (b:BlockingKey)<-[r:BLOCKED_BY]-() WITH b, r, 'b3:' + split(b.key, ':')[1] AS old "
+                       "SET b.key = old, r.key = old")
+    return first
+
+
+async def test_graph_keyed_by_rule_position_is_reported_and_left_to_the_operator_at_worker_start(store, rules):
+    await positional_graph(store, rules)
+    assert await store.blocking_signature() == POSITIONAL
+    with capture_logs() as logs:
+        await start_with_blocking_index(store, rules)
+    (warning,) = logs
+    assert "idgraph reindex" in warning["event"] and "rule position" in warning["problem"]
+    assert await store.blocking_signature() == POSITIONAL
+
+
+async def test_reindex_replaces_keys_named_by_rule_position_and_drops_them(store, rules):
+    first = await positional_graph(store, rules)
+    assert await store.reindex_blocking(rules) == 1
+    assert await query(store, "MATCH (b:BlockingKey) WHERE NOT b.key STARTS WITH 'b.' RETURN b.key") == []
+    (again,) = await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
+    assert first.profile_id in {c["profile_id"] for c in again.decision["evidence"]["candidates"]}
+
+
+async def test_reindex_pages_through_touchpoints_sharing_a_seq(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.REINDEX_CHUNK", 2)
+    await Resolver(store, rules).resolve(new_customers(rules, 5))
+    await query(store, "MATCH (t:Touchpoint) SET t.seq = 7")
+    assert await store.reindex_blocking(rules) == 5
+
+
 # --- a batch's conversation with the server -----------------------------------------------
 
 @pytest.mark.parametrize("size", [1, 100])
 async def test_batch_costs_one_read_and_one_write_transaction_whatever_its_size(store, rules, size):
     outcomes = await Resolver(store, rules).resolve(new_customers(rules, size))
     assert {o.decision["action"] for o in outcomes} == {"create"}
-    assert (store.stats.queries, store.stats.transactions) == (5, 2)
-    # The read: BEGIN with the query, COMMIT. The write: BEGIN, four statements, COMMIT.
-    assert store.stats.round_trips == 2 + 6
+    assert (store.stats.queries, store.stats.transactions) == (7, 2)
+    # The read: BEGIN with the query, COMMIT. The write: BEGIN, six statements, COMMIT.
+    assert store.stats.round_trips == 2 + 8
 
 
 async def test_batch_of_new_customers_writes_one_profile_identifier_and_touchpoint_each(store, rules):
@@ -278,9 +323,16 @@ def operators(plan: dict[str, Any]) -> list[tuple[str, str]]:
     # order, so a shop phone on thousands of profiles costs what one on two does.
     (cypher.LOAD_NEIGHBOURHOOD, ":HAS_IDENTIFIER(key, holder)"),
     (cypher.LOAD_NEIGHBOURHOOD, ":BLOCKED_BY(key, seq)"),
+    # Profile growth is polled by every worker: the largest profiles come from the index in order.
+    (cypher.PROFILES_OVER, ":Profile(records)"),
+    (cypher.LARGEST_PROFILES, ":Profile(records)"),
+    # Reindexing pages through touchpoints in seq order; the start check seeks old-style keys.
+    (cypher.TOUCHPOINT_FEATURES, ":Touchpoint(seq)"),
+    (cypher.POSITIONAL_KEYS, ":BlockingKey(key)"),
 ], ids=lambda v: v.name if isinstance(v, cypher.Statement) else v)
 async def test_lookup_seeks_an_index_instead_of_scanning_labels_or_expanding_supernodes(store, statement, seek):
-    numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile"}
+    numbers = {"review_id", "limit", "holder_limit", "per_key", "generic_after", "records_per_profile", "threshold",
+               "seq", "chunk"}
     params = {p: 1 if p in numbers else [] if p.endswith("s") and p != "status" else "x" for p in statement.params}
     result = await store.driver.execute_query("EXPLAIN " + statement.text, params, database_=store.settings.database)
     plan = operators(result.summary.plan)

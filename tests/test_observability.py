@@ -76,7 +76,7 @@ def test_dashboard_is_a_grafana_dashboard_on_the_provisioned_prometheus():
 def test_dashboard_has_the_panels_operators_need():
     titles = " | ".join(p["title"] for p in dashboard()["panels"]).lower()
     for needed in ("throughput", "propagation", "decisions", "merge", "lag", "dead letters", "delivered",
-                   "failures", "backlog", "review", "build"):
+                   "failures", "backlog", "review", "build", "largest profile"):
         assert needed in titles, needed
 
 
@@ -340,7 +340,7 @@ def test_build_info_names_version_store_and_broker(observed):
 
 def test_alert_rules_load_and_evaluate_on_live_data(observed):
     rules = [r for g in observed.prometheus.api("rules")["groups"] for r in g["rules"]]
-    assert len(rules) == 6
+    assert len(rules) == 7
     assert all(r["health"] == "ok" and not r.get("lastError") for r in rules), rules
 
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 EXPECTED_ALERTS = {"IdgraphPropagationSlow", "IdgraphConsumerLagGrowing", "IdgraphDeadLetterRate",
-                   "IdgraphWebhookFailing", "IdgraphGenericValueSpike", "IdgraphWorkerDown"}
+                   "IdgraphWebhookFailing", "IdgraphGenericValueSpike", "IdgraphProfileOvergrown",
+                   "IdgraphWorkerDown"}
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -29,7 +30,7 @@ def alert_rules() -> list[dict[str, Any]]:
 def test_promtool_check_rules_accepts_the_alert_file():
     checked = promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout
 
 
 def test_promtool_check_rules_would_reject_a_broken_expression(tmp_path):
@@ -46,7 +47,7 @@ def test_the_compose_prometheus_config_loads_the_alert_rules():
     assert WORKER_JOB in [job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]]
 
 
-def test_the_six_alerts_are_defined():
+def test_the_seven_alerts_are_defined():
     assert {rule["alert"] for rule in alert_rules()} == EXPECTED_ALERTS
 
 
@@ -159,6 +160,24 @@ def test_generic_value_alert_fires_when_a_scenario_keeps_sending_shared_values(t
 
 def test_generic_value_alert_stays_quiet_on_the_odd_shared_value(tmp_path):
     run_unit_test(tmp_path, generic(1), "IdgraphGenericValueSpike", 25, [])
+
+
+def overgrown(worker_1: str, worker_2: str) -> dict[str, str]:
+    """Profiles over the growth threshold as two workers report the same store."""
+    return {f'idgraph_profiles_over_growth_threshold{{instance="w{n}:18100"}}': values
+            for n, values in ((1, worker_1), (2, worker_2))}
+
+
+def test_overgrown_profile_alert_fires_once_for_the_store_however_many_workers_report_it(tmp_path):
+    run_unit_test(tmp_path, overgrown("0 0 1x30", "0 0 1x30"), "IdgraphProfileOvergrown", 20, [{"severity": "ticket"}])
+
+
+def test_overgrown_profile_alert_waits_fifteen_minutes(tmp_path):
+    run_unit_test(tmp_path, overgrown("0 0 1x30", "0 0 1x30"), "IdgraphProfileOvergrown", 10, [])
+
+
+def test_overgrown_profile_alert_stays_quiet_while_no_profile_is_over_the_threshold(tmp_path):
+    run_unit_test(tmp_path, overgrown("0x30", "0x30"), "IdgraphProfileOvergrown", 20, [])
 
 
 def test_worker_down_alert_fires_with_its_summary_and_runbook(tmp_path):

@@ -1,10 +1,11 @@
+import hashlib
 import math
 
 import pytest
 
 from identity.compare import match_probability, score_pair
 from identity.events import parse_event
-from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, extract_features
+from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, blocking_rule_id, blocking_signature, extract_features
 from identity.rules import RulesError, load_rules
 
 
@@ -149,12 +150,31 @@ def test_rules_round_trip_through_yaml(tmp_path, rules):
 
 def test_blocking_key_longer_than_a_store_can_index_becomes_a_digest_of_itself(rules):
     long = {"company": "x" * 9000, "city": "shanghai"}
-    rule = f"b{rules.blocking.index(('company', 'city'))}"
+    rule = blocking_rule_id(("company", "city"))
     (key,) = blocking_keys(long, rules)
     assert key.startswith(f"{rule}:#") and len(key.encode()) < MAX_BLOCKING_KEY_BYTES
     assert blocking_keys(dict(long), rules) == (key,)
     assert blocking_keys({**long, "company": "y" * 9000}, rules) != (key,)
     assert blocking_keys({"company": "acme", "city": "shanghai"}, rules) == (f"{rule}:acme|shanghai",)
+
+
+def test_blocking_key_is_named_by_a_digest_of_its_rules_components():
+    expected = "b." + hashlib.blake2b(b"company|city", digest_size=4).hexdigest()
+    assert blocking_rule_id(("company", "city")) == expected and len(expected) == 10
+
+
+def test_blocking_keys_keep_their_names_when_rules_are_reordered_inserted_or_deleted(rules):
+    features = {"company": "acme", "city": "shanghai", "postcode": "200000",
+                "family_name": {"phonetic": "ZN", "tokens": "zhang"}}
+    reordered = rules.with_updates(blocking=[("family_name.phonetic", "postcode"), *reversed(rules.blocking)])
+    fewer = rules.with_updates(blocking=[("company", "city")])
+    assert set(blocking_keys(features, reordered)) == set(blocking_keys(features, rules))
+    assert set(blocking_keys(features, fewer)) <= set(blocking_keys(features, rules))
+
+
+def test_blocking_signature_is_the_rule_set_not_its_order(rules):
+    assert blocking_signature(rules.with_updates(blocking=list(reversed(rules.blocking)))) == blocking_signature(rules)
+    assert blocking_signature(rules.with_updates(blocking=rules.blocking[1:])) != blocking_signature(rules)
 
 
 def test_candidates_come_from_the_rarest_blocking_key_first_up_to_the_cap_per_event():

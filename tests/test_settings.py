@@ -17,7 +17,13 @@ def test_values_are_read_from_prefixed_variables():
     assert settings.partitions == 8
 
 
+def test_profile_growth_threshold_defaults_to_200_and_is_read_from_its_variable():
+    assert Settings.from_env({}).profile_growth_threshold == 200
+    assert Settings.from_env({"IDGRAPH_PROFILE_GROWTH_THRESHOLD": "50"}).profile_growth_threshold == 50
+
+
 @pytest.mark.parametrize("variable, value, message", [
+    ("IDGRAPH_PROFILE_GROWTH_THRESHOLD", "0", "IDGRAPH_PROFILE_GROWTH_THRESHOLD"),
     ("IDGRAPH_BROKER", "localhost:9092", "kafka://host:9092"),
     ("IDGRAPH_BROKER", "kafka://host", "is not host:port"),
     ("IDGRAPH_PARTITIONS", "zero", "IDGRAPH_PARTITIONS"),

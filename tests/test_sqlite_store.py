@@ -10,12 +10,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from devstack.workload import synthetic_events
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS
-from graph.store import StoreError
-from identity.features import prepare
+from graph.store import POSITIONAL, StoreError
+from identity.features import blocking_signature, prepare
+from service.blocking import start_with_blocking_index
 from service.resolver import Resolver
 from tests.conftest import make_event
 
@@ -36,6 +38,60 @@ async def test_file_from_a_newer_release_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer than this release"):
         await SQLiteStore(tmp_path / "g.db").open()
+
+
+async def test_file_from_before_record_counts_has_its_profiles_counted_when_opened(tmp_path, rules):
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        first = await Resolver(store, rules).resolve([prepare(make_event({"crm_id": "c-1"}), rules)])
+        await Resolver(store, rules).resolve([prepare(make_event({"crm_id": "c-1"}), rules)])
+    before = next(v for v, m in enumerate(MIGRATIONS) if "profile_records_insert" in str(m))
+    db = sqlite3.connect(tmp_path / "g.db")
+    # The record-count migration undone: the file as the release before it left it.
+    db.executescript("DROP TRIGGER profile_records_insert; DROP TRIGGER profile_records_delete; "
+                     "DROP TRIGGER profile_records_move; DROP TRIGGER profile_records_erase; "
+                     f"DROP TABLE profile_records; PRAGMA user_version = {before};")
+    db.close()
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        assert (await store.profile_growth(threshold=1)).largest == [(first[0].profile_id, 2)]
+
+
+async def positional_file(path, rules):
+    """A file as the release before rule ids left it: keys named ``b<position>:``, no signature."""
+    async with SQLiteStore(path) as store:
+        first = await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
+    marked = next(v for v, m in enumerate(MIGRATIONS) if "blocking_signature" in str(m))
+    db = sqlite3.connect(path)
+    db.executescript("UPDATE blocking SET key = 'b3:' || substr(key, instr(key, ':') + 1); "
+                     f"DELETE FROM meta WHERE name = 'blocking_signature'; PRAGMA user_version = {marked};")
+    db.close()
+    return first[0]
+
+
+async def test_file_with_keys_named_by_rule_position_is_marked_so_when_opened(tmp_path, rules):
+    await positional_file(tmp_path / "g.db", rules)
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        assert await store.blocking_signature() == POSITIONAL
+
+
+async def test_worker_start_rebuilds_a_file_keyed_by_rule_position_and_says_so(tmp_path, rules):
+    first = await positional_file(tmp_path / "g.db", rules)
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        with capture_logs() as logs:
+            await start_with_blocking_index(store, rules)
+        again = await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
+        assert await store.blocking_signature() == blocking_signature(rules)
+    assert [(e["event"], e["log_level"], e["records"]) for e in logs] == [("blocking index rebuilt at start", "warning", 1)]
+    assert first.profile_id in {c["profile_id"] for c in again[0].decision["evidence"]["candidates"]}
+
+
+async def test_worker_start_warns_of_changed_blocking_rules_naming_the_command(tmp_path, rules):
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        await start_with_blocking_index(store, rules.with_updates(blocking=rules.blocking[1:]))
+        with capture_logs() as logs:
+            await start_with_blocking_index(store, rules)
+    (warning,) = logs
+    assert warning["log_level"] == "warning" and "idgraph reindex" in warning["event"]
+    assert "1 added, 0 removed" in warning["problem"]
 
 
 async def test_redelivered_event_changes_nothing_and_returns_the_original_outcome(engine, store):

@@ -7,6 +7,7 @@ Runs against SQLite always and against Neo4j when NEO4J_URI is set (tests/confte
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 
@@ -14,9 +15,10 @@ import identity.decide
 from graph.neo4j import Neo4jStore
 from graph.sqlite import SQLiteStore
 from identity.events import PROFILE_ID_TYPE
-from identity.features import prepare
+from identity.features import blocking_signature, prepare
+from service.blocking import check_blocking_index
 from service.resolver import Resolver
-from tests.conftest import cn_national_id, make_event
+from tests.conftest import Engine, cn_national_id, make_event
 
 pytestmark = pytest.mark.every_store
 
@@ -245,6 +247,116 @@ async def test_identifier_held_by_many_profiles_is_generic_evidence_naming_its_f
     (phone,) = [e for e in later.decision["evidence"]["identifiers"] if e["type"] == "phone"]
     assert phone["status"] == "generic"
     assert phone["profiles"] == sorted(o.profile_id for o in held)[:4]
+
+
+# --- profile growth (chaining shows as profiles far larger than any customer) -------------
+
+async def test_profile_growth_lists_the_largest_live_profiles_by_records_and_counts_those_over_the_threshold(engine, store):
+    big = [await engine.resolve(make_event({"crm_id": "c-1"})) for _ in range(3)][0]
+    small = await engine.resolve(make_event({"crm_id": "c-2"}))
+    growth = await store.profile_growth(threshold=2)
+    assert (growth.threshold, growth.over_threshold) == (2, 1)
+    assert growth.largest == [(big.profile_id, 3), (small.profile_id, 1)]
+
+
+async def test_profile_growth_lists_at_most_the_limit_ties_by_id(engine, store):
+    ids = sorted([(await engine.resolve(make_event({"crm_id": f"c-{n}"}))).profile_id for n in range(3)])
+    assert (await store.profile_growth(threshold=0, limit=2)).largest == [(ids[0], 1), (ids[1], 1)]
+
+
+async def test_profile_growth_of_an_empty_graph_is_nothing(store):
+    growth = await store.profile_growth(threshold=0)
+    assert (growth.over_threshold, growth.largest) == (0, [])
+
+
+async def test_merge_moves_the_retired_profiles_records_to_its_survivor(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    growth = await store.profile_growth(threshold=0)
+    assert (growth.over_threshold, growth.largest) == (1, [(older.profile_id, 3)])
+
+
+async def test_merge_inside_one_batch_counts_every_record_of_the_batch_on_the_survivor(store, rules):
+    events = [prepare(e, rules) for e in (
+        make_event({"phone": "13800138000"}),
+        make_event({"email": "zw@example.com"}),
+        make_event({"phone": "13800138000", "email": "zw@example.com"}),
+    )]
+    older, _, merged = await Resolver(store, rules).resolve(events)
+    assert merged.decision["action"] == "merge"
+    assert (await store.profile_growth(threshold=0)).largest == [(older.profile_id, 3)]
+
+
+async def test_operator_merge_and_split_move_record_counts_with_the_touchpoints(engine, store, rules):
+    from service.operations import Operations
+    ann, bob = await wrongly_merged(engine)
+    assert (await store.profile_growth(threshold=0)).largest == [(ann.profile_id, 3)]
+    await Operations(store, rules).split(ann.profile_id, bob.profile_id, actor="op", reason="shared tablet")
+    split = dict((await store.profile_growth(threshold=0)).largest)
+    assert split == Counter(p for _, p in await store.assignments()) and set(split) == {ann.profile_id, bob.profile_id}
+    await Operations(store, rules).merge([bob.profile_id, ann.profile_id], actor="op", reason="same after all")
+    assert (await store.profile_growth(threshold=0)).largest == [(ann.profile_id, 3)]
+
+
+async def test_erased_profile_leaves_profile_growth(engine, store, rules):
+    from service.operations import Operations
+    gone = await engine.resolve(make_event({"email": "gone@example.com"}))
+    kept = await engine.resolve(make_event({"email": "kept@example.com"}))
+    await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
+    assert (await store.profile_growth(threshold=0)).largest == [(kept.profile_id, 1)]
+
+
+# --- the blocking index under a changed rule set -------------------------------------------
+
+def candidates(outcome) -> set[str]:
+    return {c["profile_id"] for c in outcome.decision["evidence"]["candidates"]}
+
+
+def namesakes(rules):
+    """Rules blocking only on company and city, then the same with name and city added."""
+    before = rules.with_updates(blocking=[("company", "city")])
+    return before, before.with_updates(blocking=[("company", "city"), ("name.phonetic", "city")])
+
+
+def colleague(company: str):
+    return make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "company": company})
+
+
+async def test_new_store_takes_the_first_blocking_signature_recorded_and_keeps_it(store):
+    assert await store.blocking_signature() is None
+    await store.record_blocking_signature("b.00000001")
+    await store.record_blocking_signature("b.00000002")
+    assert await store.blocking_signature() == "b.00000001"
+
+
+async def test_reindex_finds_records_written_before_their_blocking_rule_was_added(store, rules):
+    before, after = namesakes(rules)
+    first = await Engine(store, before).resolve(colleague("Acme"))
+    assert first.profile_id not in candidates(await Engine(store, after).resolve(colleague("Globex")))
+    assert await store.reindex_blocking(after) == 2
+    assert first.profile_id in candidates(await Engine(store, after).resolve(colleague("Initech")))
+
+
+async def test_reindex_drops_the_keys_of_a_rule_no_longer_in_force(store, rules):
+    before, after = namesakes(rules)
+    first = await Engine(store, after).resolve(colleague("Acme"))
+    await store.reindex_blocking(before)
+    assert first.profile_id not in candidates(await Engine(store, after).resolve(colleague("Globex")))
+
+
+async def test_reindex_records_the_signature_of_its_rules(store, rules):
+    await store.record_blocking_signature("b.00000001")
+    await store.reindex_blocking(rules)
+    assert await store.blocking_signature() == blocking_signature(rules)
+
+
+async def test_changed_blocking_rules_are_told_apart_from_the_stored_index(store, rules):
+    before, after = namesakes(rules)
+    assert await check_blocking_index(store, before) is None
+    mismatch = await check_blocking_index(store, after)
+    assert (mismatch.stored, mismatch.running) == (blocking_signature(before), blocking_signature(after))
+    assert "1 added, 0 removed" in mismatch.describe()
+    await store.reindex_blocking(after)
+    assert await check_blocking_index(store, after) is None
 
 
 # --- idempotency and atomicity ------------------------------------------------------------
