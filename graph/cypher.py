@@ -626,7 +626,7 @@ UNPUBLISHED_DELTAS = Statement(
     "unpublished_deltas",
     """
 MATCH (d:Delta:Unpublished)
-RETURN d.delta AS delta
+RETURN d.delta_id AS delta_id, d.delta AS delta
 ORDER BY d.seq, d.event_id, d.index
 LIMIT $limit
 """,
@@ -647,7 +647,7 @@ CALL () {
   MATCH (d:Delta:Unpublished {profile_id: profile_id})
   RETURN d
 }
-RETURN d.delta AS delta
+RETURN d.delta_id AS delta_id, d.delta AS delta
 ORDER BY d.seq, d.event_id, d.index
 LIMIT $limit
 """,

@@ -22,7 +22,7 @@ import secrets
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Collection, Iterator, Sequence, TypeVar
 
 import orjson
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, RoutingControl
@@ -438,13 +438,13 @@ class Neo4jStore(GraphStore):
         return [orjson.loads(r["features"]) for r in await self._read(cypher.SAMPLE_FEATURES, limit=limit)]
 
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
-                                 profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
+                                 profile_ids: Sequence[str] = (), known: Collection[str] = ()) -> list[IdentityDelta]:
         if event_ids is None and not profile_ids:
             rows = await self._read(cypher.UNPUBLISHED_DELTAS, limit=limit)
         else:
             rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids or ()),
                                     profile_ids=list(profile_ids), limit=limit)
-        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows]
+        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows if r["delta_id"] not in known]
 
     async def mark_published(self, delta_ids: list[str]) -> None:
         if delta_ids:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NotRequired, Protocol, Self, Sequence, TypedDict
+from typing import Any, Collection, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
@@ -338,11 +338,12 @@ class Outbox(Protocol):
 
     @abstractmethod
     async def unpublished_deltas(self, event_ids: Sequence[str] | None = None, limit: int = 1000, *,
-                                 profile_ids: Sequence[str] = ()) -> list[IdentityDelta]:
+                                 profile_ids: Sequence[str] = (), known: Collection[str] = ()) -> list[IdentityDelta]:
         """Deltas written but not yet confirmed as published, oldest first.
 
         With ``event_ids`` or ``profile_ids``, only the deltas of those events or about those
-        profiles; otherwise all of them.
+        profiles; otherwise all of them. Deltas whose ids are in ``known`` (the caller holds them
+        already) are left out without being decoded; they still count towards ``limit``.
         """
 
     @abstractmethod

@@ -26,7 +26,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, NamedTuple, Protocol, Sequence
 
 import orjson
 import structlog
@@ -73,6 +73,15 @@ def _now() -> str:
 
 
 OnDurable = Callable[[BatchResult], Awaitable[None]]
+
+
+class _Sending(NamedTuple):
+    """A delta handed to the producer and the relay that marks it published once the broker has it."""
+
+    delta: IdentityDelta
+    relay: "asyncio.Task[BatchResult]"
+
+
 #: Hands a delta or notice to every subscription entitled to it; calls ``on_done`` once all
 #: sinks have it (sinks/router.py ``Router.route``).
 Route = Callable[[IdentityDelta | TouchpointNotice, Callable[[], Awaitable[Any]]], Awaitable[Any]]
@@ -108,8 +117,8 @@ class ResolutionPipeline:
         # mark issued while a batch's transaction is open would commit or roll back with it.
         self._store_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max_in_flight)
-        #: The unfinished relay of each delta sent but not yet marked published.
-        self._in_flight: dict[str, asyncio.Task[BatchResult]] = {}
+        #: Each delta sent but not yet marked published, with its unfinished relay.
+        self._in_flight: dict[str, _Sending] = {}
         #: Set by :meth:`close`: no new batch starts. ``_idle`` is set while no batch is resolving.
         self._closing = False
         self._busy = 0
@@ -161,7 +170,7 @@ class ResolutionPipeline:
         relay = asyncio.ensure_future(self._relay(result, records, acks, deliveries, earlier, on_durable))
         relay.add_done_callback(self._forget)
         for delta in result.published:
-            self._in_flight[delta.delta_id] = relay
+            self._in_flight[delta.delta_id] = _Sending(delta, relay)
         return relay
 
     async def relay_outbox(self, limit: int = 500) -> int:
@@ -175,8 +184,7 @@ class ResolutionPipeline:
         await self._enter()
         try:
             async with self._store_lock:
-                stored = await self.store.unpublished_deltas(limit=limit)
-                pending = [d for d in stored if d.delta_id not in self._in_flight]
+                pending = await self.store.unpublished_deltas(limit=limit, known=self._in_flight.keys())
                 records = [r for d in pending for r in self._delta_records(d)]
                 acks = [await self._publish(*record) for record in records]
                 deliveries = [await self._deliver(d) for d in pending]
@@ -191,7 +199,7 @@ class ResolutionPipeline:
         relay = asyncio.ensure_future(self._relay(BatchResult(published=pending), records, acks, deliveries, set(), None))
         relay.add_done_callback(self._forget)
         for delta in pending:
-            self._in_flight[delta.delta_id] = relay
+            self._in_flight[delta.delta_id] = _Sending(delta, relay)
         return len((await relay).published)
 
     def warm_up(self) -> None:
@@ -216,7 +224,7 @@ class ResolutionPipeline:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except asyncio.TimeoutError:  # a broker that is down holds the batch: the store closes under it
             log.warning("a batch was still being resolved at shutdown", waited_s=timeout_s)
-        relays = set(self._in_flight.values())
+        relays = {sending.relay for sending in self._in_flight.values()}
         if relays:
             _, late = await asyncio.wait(relays, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
             for relay in late:  # it would mark the outbox of a closed store
@@ -340,17 +348,20 @@ class ResolutionPipeline:
         # A profile's older deltas a crash or the API left unsent go out first, so that each
         # profile's deltas reach the topic in version order.
         profiles = sorted({p for d in fresh for p in (d.profile_id, *d.merged_from)})
-        stored = await self.store.unpublished_deltas(redelivered, limit=_OUTBOX_READ_LIMIT, profile_ids=profiles) \
-            if redelivered or profiles else []
-        pending: dict[str, IdentityDelta] = {}
-        earlier: set[asyncio.Task[BatchResult]] = set()
-        for delta in [*stored, *fresh]:
-            relay = self._in_flight.get(delta.delta_id)
-            if relay is not None:
-                earlier.add(relay)
-            else:
-                pending.setdefault(delta.delta_id, delta)
-        return list(pending.values()), earlier
+        # The outbox is asked only for what this pipeline does not hold: under load most of what
+        # it finds is this batch's own deltas and those still on their way, and decoding them
+        # again cost more than resolving.
+        known = {*self._in_flight, *(d.delta_id for d in fresh)}
+        stored = await self.store.unpublished_deltas(redelivered, limit=_OUTBOX_READ_LIMIT, profile_ids=profiles,
+                                                     known=known) if redelivered or profiles else []
+        pending = {d.delta_id: d for d in [*stored, *fresh]}
+        return list(pending.values()), self._sending(redelivered, profiles)
+
+    def _sending(self, event_ids: Sequence[str], profile_ids: Sequence[str]) -> set[asyncio.Task[BatchResult]]:
+        """The relays still sending a delta of these events or about these profiles (as the outbox matches them)."""
+        events, profiles = set(event_ids), set(profile_ids)
+        return {s.relay for s in self._in_flight.values()
+                if s.delta.profile_id in profiles or s.delta.cause.event_id in events}
 
     @staticmethod
     def _delta_records(delta: IdentityDelta) -> list[Record]:
@@ -418,7 +429,8 @@ class ResolutionPipeline:
             # Marked, or left for a redelivery to send again.
             this = asyncio.current_task()
             for delta in result.published:
-                if self._in_flight.get(delta.delta_id) is this:
+                sending = self._in_flight.get(delta.delta_id)
+                if sending is not None and sending.relay is this:
                     del self._in_flight[delta.delta_id]
             if not released:
                 self._slots.release()

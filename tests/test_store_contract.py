@@ -199,6 +199,14 @@ async def test_outbox_can_be_read_for_some_profiles_with_some_events_oldest_firs
     assert other.profile_id not in {d.profile_id for d in mine} and again.profile_id == first.profile_id
 
 
+async def test_outbox_leaves_out_the_deltas_the_reader_already_holds(engine, store):
+    outcomes = [await engine.resolve(make_event({"crm_id": f"c-{n}"})) for n in range(3)]
+    held = {outcomes[0].deltas[0].delta_id, outcomes[2].deltas[0].delta_id}
+    assert [d.delta_id for d in await store.unpublished_deltas(known=held)] == [outcomes[1].deltas[0].delta_id]
+    of_events = await store.unpublished_deltas([o.event_id for o in outcomes], known=held)
+    assert [d.delta_id for d in of_events] == [outcomes[1].deltas[0].delta_id]
+
+
 async def test_published_delta_is_the_one_that_was_written(engine, store):
     outcome = await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
     (pending,) = await store.unpublished_deltas()
