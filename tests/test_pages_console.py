@@ -39,7 +39,7 @@ def console(browser, doubt):  # noqa: F811  # browser: the fixture imported abov
 def test_an_operator_signs_in_to_the_review_queue(console):
     page, api, _, maybe = console
     expect(page).to_have_url(f"{api.client.base_url}/console")
-    expect(page.get_by_role("heading", level=3)).to_contain_text("Proposal #1 · 0.9450")
+    expect(page.get_by_role("heading", level=3)).to_contain_text("Proposal #1 · 0.6299")
     screenshot(page, "console-queue")
 
 
@@ -56,7 +56,7 @@ def test_a_proposals_evidence_is_a_waterfall_from_prior_to_probability(console):
     page, *_ = console
     rows = page.locator("#review-1 table tbody tr").all()
     assert [" ".join(c for c in r.locator("th, td").all_text_contents() if c) for r in rows] == [
-        "Prior -6.629", "name exact +8.644", "city exact +2.087", "Match weight +4.102", "Probability 0.9450"]
+        "Prior -9.964", "name exact +8.644", "city exact +2.087", "Match weight +0.767", "Probability 0.6299"]
     expect(page.locator("#review-1 svg rect")).to_have_count(4)
 
 
