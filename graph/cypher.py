@@ -892,7 +892,9 @@ DETACH DELETE b
 
 # The family's touchpoints take back what they counted; a value only they had leaves no node.
 # Erasure folds a value's shards into one node holding what the other customers still count,
-# or none: a value only the erased customer had leaves no node behind.
+# or none: a value only the erased customer had leaves no node behind. Every shard is locked
+# (the dummy write) before the sum is read, so a worker's increment in flight is waited for and
+# counted, not overwritten.
 ERASE_TERMS = Statement(
     "erase_terms",
     """
@@ -901,6 +903,8 @@ MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint)
 UNWIND coalesce(t.terms, []) AS key
 WITH key, count(*) AS removed
 MATCH (c:TermCount {key: key})
+SET c._lock = true
+REMOVE c._lock
 WITH key, removed, collect(c) AS shards, sum(c.n) AS before
 WITH key, shards, before, CASE WHEN before > removed THEN before - removed ELSE 0 END AS after
 FOREACH (c IN shards | DELETE c)

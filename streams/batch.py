@@ -66,15 +66,17 @@ async def resolve_lines(
 
 
 class _FileRun:
-    """One file's resolution: the batch being filled, the model in use, the report."""
+    """One file's resolution: the events waiting to be resolved, the model in use, the report."""
 
     def __init__(self, store: ResolutionStore, rules: Rules, batch_size: int, rejects: IO[bytes] | None,
                  learner: StreamLearner | None, progress: Callable[[int], None] | None) -> None:
         self._store, self._rules, self._batch_size = store, rules, batch_size
         self._rejects, self._learner, self._progress = rejects, learner, progress
         self._resolver = Resolver(store, rules)
-        self._waiting: list[PreparedEvent] = []  # prepared, not yet resolved
-        self._numbered: dict[str, tuple[int, bytes]] = {}  # their lines, for refusing one after resolution
+        #: Prepared and not yet resolved, each with its line (to refuse it after resolution).
+        self._waiting: list[tuple[PreparedEvent, int, bytes]] = []
+        #: Whether the first fit was tried: until then the events read wait for the first model.
+        self._warm = learner is None
         self._settled = 0  # lines refused since progress was last told
         self.report = BatchReport()
 
@@ -87,19 +89,21 @@ class _FileRun:
             self._settled += 1
             return
         self.report.event_ids.append(prepared.event_id)
-        self._waiting.append(prepared)
-        self._numbered[prepared.event_id] = (number, line)
+        self._waiting.append((prepared, number, line))
         if self._learner is not None:
             self._learner.observe(prepared.features)
-            if not self.report.models:
-                if self._learner.due:
-                    self._refit()  # the first model: the events read so far wait for it
-                return
+            if not self._warm:
+                if not self._learner.due:
+                    return
+                # The first fit, kept or not: from here on the events go at batch pace, under
+                # the learned model or, if the sample showed too few duplicates, the rules' own.
+                self._refit()
+                self._warm = True
         if len(self._waiting) >= self._batch_size:
             await self._flush()
 
     async def finish(self) -> None:
-        if self._learner is not None and not self.report.models and self._learner.seen:
+        if not self._warm and self._learner is not None and self._learner.seen:
             self._refit()  # a file shorter than the warm-up learns from all of it
         await self._flush(last=True)
         if self._progress is not None and self._settled:
@@ -116,25 +120,24 @@ class _FileRun:
     async def _flush(self, *, last: bool = False) -> None:
         """Resolve the waiting events in full batches (and, ``last``, the remainder too)."""
         while len(self._waiting) >= self._batch_size or (last and self._waiting):
-            if self._learner is not None and self.report.models and self._learner.due:
+            if self._learner is not None and self._warm and self._learner.due:
                 self._refit()
             batch, self._waiting = self._waiting[:self._batch_size], self._waiting[self._batch_size:]
             await self._resolve(batch)
 
-    async def _resolve(self, batch: list[PreparedEvent]) -> None:
+    async def _resolve(self, batch: list[tuple[PreparedEvent, int, bytes]]) -> None:
         report = self.report
-        outcomes = await self._resolver.resolve(batch, ingested_at=datetime.now(timezone.utc).isoformat())
-        for outcome in outcomes:
+        outcomes = await self._resolver.resolve([prepared for prepared, _, _ in batch],
+                                                ingested_at=datetime.now(timezone.utc).isoformat())
+        for outcome, (_, number, line) in zip(outcomes, batch, strict=True):  # one outcome per event, in order
             if outcome.id_reused:
                 report.event_ids.remove(outcome.event_id)
-                self._refuse(*self._numbered[outcome.event_id], id_reused())
+                self._refuse(number, line, id_reused())
                 continue
             report.duplicates += outcome.duplicate
             action = outcome.decision["action"]
             report.actions[action] = report.actions.get(action, 0) + (not outcome.duplicate)
             report.deltas += 0 if outcome.duplicate else len(outcome.deltas)
-        for prepared in batch:
-            self._numbered.pop(prepared.event_id, None)
         if self._progress is not None:
             self._progress(len(batch) + self._settled)
             self._settled = 0

@@ -2,6 +2,7 @@
 a file resolved with it records."""
 
 import asyncio
+import io
 
 import orjson
 import pytest
@@ -125,3 +126,38 @@ def test_a_file_shorter_than_the_warm_up_is_learned_from_as_a_whole(tmp_path, ru
     report, decisions = resolve_file(tmp_path, rules, typos[:400], StreamLearner(rules, warmup=1000, min_matches=5))
     (fit,) = report.models
     assert fit.seen == 400 and {d["rule_version"] for d in decisions} == {fit.rules.model_version}
+
+
+def test_an_event_id_reused_before_the_first_fit_is_refused_naming_its_line(tmp_path, rules):
+    events = distinct_people(30)
+    events[20] = {**events[20], "event_id": events[3]["event_id"]}  # same id, other content
+    rejects = io.BytesIO()
+
+    async def run():
+        async with SQLiteStore(tmp_path / "graph.db") as store:
+            lines = [(n, orjson.dumps(e)) for n, e in enumerate(events, 1)]
+            return await resolve_lines(lines, store, rules, batch_size=5, rejects=rejects,
+                                       learner=StreamLearner(rules, warmup=100))
+
+    report = asyncio.run(run())
+    (refused,) = [orjson.loads(r) for r in rejects.getvalue().splitlines()]
+    assert refused["line"] == 21 and report.rejected == 1 and len(report.event_ids) == 29
+
+
+def test_a_stream_too_poor_in_duplicates_to_learn_from_goes_on_at_batch_pace_under_the_rules(tmp_path, rules):
+    read, first_settled = [0], []
+
+    def lines():
+        for n, e in enumerate(distinct_people(1000), 1):
+            read[0] = n
+            yield n, orjson.dumps(e)
+
+    async def run():
+        async with SQLiteStore(tmp_path / "graph.db") as store:
+            report = await resolve_lines(lines(), store, rules, batch_size=50, learner=StreamLearner(rules, warmup=200),
+                                         progress=lambda _: first_settled or first_settled.append(read[0]))
+            return report, await store.decision("p999")
+
+    report, last = asyncio.run(run())
+    assert not report.models and last["rule_version"] == rules.model_version
+    assert first_settled == [200]  # released by the first (refused) fit, not held to the end
