@@ -56,6 +56,10 @@ class StreamLearner:
         self._next_fit = warmup
 
     @property
+    def sample_size(self) -> int:
+        return self._sample_size
+
+    @property
     def seen(self) -> int:
         return self._seen
 

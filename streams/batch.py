@@ -75,7 +75,8 @@ class _FileRun:
         self._resolver = Resolver(store, rules)
         #: Prepared and not yet resolved, each with its line (to refuse it after resolution).
         self._waiting: list[tuple[PreparedEvent, int, bytes]] = []
-        #: Whether the first fit was tried: until then the events read wait for the first model.
+        #: Whether the events read may go: once a first model is learned, or once as many wait
+        #: as the learner samples (a file too poor in duplicates goes on under the rules' model).
         self._warm = learner is None
         self._settled = 0  # lines refused since progress was last told
         self.report = BatchReport()
@@ -93,12 +94,14 @@ class _FileRun:
         if self._learner is not None:
             self._learner.observe(prepared.features)
             if not self._warm:
-                if not self._learner.due:
+                # The events wait for a first model worth having: a stream that opens with
+                # distinct customers (one source's export before another's) would be resolved
+                # under the cold-start model for nothing. The wait is bounded by the sample.
+                if self._learner.due:
+                    self._refit()
+                self._warm = bool(self.report.models) or len(self._waiting) >= self._learner.sample_size
+                if not self._warm:
                     return
-                # The first fit, kept or not: from here on the events go at batch pace, under
-                # the learned model or, if the sample showed too few duplicates, the rules' own.
-                self._refit()
-                self._warm = True
         if len(self._waiting) >= self._batch_size:
             await self._flush()
 

@@ -144,7 +144,7 @@ def test_an_event_id_reused_before_the_first_fit_is_refused_naming_its_line(tmp_
     assert refused["line"] == 21 and report.rejected == 1 and len(report.event_ids) == 29
 
 
-def test_a_stream_too_poor_in_duplicates_to_learn_from_goes_on_at_batch_pace_under_the_rules(tmp_path, rules):
+def test_a_stream_too_poor_in_duplicates_to_learn_from_is_held_no_longer_than_the_sample_then_goes_on_under_the_rules(tmp_path, rules):
     read, first_settled = [0], []
 
     def lines():
@@ -154,10 +154,11 @@ def test_a_stream_too_poor_in_duplicates_to_learn_from_goes_on_at_batch_pace_und
 
     async def run():
         async with SQLiteStore(tmp_path / "graph.db") as store:
-            report = await resolve_lines(lines(), store, rules, batch_size=50, learner=StreamLearner(rules, warmup=200),
+            report = await resolve_lines(lines(), store, rules, batch_size=50,
+                                         learner=StreamLearner(rules, warmup=200, sample_size=300),
                                          progress=lambda _: first_settled or first_settled.append(read[0]))
             return report, await store.decision("p999")
 
     report, last = asyncio.run(run())
     assert not report.models and last["rule_version"] == rules.model_version
-    assert first_settled == [200]  # released by the first (refused) fit, not held to the end
+    assert first_settled == [300]  # held no longer than the learner's sample, not to the end
