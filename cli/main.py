@@ -21,7 +21,7 @@ from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
-from service.blocking import check_blocking_index, start_with_blocking_index
+from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
 
@@ -236,7 +236,19 @@ def worker(loglevel: str = typer.Option("warning", help="Faust/worker log level"
         # Not 2 (a configuration refused): the broker may come back, so a supervisor restarts on this.
         typer.secho(f"error: {exc} (IDGRAPH_BROKER; wait set by IDGRAPH_BROKER_WAIT_S)", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
+    _refuse_an_unusable_blocking_index(settings)
     run_worker(settings, loglevel=loglevel)
+
+
+def _refuse_an_unusable_blocking_index(settings: Settings) -> None:
+    """The worker's own start check, made before Faust starts, so a refusal is one line."""
+    async def check() -> None:
+        async with store_from_url(settings.store) as store:
+            await start_with_blocking_index(store, _rules(settings.rules))
+    try:
+        asyncio.run(check())
+    except BlockingIndexUnusable as exc:
+        raise _fail(f"{exc} (IDGRAPH_STORE={settings.store})") from None
 
 
 @app.command()

@@ -93,6 +93,8 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     SchemaRule("profile_ref_id", "ProfileRef", "profile_id", unique=False),
     # Term frequencies: per value and per field, one counter node per writer (COUNT_TERMS).
     SchemaRule("term_count_key", "TermCount", "key", unique=False),
+    # A closing writer folds its own counters into the shared ones (FOLD_TERM_COUNTS).
+    SchemaRule("term_count_writer", "TermCount", "writer", unique=False),
     SchemaRule("term_total_field", "TermTotal", "field", unique=False),
     # Each profile's record count (COUNT_RECORDS), so watching profile growth is an index read.
     SchemaRule("profile_records", "Profile", "records", unique=False),
@@ -435,6 +437,42 @@ SET c.n = c.n + row.add
 WITH row.field AS field, before, before + row.add AS after
 """ + _add_to_totals("$writer"),
     ("terms", "writer"),
+)
+
+# A writer's counters folded, as its store closes, into one shared node per key and per field
+# (``writer``/``shard`` 'folded', where erasure leaves what it keeps). Without this every writer
+# run (a worker restart, a CLI command) left one more node per term it counted, and every read
+# summed them all. A chunk per transaction; the writer's nodes are indexed, so each is a seek.
+# A writer that crashed leaves its shard as it was: still counted, only not compacted.
+FOLD_TERM_COUNTS = Statement(
+    "fold_term_counts",
+    """
+MATCH (c:TermCount {writer: $writer})
+WITH c LIMIT $chunk
+OPTIONAL MATCH (f:TermCount {key: c.key, writer: 'folded'})
+WITH c, head(collect(f)) AS f
+FOREACH (_ IN CASE WHEN f IS NULL THEN [1] ELSE [] END | CREATE (:TermCount {key: c.key, writer: 'folded', n: c.n}))
+FOREACH (x IN CASE WHEN f IS NULL THEN [] ELSE [f] END | SET x.n = x.n + c.n)
+DELETE c
+RETURN count(*) AS folded
+""",
+    ("writer", "chunk"),
+)
+
+FOLD_TERM_TOTALS = Statement(
+    "fold_term_totals",
+    """
+MATCH (t:TermTotal {shard: $writer})
+OPTIONAL MATCH (f:TermTotal {field: t.field, shard: 'folded'})
+WITH t, head(collect(f)) AS f
+FOREACH (_ IN CASE WHEN f IS NULL THEN [1] ELSE [] END |
+  CREATE (:TermTotal {field: t.field, shard: 'folded', records: t.records, squares: t.squares}))
+FOREACH (x IN CASE WHEN f IS NULL THEN [] ELSE [f] END |
+  SET x.records = x.records + t.records, x.squares = x.squares + t.squares)
+DELETE t
+RETURN count(*) AS folded
+""",
+    ("writer",),
 )
 
 # Each profile a write gave, moved or took touchpoints from holds its record count, read from
@@ -1046,7 +1084,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         *SCHEMA, SHOW_CONSTRAINTS, SHOW_INDEXES,
         LOAD_NEIGHBOURHOOD,
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
-        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
+        CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, FOLD_TERM_COUNTS, FOLD_TERM_TOTALS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
         UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
         POSITIONAL_KEYS, TOUCHPOINT_FEATURES, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,

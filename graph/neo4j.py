@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Collection, Iterator, Sequence, TypeVar
 
 import orjson
+import structlog
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, RoutingControl
 from neo4j.exceptions import (
     AuthError,
@@ -86,8 +87,11 @@ UPGRADE_CHUNK = 10_000
 RECORD_COUNTS_DONE = "profile_records_counted"
 #: Touchpoints reindexed per transaction by :meth:`Neo4jStore.reindex_blocking`.
 REINDEX_CHUNK = 2_000
+#: A closing writer's term counters folded per transaction (:meth:`Neo4jStore.close`).
+FOLD_CHUNK = 5_000
 #: The Meta node holding the blocking index's rule signature.
 BLOCKING_SIGNATURE = "blocking_signature"
+log = structlog.get_logger("idgraph.neo4j")
 #: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
 _UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
 
@@ -337,8 +341,20 @@ class Neo4jStore(GraphStore):
 
     async def close(self) -> None:
         if self._driver is not None:
+            await self._fold_term_counts()
             await self._driver.close()
             self._driver = None
+
+    async def _fold_term_counts(self) -> None:
+        """Hand this writer's term counters over to the shared ones (cypher.FOLD_TERM_COUNTS).
+        Failing leaves them where they are, still counted: a close never fails on it."""
+        try:
+            while (await self._write(cypher.FOLD_TERM_COUNTS, writer=self._writer, chunk=FOLD_CHUNK))[0]["folded"]:
+                pass
+            await self._write(cypher.FOLD_TERM_TOTALS, writer=self._writer)
+        except StoreError as exc:
+            log.warning("term counters not folded at close; they stay counted in this writer's shard",
+                        writer=self._writer, reason=str(exc))
 
     @property
     def driver(self) -> AsyncDriver:

@@ -223,6 +223,12 @@ def migrate(db: sqlite3.Connection) -> None:
         )
     for version in range(current + 1, len(MIGRATIONS) + 1):
         db.execute("BEGIN IMMEDIATE")
+        # Another process starting on the same file may have applied it while this one waited
+        # for the write lock: read the version again under the lock, or migration 6 (ALTER TABLE)
+        # would run twice and fail the second process's start.
+        if db.execute("PRAGMA user_version").fetchone()[0] >= version:
+            db.execute("COMMIT")
+            continue
         try:
             migration = MIGRATIONS[version - 1]
             for statement in migration if isinstance(migration, tuple) else migration.split(";"):

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 
 import structlog
 
-from graph.store import POSITIONAL, BlockingIndex, GraphStore
+from graph.store import POSITIONAL, BlockingIndex, GraphStore, StoreError
 from identity.features import blocking_signature
 from identity.rules import Rules
 
 
 log = structlog.get_logger("idgraph.blocking")
+
+
+class BlockingIndexUnusable(StoreError):
+    """A worker must not resolve against this index: every stored record would look new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +58,10 @@ async def check_blocking_index(store: BlockingIndex, rules: Rules) -> BlockingMi
 
 async def start_with_blocking_index(store: GraphStore, rules: Rules) -> None:
     """What a worker does at start: an embedded store still keyed by rule position is rebuilt
-    there and then (its schema migration marked it; a local file takes seconds); any other
-    mismatch is an operator's call, named in a warning with the command that mends it."""
+    there and then (its schema migration marked it; a local file takes seconds). A remote graph
+    keyed so is refused: resolving against it would create a duplicate of every customer, and
+    its rebuild is an operator's call while no worker writes. Any other mismatch only hides
+    older records from the added rules, so it is named in a warning with the command that mends it."""
     mismatch = await check_blocking_index(store, rules)
     if mismatch is None:
         return
@@ -63,5 +69,8 @@ async def start_with_blocking_index(store: GraphStore, rules: Rules) -> None:
         records = await store.reindex_blocking(rules)
         log.warning("blocking index rebuilt at start", problem=mismatch.describe(), records=records)
         return
+    if mismatch.positional:
+        raise BlockingIndexUnusable(f"{mismatch.describe()}; stop every worker, run `idgraph reindex` with their "
+                                    "IDGRAPH_RULES and IDGRAPH_STORE, then start them again")
     log.warning("blocking index out of date: run `idgraph reindex` with this worker's IDGRAPH_RULES and "
                 "IDGRAPH_STORE", problem=mismatch.describe(), stored=mismatch.stored, running=mismatch.running)

@@ -34,18 +34,24 @@ def wait_for_broker(bootstrap: str, wait_s: float, interval_s: float = 0.5) -> N
     the Kafka client's start (a traceback, or its bootstrap retries). A connection is enough:
     this only tells "down" from "up"; the Kafka clients do the rest.
     """
-    hosts = [host.rpartition(":") for host in bootstrap.split(",")]
+    hosts = [_host_port(address) for address in bootstrap.split(",")]
     deadline = time.monotonic() + wait_s
     while True:
-        for name, _, port in hosts:
+        for name, port in hosts:
             try:
-                socket.create_connection((name, int(port)), timeout=1.0).close()
+                socket.create_connection((name, port), timeout=1.0).close()
                 return
             except OSError:
                 pass
         if time.monotonic() >= deadline:
             raise BrokerUnreachable(f"no Kafka broker accepted a connection at {bootstrap} within {wait_s:g} s")
         time.sleep(interval_s)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``host:port`` as a socket address; an IPv6 literal comes bracketed (``[::1]:9092``)."""
+    host, _, port = address.strip().rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 def probe_cluster_id(host: str, port: int, timeout: float = 1.0) -> str | None:

@@ -24,7 +24,7 @@ from graph.neo4j_settings import Neo4jSettings
 from graph.store import POSITIONAL, StoreConflict, StoreError, StoreUnavailable
 from identity.features import prepare
 from devstack.broker import free_port
-from service.blocking import start_with_blocking_index
+from service.blocking import BlockingIndexUnusable, start_with_blocking_index
 from service.resolver import Resolver
 from tests import neo4j_support
 from tests.conftest import make_event
@@ -166,13 +166,11 @@ async def positional_graph(store, rules):
     return first
 
 
-async def test_graph_keyed_by_rule_position_is_reported_and_left_to_the_operator_at_worker_start(store, rules):
+async def test_graph_keyed_by_rule_position_is_refused_at_worker_start_naming_reindex(store, rules):
     await positional_graph(store, rules)
     assert await store.blocking_signature() == POSITIONAL
-    with capture_logs() as logs:
+    with pytest.raises(BlockingIndexUnusable, match="idgraph reindex"):
         await start_with_blocking_index(store, rules)
-    (warning,) = logs
-    assert "idgraph reindex" in warning["event"] and "rule position" in warning["problem"]
     assert await store.blocking_signature() == POSITIONAL
 
 
@@ -189,6 +187,18 @@ async def test_reindex_pages_through_touchpoints_sharing_a_seq(store, rules, mon
     await Resolver(store, rules).resolve(new_customers(rules, 5))
     await query(store, "MATCH (t:Touchpoint) SET t.seq = 7")
     assert await store.reindex_blocking(rules) == 5
+
+
+async def test_closed_writers_fold_their_term_counters_into_one_node_per_value(store, rules):
+    events = [prepare(make_event({"crm_id": f"c-{i}"}, {"city": "Shanghai"}), rules) for i in range(3)]
+    for run in (events[:2], events[2:]):
+        async with Neo4jStore(store.settings) as writer:
+            await Resolver(writer, rules).resolve(run)
+    counters = await query(store, "MATCH (c:TermCount) WHERE c.key STARTS WITH 'city:' RETURN c.writer AS writer, c.n AS n")
+    totals = await query(store, "MATCH (t:TermTotal {field: 'city'}) RETURN t.shard AS shard, t.records AS records, "
+                                "t.squares AS squares")
+    assert counters == [{"writer": "folded", "n": 3}]
+    assert totals == [{"shard": "folded", "records": 3, "squares": 9}]
 
 
 # --- a batch's conversation with the server -----------------------------------------------

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from devstack.workload import synthetic_events
 from graph.sqlite import SQLiteStore
-from graph.sqlite_schema import MIGRATIONS
+from graph.sqlite_schema import MIGRATIONS, migrate
 from graph.store import POSITIONAL, StoreError
 from identity.features import blocking_signature, prepare
 from service.blocking import start_with_blocking_index
@@ -38,6 +38,28 @@ async def test_file_from_a_newer_release_is_refused(tmp_path):
     db.close()
     with pytest.raises(StoreError, match="newer than this release"):
         await SQLiteStore(tmp_path / "g.db").open()
+
+
+def test_a_file_migrated_by_another_process_while_this_one_waited_opens(tmp_path):
+    path = tmp_path / "g.db"
+
+    class OvertakenWhileWaiting(sqlite3.Connection):
+        """Another process takes the write lock first and migrates the whole file."""
+
+        overtaken = False
+
+        def execute(self, sql, *args):
+            if sql == "BEGIN IMMEDIATE" and not self.overtaken:
+                self.overtaken = True
+                other = sqlite3.connect(path, isolation_level=None)
+                migrate(other)
+                other.close()
+            return super().execute(sql, *args)
+
+    db = sqlite3.connect(path, isolation_level=None, factory=OvertakenWhileWaiting)
+    migrate(db)
+    assert db.overtaken
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
 async def test_file_from_before_record_counts_has_its_profiles_counted_when_opened(tmp_path, rules):
