@@ -489,16 +489,24 @@ SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
 )
 
 # Graphs written before record counts existed: counted once, a chunk per transaction, then
-# marked done (docs/neo4j.md, upgrades). Profiles written since count themselves.
+# marked done (docs/neo4j.md, upgrades). Profiles written since count themselves. Paged by id
+# on its constraint, so each chunk seeks where the last ended instead of scanning past every
+# profile already counted (no index holds a missing property).
 UPGRADE_RECORD_COUNTS = Statement(
     "upgrade_record_counts",
     """
-MATCH (p:Profile) WHERE p.records IS NULL
-WITH p LIMIT $chunk
-SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
-RETURN count(p) AS counted
+MATCH (p:Profile) WHERE p.id > $after
+WITH p ORDER BY p.id LIMIT $chunk
+WITH collect(p) AS page, max(p.id) AS last
+CALL {
+  WITH page
+  UNWIND page AS p
+  WITH p WHERE p.records IS NULL
+  SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
+}
+RETURN size(page) AS read, last
 """,
-    ("chunk",),
+    ("after", "chunk"),
 )
 
 META = Statement("meta", "MATCH (m:Meta {name: $name}) RETURN m.value AS value", ("name",))
@@ -547,16 +555,23 @@ RETURN count(*) AS written
     ("rows",),
 )
 
-# Keys no touchpoint is blocked by any more (they hold personal values: none may linger).
+# Keys no touchpoint is blocked by any more (they hold personal values: none may linger),
+# paged by key on its constraint, so each chunk starts where the last ended.
 DROP_UNUSED_KEYS = Statement(
     "drop_unused_keys",
     """
-MATCH (b:BlockingKey) WHERE NOT EXISTS { (b)<-[:BLOCKED_BY]-(:Touchpoint) }
-WITH b LIMIT $chunk
-DETACH DELETE b
-RETURN count(*) AS dropped
+MATCH (b:BlockingKey) WHERE b.key > $after
+WITH b ORDER BY b.key LIMIT $chunk
+WITH collect(b) AS page, max(b.key) AS last
+CALL {
+  WITH page
+  UNWIND page AS b
+  WITH b WHERE NOT EXISTS { (b)<-[:BLOCKED_BY]-(:Touchpoint) }
+  DETACH DELETE b
+}
+RETURN size(page) AS read, last
 """,
-    ("chunk",),
+    ("after", "chunk"),
 )
 
 # Events refused because they belong to an erased customer: their id and the reason, no more.

@@ -331,9 +331,10 @@ class Neo4jStore(GraphStore):
         """Count the records of profiles written before counts were kept, once per graph."""
         if await self._query(cypher.META, RoutingControl.READ, name=RECORD_COUNTS_DONE):
             return
-        while (await self._query(cypher.UPGRADE_RECORD_COUNTS, RoutingControl.WRITE,
-                                 chunk=UPGRADE_CHUNK))[0]["counted"] == UPGRADE_CHUNK:
-            pass
+        after: str | None = ""
+        while after is not None:
+            (page,) = await self._query(cypher.UPGRADE_RECORD_COUNTS, RoutingControl.WRITE, after=after, chunk=UPGRADE_CHUNK)
+            after = page["last"]
         try:
             await self._query(cypher.PUT_META, RoutingControl.WRITE, name=RECORD_COUNTS_DONE, value=_now())
         except ConstraintError:  # another worker starting at once marked it first
@@ -496,8 +497,10 @@ class Neo4jStore(GraphStore):
             await self._write(cypher.REBLOCK_TOUCHPOINTS, rows=keyed)
             records += len(rows)
             seq, event_id = int(rows[-1]["seq"]), rows[-1]["event_id"]
-        while (await self._write(cypher.DROP_UNUSED_KEYS, chunk=REINDEX_CHUNK))[0]["dropped"] == REINDEX_CHUNK:
-            pass
+        after: str | None = ""
+        while after is not None:
+            (page,) = await self._write(cypher.DROP_UNUSED_KEYS, after=after, chunk=REINDEX_CHUNK)
+            after = page["last"]
         await self._write(cypher.PUT_META, name=BLOCKING_SIGNATURE, value=blocking_signature(rules))
         return records
 

@@ -157,6 +157,16 @@ async def test_graph_from_before_record_counts_is_counted_once_at_open(store, ru
     assert await query(store, "MATCH (p:Profile) WHERE p.records IS NULL RETURN p.id") == []
 
 
+async def test_record_count_upgrade_pages_through_profiles_chunk_by_chunk(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.UPGRADE_CHUNK", 2)
+    await Resolver(store, rules).resolve(new_customers(rules, 5))
+    await query(store, "MATCH (p:Profile) REMOVE p.records")
+    await query(store, "MATCH (m:Meta) DELETE m")
+    async with Neo4jStore(store.settings):
+        pass
+    assert await query(store, "MATCH (p:Profile) RETURN p.records AS records") == [{"records": 1}] * 5
+
+
 async def positional_graph(store, rules):
     """The graph as the release before rule ids left it: keys named ``b<position>:``, no signature."""
     (first,) = await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
@@ -199,6 +209,16 @@ async def test_closed_writers_fold_their_term_counters_into_one_node_per_value(s
                                 "t.squares AS squares")
     assert counters == [{"writer": "folded", "n": 3}]
     assert totals == [{"shard": "folded", "records": 3, "squares": 9}]
+
+
+async def test_reindex_drops_every_unused_key_chunk_by_chunk(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.REINDEX_CHUNK", 2)
+    await Resolver(store, rules).resolve([prepare(make_event(traits={"name": f"Zhang Wei{i}", "city": f"C{i}"}), rules)
+                                          for i in range(4)])
+    await query(store, "MATCH (b:BlockingKey)<-[r:BLOCKED_BY]-() WITH b, r, 'b3:' + split(b.key, ':')[1] AS old "
+                       "SET b.key = old, r.key = old")
+    await store.reindex_blocking(rules)
+    assert await query(store, "MATCH (b:BlockingKey) WHERE NOT b.key STARTS WITH 'b.' RETURN b.key") == []
 
 
 # --- a batch's conversation with the server -----------------------------------------------
