@@ -286,24 +286,23 @@ def send(
 
     Every line is checked first: if any is refused, each is named by its line number and
     nothing is sent (unless --skip-invalid)."""
-    from identity.topics import TOUCHPOINTS_TOPIC
     from cli.console import check_lines, send_records
 
-    bootstrap = _broker_bootstrap()
+    bootstrap, topic = _broker_bootstrap(), _settings().topics.touchpoints
     checked = check_lines(_input_lines(source), _rules(rules))
     for number, reason in checked.refused:
         typer.secho(f"line {number} refused: {reason}", err=True, fg=typer.colors.YELLOW)
     if checked.refused and not skip_invalid:
         raise _fail(f"{len(checked.refused)} of {len(checked.refused) + len(checked.records)} lines refused; "
                     "nothing sent (--skip-invalid sends the valid ones)")
-    with _progress(f"sending to {TOUCHPOINTS_TOPIC}", len(checked.records)) as sent:
+    with _progress(f"sending to {topic}", len(checked.records)) as sent:
         try:
-            seconds = asyncio.run(send_records(bootstrap, TOUCHPOINTS_TOPIC, checked.records, sent))
+            seconds = asyncio.run(send_records(bootstrap, topic, checked.records, sent))
         except Exception as exc:  # noqa: BLE001 - the broker's error, said plainly
             raise _fail(f"sending to {bootstrap} failed: {exc!r}") from None
     rate = len(checked.records) / seconds if seconds else 0.0
     skipped = f"; {len(checked.refused)} refused lines skipped" if checked.refused else ""
-    typer.echo(f"sent {len(checked.records)} events to {TOUCHPOINTS_TOPIC} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
+    typer.echo(f"sent {len(checked.records)} events to {topic} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
 
 
 @app.command()
@@ -322,7 +321,7 @@ def tail(
         raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
     if found[0].sink.type == "webhook":
         raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0])}), not to a topic")
-    topic, bootstrap = found[0].topic, _broker_bootstrap()
+    topic, bootstrap = _settings().topics.scoped(found[0].topic), _broker_bootstrap()
 
     async def run() -> None:
         printed = 0
@@ -378,7 +377,7 @@ def subscribe(
 
 def _sink_text(subscription: Subscription) -> str:
     sink = subscription.sink
-    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {subscription.topic}"
+    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {_settings().topics.scoped(subscription.topic)}"
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from identity.topics import TOUCHPOINTS_TOPIC
+from identity.topics import LIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class TopicWatcher:
 
 
 class PropagationProbe:
-    def __init__(self, bootstrap: str, topics: Sequence[str], *, send_topic: str = TOUCHPOINTS_TOPIC) -> None:
+    def __init__(self, bootstrap: str, topics: Sequence[str], *, send_topic: str = LIVE.touchpoints) -> None:
         self.bootstrap = bootstrap
         self.send_topic = send_topic
         self._sent_at: dict[str, float] = {}
