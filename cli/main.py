@@ -21,6 +21,7 @@ from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
+from identity.topics import TopicNames
 from service.blocking import check_blocking_index, start_with_blocking_index
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
@@ -319,9 +320,10 @@ def tail(
     found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
     if not found:
         raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
+    topics = _settings().topics
     if found[0].sink.type == "webhook":
-        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0])}), not to a topic")
-    topic, bootstrap = _settings().topics.scoped(found[0].topic), _broker_bootstrap()
+        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0], topics)}), not to a topic")
+    topic, bootstrap = topics.scoped(found[0].topic), _broker_bootstrap()
 
     async def run() -> None:
         printed = 0
@@ -371,13 +373,15 @@ def subscribe(
             await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
 
     run_on_store(save)
+    topics = _settings().topics
     for subscription in subscriptions:
-        typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
+        typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription, topics)}")
 
 
-def _sink_text(subscription: Subscription) -> str:
+def _sink_text(subscription: Subscription, topics: TopicNames) -> str:
+    """Where a subscription's deltas go: its webhook, or its topic in this process's namespace."""
     sink = subscription.sink
-    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {_settings().topics.scoped(subscription.topic)}"
+    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {topics.scoped(subscription.topic)}"
 
 
 @app.command()
@@ -388,9 +392,10 @@ def subscriptions() -> None:
     documents = run_on_store(lambda store: store.subscription_documents())
     if not documents:
         typer.echo("no subscriptions")
+    topics = _settings().topics
     for subscription in parse_subscriptions(list(documents.values()), "store"):
         kinds = ", ".join(subscription.kinds)
-        typer.echo(f"{subscription.name:<24} {_sink_text(subscription):<40} kinds: {kinds}; fields: {', '.join(subscription.fields)}")
+        typer.echo(f"{subscription.name:<24} {_sink_text(subscription, topics):<40} kinds: {kinds}; fields: {', '.join(subscription.fields)}")
 
 
 @app.command()

@@ -40,8 +40,9 @@ def _sample_line(s: Sample) -> str:
     p50 = f"{s.p50_ms:.0f}" if s.p50_ms is not None else "-"
     p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
     store = f"{s.store_mb:.0f} MB" if s.store_mb is not None else "-"
+    cost = f" ({s.cpu_s / s.resolved * 1000:.2f} ms/event)" if s.resolved else ""
     return (f"{s.elapsed_s:>7.0f} s  sent {s.sent:>8,}  resolved {s.resolved:>8,}  {s.events_per_s:>6.0f}/s  "
-            f"p50 {p50:>5} ms  p99 {p99:>5} ms  rss {s.rss_mb:>5.0f} MB  store {store}  cpu {s.cpu_s:.0f} s")
+            f"p50 {p50:>5} ms  p99 {p99:>5} ms  rss {s.rss_mb:>5.0f} MB  store {store}  cpu {s.cpu_s:.0f} s{cost}")
 
 
 async def run(events: int, rate: float, every_s: float, broker: str, workdir: Path) -> Simulation:
