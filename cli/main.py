@@ -21,6 +21,7 @@ from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
+from identity.topics import TopicNames
 from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
@@ -298,24 +299,23 @@ def send(
 
     Every line is checked first: if any is refused, each is named by its line number and
     nothing is sent (unless --skip-invalid)."""
-    from identity.topics import TOUCHPOINTS_TOPIC
     from cli.console import check_lines, send_records
 
-    bootstrap = _broker_bootstrap()
+    bootstrap, topic = _broker_bootstrap(), _settings().topics.touchpoints
     checked = check_lines(_input_lines(source), _rules(rules))
     for number, reason in checked.refused:
         typer.secho(f"line {number} refused: {reason}", err=True, fg=typer.colors.YELLOW)
     if checked.refused and not skip_invalid:
         raise _fail(f"{len(checked.refused)} of {len(checked.refused) + len(checked.records)} lines refused; "
                     "nothing sent (--skip-invalid sends the valid ones)")
-    with _progress(f"sending to {TOUCHPOINTS_TOPIC}", len(checked.records)) as sent:
+    with _progress(f"sending to {topic}", len(checked.records)) as sent:
         try:
-            seconds = asyncio.run(send_records(bootstrap, TOUCHPOINTS_TOPIC, checked.records, sent))
+            seconds = asyncio.run(send_records(bootstrap, topic, checked.records, sent))
         except Exception as exc:  # noqa: BLE001 - the broker's error, said plainly
             raise _fail(f"sending to {bootstrap} failed: {exc!r}") from None
     rate = len(checked.records) / seconds if seconds else 0.0
     skipped = f"; {len(checked.refused)} refused lines skipped" if checked.refused else ""
-    typer.echo(f"sent {len(checked.records)} events to {TOUCHPOINTS_TOPIC} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
+    typer.echo(f"sent {len(checked.records)} events to {topic} in {seconds:.1f} s ({rate:,.0f} events/s){skipped}")
 
 
 @app.command()
@@ -332,9 +332,10 @@ def tail(
     found = [s for s in parse_subscriptions(list(documents.values()), "store") if s.name == scenario]
     if not found:
         raise _fail(f"no subscription named {scenario!r}; registered: {', '.join(sorted(documents)) or 'none'}")
+    topics = _settings().topics
     if found[0].sink.type == "webhook":
-        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0])}), not to a topic")
-    topic, bootstrap = found[0].topic, _broker_bootstrap()
+        raise _fail(f"{scenario!r} is delivered by webhook ({_sink_text(found[0], topics)}), not to a topic")
+    topic, bootstrap = topics.scoped(found[0].topic), _broker_bootstrap()
 
     async def run() -> None:
         printed = 0
@@ -384,13 +385,15 @@ def subscribe(
             await store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
 
     run_on_store(save)
+    topics = _settings().topics
     for subscription in subscriptions:
-        typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription)}")
+        typer.echo(f"subscribed {subscription.name}: {', '.join(subscription.fields)} -> {_sink_text(subscription, topics)}")
 
 
-def _sink_text(subscription: Subscription) -> str:
+def _sink_text(subscription: Subscription, topics: TopicNames) -> str:
+    """Where a subscription's deltas go: its webhook, or its topic in this process's namespace."""
     sink = subscription.sink
-    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {subscription.topic}"
+    return f"webhook {sink.url}" if sink.type == "webhook" else f"topic {topics.scoped(subscription.topic)}"
 
 
 @app.command()
@@ -401,9 +404,10 @@ def subscriptions() -> None:
     documents = run_on_store(lambda store: store.subscription_documents())
     if not documents:
         typer.echo("no subscriptions")
+    topics = _settings().topics
     for subscription in parse_subscriptions(list(documents.values()), "store"):
         kinds = ", ".join(subscription.kinds)
-        typer.echo(f"{subscription.name:<24} {_sink_text(subscription):<40} kinds: {kinds}; fields: {', '.join(subscription.fields)}")
+        typer.echo(f"{subscription.name:<24} {_sink_text(subscription, topics):<40} kinds: {kinds}; fields: {', '.join(subscription.fields)}")
 
 
 @app.command()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from identity.topics import TOUCHPOINTS_TOPIC
+from identity.topics import LIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +83,31 @@ class TopicWatcher:
                         self._on_record(message.topic, orjson.loads(message.value), now)
 
 
+#: Sends awaited together: a long run must not hold an acknowledgement per event.
+ACK_WINDOW = 1000
+
+
 class PropagationProbe:
-    def __init__(self, bootstrap: str, topics: Sequence[str], *, send_topic: str = TOUCHPOINTS_TOPIC) -> None:
+    """Sends events and times their deliveries; keeps each delivery for :meth:`result`, or, for a
+    run too long to keep them all, hands each to ``on_delivery`` instead."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], *, send_topic: str = LIVE.touchpoints,
+                 on_delivery: Callable[[Delivery], None] | None = None) -> None:
         self.bootstrap = bootstrap
         self.send_topic = send_topic
         self._sent_at: dict[str, float] = {}
         self._deliveries: list[Delivery] = []
+        self._on_delivery = on_delivery or self._deliveries.append
+        self._delivered = 0
         self._watcher = TopicWatcher(bootstrap, topics, self._observe)
 
     @property
+    def sent(self) -> int:
+        return len(self._sent_at)
+
+    @property
     def delivered(self) -> int:
-        return len(self._deliveries)
+        return self._delivered
 
     def delivered_to(self, topic: str) -> int:
         return sum(1 for d in self._deliveries if d.topic == topic)
@@ -108,9 +122,10 @@ class PropagationProbe:
     def _observe(self, topic: str, delta: dict[str, Any], now: float) -> None:
         sent = self._sent_at.get(delta["cause"]["event_id"])
         if sent is not None:
-            self._deliveries.append(Delivery(topic, delta, (now - sent) * 1000))
+            self._delivered += 1
+            self._on_delivery(Delivery(topic, delta, (now - sent) * 1000))
 
-    async def send(self, events: Sequence[dict[str, Any]], rate_per_s: float,
+    async def send(self, events: Iterable[dict[str, Any]], rate_per_s: float,
                    on_progress: Callable[[int], None] | None = None) -> float:
         """Produce ``events`` at a steady rate; returns the seconds it took."""
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, acks=1)
@@ -124,6 +139,9 @@ class PropagationProbe:
                     await asyncio.sleep(delay)
                 self._sent_at[event["event_id"]] = time.time()
                 acks.append(await producer.send(self.send_topic, orjson.dumps(event)))
+                if len(acks) >= ACK_WINDOW:
+                    await asyncio.gather(*acks)
+                    acks.clear()
                 if on_progress is not None and i % 50 == 0:
                     on_progress(i)
             await asyncio.gather(*acks)

@@ -64,7 +64,7 @@ from devstack.workload import synthetic_events
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import load_rules
-from identity.topics import DELTAS_TOPIC, TOUCHPOINTS_TOPIC
+from identity.topics import LIVE
 from graph import cypher
 from graph.neo4j_settings import Neo4jSettings
 from perf.neo4j_throughput import SHARED_IDENTIFIERS, settings_from_env
@@ -366,7 +366,7 @@ async def send(bootstrap: str, events: Sequence[tuple[bytes | None, dict[str, An
         for i, (key, body) in enumerate(events):
             if (delay := started + i / rate - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
-            acks.append(await producer.send(TOUCHPOINTS_TOPIC, orjson.dumps(body), key=key))
+            acks.append(await producer.send(LIVE.touchpoints, orjson.dumps(body), key=key))
         await asyncio.gather(*acks)
     finally:
         await producer.stop()
@@ -422,7 +422,7 @@ async def _run(keyed: list[tuple[bytes | None, dict[str, Any]]], sent_ids: list[
                           worker_env=worker_env) as stack:
         workers = await _start_workers(stack, worker_count)
         try:
-            async with TopicWatcher(stack.bootstrap, [DELTAS_TOPIC], recorder):
+            async with TopicWatcher(stack.bootstrap, [LIVE.deltas], recorder):
                 turn = asyncio.Lock()
                 chaos = Chaos(workers, store, kills, events, seed, turn)
                 started = time.monotonic()

@@ -15,7 +15,6 @@ from typing import Any, Iterable
 
 import orjson
 
-from identity.topics import DEAD_LETTER_TOPIC
 from sinks.publisher import Publisher
 
 H_REASON_CLASS = "idgraph.reason_class"  # empty | not_json | schema | oversized | invalid_identifier | hop_limit | id_conflict | internal_error | delivery_failed
@@ -56,11 +55,11 @@ class DeadLetter:
         )
 
 
-async def write_dead_letters(publish: Publisher, letters: Iterable[DeadLetter]) -> None:
-    """Publish dead letters to the dead-letter topic and wait until the broker has them all.
+async def write_dead_letters(publish: Publisher, topic: str, letters: Iterable[DeadLetter]) -> None:
+    """Publish dead letters to ``topic`` (the dead-letter topic of the writer's namespace) and wait until the broker has them all.
 
     All are enqueued before any acknowledgement is awaited, so a batch of them costs one round
     trip; a failed publish raises, since a dead letter that was not written would be lost.
     """
-    acks = [await publish(DEAD_LETTER_TOPIC, None, letter.value, letter.headers()) for letter in letters]
+    acks = [await publish(topic, None, letter.value, letter.headers()) for letter in letters]
     await asyncio.gather(*acks)

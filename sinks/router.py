@@ -19,6 +19,7 @@ import structlog
 
 from identity.deltas import DeltaTimes, IdentityDelta
 from identity.notices import TouchpointNotice
+from identity.topics import LIVE, TopicNames
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
 from sinks.subscriptions import KafkaSink, Subscription, project, project_notice
@@ -85,8 +86,9 @@ class _Pending:
 
 class Router:
     def __init__(self, publish: Publisher, http: httpx.AsyncClient, metrics: DeliveryMetrics | None = None, *,
-                 retry_delay_s: float = 0.5) -> None:
+                 retry_delay_s: float = 0.5, topics: TopicNames = LIVE) -> None:
         self._publish = publish
+        self._topics = topics
         self._retry_delay_s = retry_delay_s
         self._http = http
         self._metrics: DeliveryMetrics = metrics or Unmetered()
@@ -149,7 +151,8 @@ class Router:
             name = subscription.name
             if isinstance(subscription.sink, KafkaSink):
                 self._metrics.observe_routed(name, "kafka")
-                records = [(subscription.topic, key, orjson.dumps(body)), *_tombstones(subscription.topic, record)]
+                topic = self._topics.scoped(subscription.topic)
+                records = [(topic, key, orjson.dumps(body)), *_tombstones(topic, record)]
                 acks = [await self._publish(*r) for r in records]
                 self._spawn(self._after_ack(acks, records, pending, name, record.times))
             else:
@@ -191,4 +194,4 @@ class Router:
         source = {"subscription": subscription.name, "sink": "webhook", "attempts": attempts, "delta_id": body.get("delta_id")}
         letter = DeadLetter.build(orjson.dumps(body), "delivery_failed", [{"path": "", "reason": reason}], source)
         log.warning("delivery dead-lettered", subscription=subscription.name, delta_id=body.get("delta_id"), reason=reason)
-        await write_dead_letters(self._publish, [letter])
+        await write_dead_letters(self._publish, self._topics.dead_letter, [letter])

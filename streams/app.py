@@ -12,6 +12,9 @@ Topics:
   ``idgraph.subscriptions``   subscription declarations from scenario processes
   ``idgraph.dead-letter``     refused events and failed deliveries, original bytes + reason headers
 
+Each name carries the worker's topic namespace (``IDGRAPH_TOPIC_NAMESPACE``, identity/topics.py),
+empty for the live worker; so does its consumer group.
+
 The graph store is the durable state (no Faust tables): Tansu, the embedded broker, keeps
 topics in memory only, and the store already makes every effect idempotent.
 """
@@ -30,7 +33,6 @@ from graph.factory import store_from_url
 from graph.store import GraphStore
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
-from identity.topics import DEAD_LETTER_TOPIC, DELTAS_TOPIC, NOTICES_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
 from service.blocking import start_with_blocking_index
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.router import Router
@@ -112,7 +114,7 @@ class IdgraphApp(faust.App):
         self._topics_ready: set[str] = set()
         self._notice_types: frozenset[str] = frozenset()
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-        super().__init__(settings.app_id, **faust_options(settings))
+        super().__init__(settings.group_id, **faust_options(settings))
 
     def _new_transport(self) -> LowLatencyTransport:
         return LowLatencyTransport(self.conf.broker_consumer, self)
@@ -126,18 +128,19 @@ class IdgraphApp(faust.App):
         for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
             await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
         self._http = httpx.AsyncClient()
-        self.sink_router = Router(self.publish, self._http, self.metrics)
+        self.sink_router = Router(self.publish, self._http, self.metrics, topics=self.settings.topics)
         self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, policy=self.policy,
                                            max_hops=self.settings.max_hops, metrics=self.metrics,
                                            max_event_bytes=self.settings.max_event_bytes,
-                                           notice_wanted=self.notice_wanted, route=self.sink_router.route)
+                                           notice_wanted=self.notice_wanted, route=self.sink_router.route,
+                                           topics=self.settings.topics)
         self.pipeline.warm_up()
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)
 
     async def on_started(self) -> None:
         await super().on_started()
-        log.info("worker ready", app_id=self.settings.app_id, store=self.store.kind, broker=self.settings.broker)
+        log.info("worker ready", app_id=self.settings.group_id, store=self.store.kind, broker=self.settings.broker)
 
     async def on_stop(self) -> None:
         # Each part may be missing when the start failed half way; stop what exists.
@@ -167,7 +170,7 @@ class IdgraphApp(faust.App):
         source = {"topic": event.message.topic, "partition": event.message.partition, "offset": event.message.offset}
         letter = DeadLetter.build(event.value, reason_class, [{"path": "", "reason": reason}], source)
         self.metrics.observe_dead_letter(reason_class)
-        await write_dead_letters(self.publish, [letter])
+        await write_dead_letters(self.publish, self.settings.topics.dead_letter, [letter])
 
     async def refresh_subscriptions(self) -> list[Subscription]:
         """Adopt the registry's subscriptions, creating their topics before anything is routed there."""
@@ -189,8 +192,9 @@ class IdgraphApp(faust.App):
 def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
     scenarios = load_scenarios(settings.scenarios) if settings.scenarios else []
     app = IdgraphApp(settings, rules, scenarios)
-    touchpoints = app.topic(TOUCHPOINTS_TOPIC, value_serializer="raw", key_serializer="raw")
-    declarations = app.topic(SUBSCRIPTIONS_TOPIC, value_serializer="raw", key_serializer="raw")
+    names = settings.topics
+    touchpoints = app.topic(names.touchpoints, value_serializer="raw", key_serializer="raw")
+    declarations = app.topic(names.subscriptions, value_serializer="raw", key_serializer="raw")
 
     @app.agent(touchpoints, name="idgraph.resolve")
     async def resolve(stream: faust.StreamT) -> None:
@@ -214,7 +218,7 @@ def create_app(settings: Settings, rules: Rules | None = None) -> IdgraphApp:
         await app.pipeline.relay_outbox()
 
     for scenario in scenarios:
-        register(app, scenario, app.publish)
+        register(app, scenario, app.publish, names)
     return app
 
 
@@ -242,7 +246,7 @@ def _acknowledge(stream: faust.StreamT, events: list[faust.EventT]) -> OnDurable
 async def _declare_one(app: IdgraphApp, event: faust.EventT) -> None:
     """Store a scenario process's subscription declaration; a bad one is dead-lettered with its reason."""
     try:
-        (subscription,) = parse_subscriptions([orjson.loads(event.value)], SUBSCRIPTIONS_TOPIC)
+        (subscription,) = parse_subscriptions([orjson.loads(event.value)], event.message.topic)
     except (SubscriptionError, orjson.JSONDecodeError, ValueError) as exc:
         await app.dead_letter(event, "schema", str(exc))
         return
@@ -252,19 +256,21 @@ async def _declare_one(app: IdgraphApp, event: faust.EventT) -> None:
 
 def topic_plan(settings: Settings, subscriptions: list[Subscription]) -> dict[str, int]:
     """Every topic the worker uses, with its partition count, for creating them up front."""
-    plan = {TOUCHPOINTS_TOPIC: settings.partitions, DELTAS_TOPIC: settings.partitions,
-            NOTICES_TOPIC: settings.partitions, SUBSCRIPTIONS_TOPIC: 1, DEAD_LETTER_TOPIC: 1}
+    names = settings.topics
+    plan = {names.touchpoints: settings.partitions, names.deltas: settings.partitions,
+            names.notices: settings.partitions, names.subscriptions: 1, names.dead_letter: 1}
     for subscription in subscriptions:
-        plan[subscription.topic] = settings.partitions
+        plan[names.scoped(subscription.topic)] = settings.partitions
     return plan
 
 
 def topic_configs(settings: Settings, subscriptions: list[Subscription]) -> dict[str, dict[str, str]]:
     """What each topic of :func:`topic_plan` is created with (streams/topics.py says why)."""
     raw = topics.raw_events(settings.raw_retention_hours)
-    configs = {TOUCHPOINTS_TOPIC: raw, DEAD_LETTER_TOPIC: raw,
-               DELTAS_TOPIC: topics.PROFILE_KEYED, NOTICES_TOPIC: topics.PROFILE_KEYED}
-    configs.update({s.topic: topics.PROFILE_KEYED for s in subscriptions})
+    names = settings.topics
+    configs = {names.touchpoints: raw, names.dead_letter: raw,
+               names.deltas: topics.PROFILE_KEYED, names.notices: topics.PROFILE_KEYED}
+    configs.update({names.scoped(s.topic): topics.PROFILE_KEYED for s in subscriptions})
     return configs
 
 

@@ -38,7 +38,7 @@ from identity.features import PreparedEvent, prepare
 from identity.notices import TouchpointNotice, notice_for
 from identity.policy import Policy
 from identity.rules import Rules
-from identity.topics import DELTAS_TOPIC, NOTICES_TOPIC
+from identity.topics import LIVE, TopicNames
 from service.resolver import Resolver
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
@@ -101,7 +101,7 @@ class ResolutionPipeline:
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
-                 on_result: OnDurable | None = None, route: Route | None = None) -> None:
+                 on_result: OnDurable | None = None, route: Route | None = None, topics: TopicNames = LIVE) -> None:
         self.store = store
         self.rules = rules
         self.resolver = Resolver(store, rules, policy=policy)
@@ -113,6 +113,7 @@ class ResolutionPipeline:
         self._retry_delay_s = retry_delay_s
         self._on_result = on_result
         self._route = route
+        self._topics = topics
         # One store user at a time: the embedded store shares one connection, so an outbox
         # mark issued while a batch's transaction is open would commit or roll back with it.
         self._store_lock = asyncio.Lock()
@@ -141,7 +142,7 @@ class ResolutionPipeline:
         started = time.perf_counter()
         try:
             accepted, messages = self._accept_all(batch, result)
-            await write_dead_letters(self._publish, result.rejected)
+            await write_dead_letters(self._publish, self._topics.dead_letter, result.rejected)
             earlier: set[asyncio.Task[BatchResult]] = set()
             store_seconds = None
             if accepted:
@@ -150,12 +151,12 @@ class ResolutionPipeline:
                     result.outcomes = await self._resolve(accepted, messages, result)
                     store_seconds = time.perf_counter() - store_started
                     result.published, earlier = await self._unpublished(result.outcomes)
-                await write_dead_letters(self._publish, self._refuse_reused_ids(result, messages))
+                await write_dead_letters(self._publish, self._topics.dead_letter, self._refuse_reused_ids(result, messages))
             types = {p.event_id: p.event.type for p in accepted}
             wanted = [o for o in result.outcomes if self._notice_wanted(types[o.event_id])]
             notices = self._notices(accepted, wanted)
             records = [r for d in result.published for r in self._delta_records(d)]
-            records += [(NOTICES_TOPIC, n.profile_id.encode(), n.to_json()) for n in notices]
+            records += [(self._topics.notices, n.profile_id.encode(), n.to_json()) for n in notices]
             acks = [await self._publish(*record) for record in records]
             routed: list[IdentityDelta | TouchpointNotice] = [*result.published, *notices]
             deliveries = [await self._deliver(r) for r in routed]
@@ -306,7 +307,7 @@ class ResolutionPipeline:
                 letter = DeadLetter.build(message.value or b"", "internal_error",
                                           [{"path": "", "reason": f"{type(exc).__name__}: {exc}"}], message.source)
                 log.error("event failed in resolution", event_id=prepared.event_id, error=repr(exc))
-                await write_dead_letters(self._publish, [letter])
+                await write_dead_letters(self._publish, self._topics.dead_letter, [letter])
                 result.rejected.append(letter)
         return outcomes
 
@@ -363,18 +364,18 @@ class ResolutionPipeline:
         return {s.relay for s in self._in_flight.values()
                 if s.delta.profile_id in profiles or s.delta.cause.event_id in events}
 
-    @staticmethod
-    def _delta_records(delta: IdentityDelta) -> list[Record]:
+    def _delta_records(self, delta: IdentityDelta) -> list[Record]:
         """The delta keyed by its profile; after an erasure, tombstones for every erased profile id.
 
         Both per-profile topics are compacted (streams/topics.py): the tombstones make the broker
         drop the customer's earlier deltas and touchpoint notices once subscribers had the erasure.
         """
         delta.times.emitted_at = _now()
-        records: list[Record] = [(DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json())]
+        deltas, notices = self._topics.deltas, self._topics.notices
+        records: list[Record] = [(deltas, delta.profile_id.encode(), delta.to_json())]
         if delta.kind == "profile.erased":
             erased = [p.encode() for p in (delta.profile_id, *delta.merged_from)]
-            records += [(topic, key, None) for topic in (DELTAS_TOPIC, NOTICES_TOPIC) for key in erased]
+            records += [(topic, key, None) for topic in (deltas, notices) for key in erased]
         return records
 
     @staticmethod

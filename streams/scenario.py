@@ -11,7 +11,8 @@ Scenarios run as Faust agents: inside the worker (``IDGRAPH_SCENARIOS=module:obj
 in a process of their own (``idgraph scenario run module:object``) — the same code either
 way, talking to idgraph only through Kafka topics. A scenario in another language does the
 same by following the documented topics: declare its subscription on
-``idgraph.subscriptions``, consume ``scenario.<name>``, produce to ``touchpoints``.
+``idgraph.subscriptions``, consume ``scenario.<name>``, produce to ``touchpoints`` (each with
+the worker's topic namespace in front, empty when live).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import structlog
 
 from identity.events import TouchpointEvent, parse_event
 from identity.model import stable_id
-from identity.topics import TOUCHPOINTS_TOPIC
+from identity.topics import TopicNames
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher
 from sinks.subscriptions import Subscription
@@ -107,6 +108,7 @@ class ScenarioContext:
     scenario: str
     message: Message
     publish: Publisher
+    topics: TopicNames
     emitted: list[TouchpointEvent] = field(default_factory=list)
 
     async def emit(self, type: str, *, traits: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
@@ -124,37 +126,37 @@ class ScenarioContext:
             "causation": {"event_id": message.event_id, "delta_id": message.delta_id,
                           "hops": message.hops + 1, "profile_id": message.profile_id},
         })
-        ack = await self.publish(TOUCHPOINTS_TOPIC, message.profile_id.encode(), event.to_json())
+        ack = await self.publish(self.topics.touchpoints, message.profile_id.encode(), event.to_json())
         await ack
         self.emitted.append(event)
         return event
 
 
-async def deliver(scenario: Scenario, raw: bytes, publish: Publisher) -> ScenarioContext | None:
+async def deliver(scenario: Scenario, raw: bytes, publish: Publisher, topics: TopicNames) -> ScenarioContext | None:
     """Run the handler on one record; a failure is dead-lettered and logged, never raised."""
     try:
         message = Message(orjson.loads(raw), time.time())
-        context = ScenarioContext(scenario.name, message, publish)
+        context = ScenarioContext(scenario.name, message, publish, topics)
         await scenario.handler(message, context)
         return context
     except Exception as exc:  # noqa: BLE001 - one bad message must not stop the scenario
         reason = f"{type(exc).__name__}: {exc}"
         log.error("scenario failed on a message", scenario=scenario.name, error=reason)
         letter = DeadLetter.build(raw, "scenario_failed", [{"path": "", "reason": reason}], {"scenario": scenario.name})
-        await write_dead_letters(publish, [letter])
+        await write_dead_letters(publish, topics.dead_letter, [letter])
         return None
 
 
-def register(app: faust.App, scenario: Scenario, publish: Publisher,
+def register(app: faust.App, scenario: Scenario, publish: Publisher, topics: TopicNames,
              on_delivered: Callable[[Scenario, ScenarioContext | None], None] | None = None) -> None:
-    """Run ``scenario`` as an agent of ``app`` on its own topic."""
-    topic = app.topic(scenario.subscription().topic, value_serializer="raw", key_serializer="raw")
+    """Run ``scenario`` as an agent of ``app`` on its own topic (in ``topics``' namespace)."""
+    topic = app.topic(topics.scoped(scenario.subscription().topic), value_serializer="raw", key_serializer="raw")
 
     async def run(stream: faust.StreamT) -> None:
         async for event in stream.events():
             if event.value is None:  # an erased profile's tombstone, for compaction: no message
                 continue
-            context = await deliver(scenario, event.value, publish)
+            context = await deliver(scenario, event.value, publish, topics)
             if on_delivered is not None:
                 on_delivered(scenario, context)
 

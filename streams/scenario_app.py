@@ -13,7 +13,6 @@ import faust
 import orjson
 import structlog
 
-from identity.topics import DEAD_LETTER_TOPIC, SUBSCRIPTIONS_TOPIC, TOUCHPOINTS_TOPIC
 from streams import topics
 from streams.admin import ensure_topics
 from streams.app import faust_options
@@ -31,7 +30,7 @@ class ScenarioApp(faust.App):
         self.fetch_wait_ms = settings.fetch_wait_ms
         names = "+".join(sorted(s.name for s in scenarios))
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-        super().__init__(f"{settings.app_id}.scenarios.{names}"[:200], **faust_options(settings))
+        super().__init__(f"{settings.group_id}.scenarios.{names}"[:200], **faust_options(settings))
 
     def _new_transport(self) -> LowLatencyTransport:
         return LowLatencyTransport(self.conf.broker_consumer, self)
@@ -42,26 +41,26 @@ class ScenarioApp(faust.App):
 
     async def on_start(self) -> None:
         await super().on_start()
-        partitions = self.settings.partitions
-        plan = {SUBSCRIPTIONS_TOPIC: 1, TOUCHPOINTS_TOPIC: partitions, DEAD_LETTER_TOPIC: 1}
-        plan.update({s.subscription().topic: partitions for s in self.scenarios})
+        partitions, names = self.settings.partitions, self.settings.topics
+        own = [names.scoped(s.subscription().topic) for s in self.scenarios]
+        plan = {names.subscriptions: 1, names.touchpoints: partitions, names.dead_letter: 1}
+        plan.update({topic: partitions for topic in own})
         raw = topics.raw_events(self.settings.raw_retention_hours)
-        configs = {TOUCHPOINTS_TOPIC: raw, DEAD_LETTER_TOPIC: raw,
-                   **{s.subscription().topic: topics.PROFILE_KEYED for s in self.scenarios}}
+        configs = {names.touchpoints: raw, names.dead_letter: raw, **{topic: topics.PROFILE_KEYED for topic in own}}
         await ensure_topics(self.settings.bootstrap_servers, plan, configs=configs, replication=self.settings.replication)
 
     async def on_started(self) -> None:
         await super().on_started()
         for scenario in self.scenarios:
             declaration = scenario.subscription().model_dump(mode="json")
-            await (await self.publish(SUBSCRIPTIONS_TOPIC, scenario.name.encode(), orjson.dumps(declaration)))
+            await (await self.publish(self.settings.topics.subscriptions, scenario.name.encode(), orjson.dumps(declaration)))
         log.info("scenarios ready", scenarios=[s.name for s in self.scenarios])
 
 
 def create_scenario_app(settings: Settings, scenarios: list[Scenario]) -> ScenarioApp:
     app = ScenarioApp(settings, scenarios)
     for scenario in scenarios:
-        register(app, scenario, app.publish)
+        register(app, scenario, app.publish, settings.topics)
     return app
 
 

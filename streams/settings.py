@@ -6,7 +6,8 @@
 | IDGRAPH_STORE | sqlite:///data/idgraph.db | graph store URL |
 | IDGRAPH_RULES | bundled rules | resolution rule file (YAML) |
 | IDGRAPH_SUBSCRIPTIONS | (unset) | subscriptions YAML registered at start |
-| IDGRAPH_APP_ID | idgraph | Kafka consumer group and topic namespace of the worker |
+| IDGRAPH_APP_ID | idgraph | Faust app id: the worker's Kafka consumer group (prefixed by the topic namespace) |
+| IDGRAPH_TOPIC_NAMESPACE | (empty) | prefix of every topic the worker reads or writes, e.g. ``sandbox.x.``; empty is live |
 | IDGRAPH_PARTITIONS | 4 | partitions of the topics the worker creates |
 | IDGRAPH_BATCH_MAX | 200 | events per store transaction at most |
 | IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for events the consumer already fetched (never waits otherwise) |
@@ -34,6 +35,7 @@ from typing import Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graph.factory import DEFAULT_STORE
+from identity.topics import TopicNames
 
 PREFIX = "IDGRAPH_"
 _SCENARIO_SPECS = re.compile(r"^\s*[\w.]+:[\w.]+(\s*,\s*[\w.]+:[\w.]+)*\s*$")
@@ -53,6 +55,7 @@ class Settings(BaseModel):
     rules: Path | None = None
     subscriptions: Path | None = None
     app_id: str = Field(default="idgraph", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    topic_namespace: str = ""
     partitions: int = Field(default=4, ge=1, le=1024)
     batch_max: int = Field(default=200, ge=1, le=10_000)
     batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
@@ -69,6 +72,12 @@ class Settings(BaseModel):
     broker_wait_s: float = Field(default=30.0, ge=0, le=3600)
     # Far past any real customer's touchpoints in these scenarios; a chain grows through it.
     profile_growth_threshold: int = Field(default=200, ge=1, le=10_000_000)
+
+    @field_validator("topic_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        TopicNames(value)  # raises, naming what is wrong
+        return value
 
     @field_validator("broker")
     @classmethod
@@ -103,6 +112,16 @@ class Settings(BaseModel):
         if self.broker is None:
             raise SettingsError("IDGRAPH_BROKER is not set and no local broker was started")
         return self.broker.removeprefix("kafka://")
+
+    @property
+    def topics(self) -> TopicNames:
+        """The names of every topic this worker reads or writes."""
+        return TopicNames(self.topic_namespace)
+
+    @property
+    def group_id(self) -> str:
+        """The Faust app id (consumer group): a namespaced worker never joins the live group."""
+        return self.topic_namespace + self.app_id
 
     def with_broker(self, url: str) -> "Settings":
         return self.model_copy(update={"broker": url})

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from graph.sqlite import SQLiteStore
 from identity.events import MAX_EVENT_BYTES, MAX_NESTING, EventRejected, parse_event
-from identity.topics import DEAD_LETTER_TOPIC
+from identity.topics import LIVE
 from sinks.deadletter import H_REASON_CLASS
 from streams.metrics import EVENT_REASON_CLASSES
 from streams.pipeline import BatchResult, Incoming, ResolutionPipeline
@@ -313,7 +313,7 @@ def check_accounted_for(batch: list[Incoming], fuzz: dict[int, Fuzzed], result: 
             assert digests[event.event_id] in (None, event.digest()), f"offset {m.offset}: another record's outcome"
     assert len(result.outcomes) + len(result.rejected) == len(batch), "each record is accounted for exactly once"
     # "Dead-lettered" means sent to the dead-letter topic, with the reason in its headers.
-    sent = [(value, headers[H_REASON_CLASS]) for topic, value, headers in dead_letters_sent if topic == DEAD_LETTER_TOPIC]
+    sent = [(value, headers[H_REASON_CLASS]) for topic, value, headers in dead_letters_sent if topic == LIVE.dead_letter]
     assert sorted(sent) == sorted((letter.value, letter.reason_class.encode()) for letter in result.rejected)
 
 

@@ -29,12 +29,12 @@ from devstack.probe import TopicWatcher
 from identity.events import parse_event
 from identity.features import partition_key
 from identity.rules import Rules, load_rules
-from identity.topics import TOUCHPOINTS_TOPIC
+from identity.topics import LIVE
 
 ASSESSMENT_TOPIC = "scenario.battery-recycling.assessment"
 QUOTING_TOPIC = "scenario.battery-recycling.quoting"
 SALES_TOPIC = "scenario.sales"
-WATCHED = (TOUCHPOINTS_TOPIC, ASSESSMENT_TOPIC, QUOTING_TOPIC, SALES_TOPIC)
+WATCHED = (LIVE.touchpoints, ASSESSMENT_TOPIC, QUOTING_TOPIC, SALES_TOPIC)
 HOPS = ("intake -> assessment", "assessment -> quoting", "quoting -> profile -> sales")
 
 
@@ -168,7 +168,7 @@ class FlowObserver:
         await self._watcher.__aexit__(*exc)
 
     def _observe(self, topic: str, body: dict[str, Any], now: float) -> None:
-        if topic == TOUCHPOINTS_TOPIC:
+        if topic == LIVE.touchpoints:
             cause: str = (body.get("causation") or {}).get("event_id") or ""
             if body.get("type") == "battery_assessed" and (flow := self.flows.get(cause)) and flow.assessed_emitted is None:
                 flow.assessed_id, flow.assessed_emitted = body["event_id"], now
@@ -209,7 +209,7 @@ async def run_flows(bootstrap: str, customers: list[FlowCustomer], rate_per_s: f
     try:
         async with FlowObserver(bootstrap) as observer:
             for key, value in setup_events(customers):
-                await producer.send(TOUCHPOINTS_TOPIC, value, key=key)
+                await producer.send(LIVE.touchpoints, value, key=key)
             await producer.flush()
             await asyncio.sleep(1.0)  # predictions land before requests arrive
             started = time.perf_counter()
@@ -218,7 +218,7 @@ async def run_flows(bootstrap: str, customers: list[FlowCustomer], rate_per_s: f
                     await asyncio.sleep(delay)
                 event_id, (key, value) = intake_event(customer, rng)
                 observer.flows[event_id] = Flow(customer, event_id, time.time())
-                await producer.send(TOUCHPOINTS_TOPIC, value, key=key)
+                await producer.send(LIVE.touchpoints, value, key=key)
                 if on_progress:
                     on_progress(i + 1, observer.completed())
             deadline = time.monotonic() + timeout_s

@@ -1,0 +1,189 @@
+"""Load simulation: synthetic traffic at a steady rate through one worker's topic namespace, measured as it runs.
+
+The events come lazily from devstack/workload.py (realistic identifier overlap, typos, Chinese
+and Latin names), so a million of them never sit in memory at once. The probe (devstack/probe.py)
+times each delta from event sent to delta consumed on the watched scenario topic. Every
+``every_s`` a :class:`Sample` says how far the run is: throughput, propagation p50/p99 over the
+period, the worker's memory (RSS) and CPU, and the store's size on disk as it grows.
+
+Cost per event is worker CPU seconds per resolved event, since the first event was sent: read
+once the first ``COST_MARK`` events are resolved and again at the end, so a run of a million
+shows whether the cost grows with the graph (the issue wants the end within 1.5x of the mark).
+Progress is the highest event number whose delta arrived: events are numbered in sending order
+and each partition is resolved in order, and an event that changes nothing has no delta to count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import psutil
+
+from devstack.probe import Delivery, PropagationProbe
+from devstack.workload import synthetic_events
+from identity.topics import TopicNames
+
+#: Where the cost per event is read first: the issue compares a million events' cost with it.
+COST_MARK = 10_000
+#: Events per synthetic customer: each customer is seen about this many times across scenarios.
+EVENTS_PER_CUSTOMER = 5
+#: How long the end waits for deltas after the last delivery before it calls the run complete.
+QUIET_S = 3.0
+#: Longest wait for the worker to catch up once every event is sent.
+DRAIN_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The run so far; latencies over the period since the previous sample."""
+
+    elapsed_s: float
+    sent: int
+    resolved: int
+    events_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    rss_mb: float
+    store_mb: float | None
+    cpu_s: float
+
+
+@dataclass
+class Simulation:
+    events: int
+    rate: float
+    seconds: float
+    resolved: int
+    deltas: int
+    events_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    rss_mb_max: float
+    store_mb: float | None
+    cost_ms_at_mark: float | None
+    cost_ms_at_end: float | None
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def cost_ratio(self) -> float | None:
+        """Cost per event at the end over the cost at :data:`COST_MARK`: flat growth is 1.0."""
+        if not self.cost_ms_at_mark or self.cost_ms_at_end is None:
+            return None
+        return self.cost_ms_at_end / self.cost_ms_at_mark
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def _rounded(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 1)
+
+
+def event_number(event_id: str) -> int:
+    """The sending order of a :func:`workload` event, from its id (``wl-0000042``)."""
+    return int(event_id.rpartition("-")[2])
+
+
+def workload(events: int, seed: int = 7) -> Iterator[dict[str, object]]:
+    """The run's events, made one at a time."""
+    customers = max(1, events // EVENTS_PER_CUSTOMER)
+    return (event for _, event in synthetic_events(customers, events, seed))
+
+
+def store_megabytes(path: Path | None) -> float | None:
+    """An SQLite store's size on disk, its write-ahead log included; None for a store without a file."""
+    if path is None:
+        return None
+    files = [path, path.with_name(path.name + "-wal")]
+    return sum(f.stat().st_size for f in files if f.exists()) / 1e6
+
+
+class _Meter:
+    """What the run has seen: resolved events, latencies, and the worker's CPU and memory."""
+
+    def __init__(self, worker_pid: int, store_path: Path | None, cost_mark: int) -> None:
+        self._worker = psutil.Process(worker_pid)
+        self._cost_mark = cost_mark
+        self._store_path = store_path
+        self._cpu_start = self._cpu_total()
+        self.started = time.monotonic()
+        self.latencies = array("d")
+        self.window: list[float] = []
+        self.resolved = 0
+        self.cost_at_mark: float | None = None
+        self.rss_max = 0.0
+
+    def _cpu_total(self) -> float:
+        times = self._worker.cpu_times()
+        return float(times.user + times.system)
+
+    def cpu_s(self) -> float:
+        """The worker's CPU seconds since the meter started."""
+        return self._cpu_total() - self._cpu_start
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        self.latencies.append(delivery.latency_ms)
+        self.window.append(delivery.latency_ms)
+        self.resolved = max(self.resolved, event_number(delivery.delta["cause"]["event_id"]) + 1)
+        if self.cost_at_mark is None and self.resolved >= self._cost_mark:
+            self.cost_at_mark = self.cpu_s() / self.resolved
+
+    def sample(self, sent: int, previous: Sample | None) -> Sample:
+        now = time.monotonic() - self.started
+        window, self.window = self.window, []
+        rss = self._worker.memory_info().rss / 1e6
+        self.rss_max = max(self.rss_max, rss)
+        period = now - (previous.elapsed_s if previous else 0.0)
+        done = sent - (previous.sent if previous else 0)
+        return Sample(round(now, 1), sent, self.resolved, done / period if period > 0 else 0.0,
+                      percentile(window, 50), percentile(window, 99), rss, store_megabytes(self._store_path), self.cpu_s())
+
+
+async def simulate(bootstrap: str, topics: TopicNames, watch: Sequence[str], worker_pid: int, *, events: int,
+                   rate: float, store_path: Path | None = None, every_s: float = 10.0, seed: int = 7,
+                   cost_mark: int = COST_MARK,
+                   on_sample: Callable[[Sample], None] = lambda sample: None) -> Simulation:
+    """Send ``events`` synthetic touchpoints at ``rate``/s to ``topics.touchpoints`` and measure them
+    arriving on the ``watch`` topics (a subscription of the worker's own), until all are resolved.
+
+    A resolved event is one whose delta reached a watched topic: a subscription entitled to every
+    field (``traits.*``, ``identifiers.*``) sees every event that changes something.
+    """
+    meter = _Meter(worker_pid, store_path, cost_mark)
+    samples: list[Sample] = []
+    async with PropagationProbe(bootstrap, watch, send_topic=topics.touchpoints, on_delivery=meter.on_delivery) as probe:
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                samples.append(meter.sample(probe.sent, samples[-1] if samples else None))
+                on_sample(samples[-1])
+
+        reporting = asyncio.ensure_future(report())
+        try:
+            send_seconds = await probe.send(workload(events, seed), rate)
+            await probe.settle(QUIET_S, DRAIN_TIMEOUT_S)
+        finally:
+            reporting.cancel()
+            await asyncio.gather(reporting, return_exceptions=True)
+        final = meter.sample(probe.sent, samples[-1] if samples else None)
+    seconds = max(send_seconds, final.elapsed_s - QUIET_S)
+    resolved = meter.resolved
+    return Simulation(
+        events=events, rate=rate, seconds=round(seconds, 1), resolved=resolved, deltas=probe.delivered,
+        events_per_s=round(resolved / seconds, 1) if seconds else 0.0,
+        p50_ms=_rounded(percentile(meter.latencies, 50)), p99_ms=_rounded(percentile(meter.latencies, 99)),
+        rss_mb_max=round(max(meter.rss_max, final.rss_mb), 1), store_mb=final.store_mb,
+        cost_ms_at_mark=round(meter.cost_at_mark * 1000, 3) if meter.cost_at_mark is not None else None,
+        # Every event sent is resolved by now (the worker went quiet), delta or not.
+        cost_ms_at_end=round(final.cpu_s / probe.sent * 1000, 3) if probe.sent else None,
+        samples=[*samples, final],
+    )
