@@ -498,8 +498,7 @@ UPGRADE_RECORD_COUNTS = Statement(
 MATCH (p:Profile) WHERE p.id > $after
 WITH p ORDER BY p.id LIMIT $chunk
 WITH collect(p) AS page, max(p.id) AS last
-CALL {
-  WITH page
+CALL (page) {
   UNWIND page AS p
   WITH p WHERE p.records IS NULL
   SET p.records = COUNT { (p)-[:HAS_TOUCHPOINT]->() }
@@ -563,8 +562,7 @@ DROP_UNUSED_KEYS = Statement(
 MATCH (b:BlockingKey) WHERE b.key > $after
 WITH b ORDER BY b.key LIMIT $chunk
 WITH collect(b) AS page, max(b.key) AS last
-CALL {
-  WITH page
+CALL (page) {
   UNWIND page AS b
   WITH b WHERE NOT EXISTS { (b)<-[:BLOCKED_BY]-(:Touchpoint) }
   DETACH DELETE b
