@@ -130,9 +130,13 @@ def replay_command(name: str = NameArgument,
     candidate = _rules(rules)
     total = _run(accepted_count(sandbox.store_url))
     sandbox.discard_candidate()
-    with progress("replaying", total) as advance:
-        report = _run(replay(sandbox.store_url, sandbox.candidate_url, candidate, rejects=sandbox.path / "replay.rejects.jsonl",
-                             batch_size=batch_size, progress=advance))
+    try:
+        with progress("replaying", total) as advance:
+            report = _run(replay(sandbox.store_url, sandbox.candidate_url, candidate,
+                                 rejects=sandbox.path / "replay.rejects.jsonl", batch_size=batch_size, progress=advance))
+    except BaseException:
+        sandbox.discard_candidate()  # a half replay would diff as if the candidate dropped events
+        raise
     typer.echo(f"replayed under {candidate.model_version}")
     _summary(report)
 
