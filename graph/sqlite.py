@@ -375,7 +375,9 @@ class SQLiteStore(GraphStore):
     async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
         rows = self.db.execute("SELECT seq, event_id, event FROM touchpoints WHERE seq > ? ORDER BY seq LIMIT ?",
                                (after[0], limit))  # seq is the primary key here: unique, so it alone orders
-        return [AcceptedEvent(seq, event_id, event) for seq, event_id, event in rows]
+        # Stored as bytes (TouchpointEvent.to_json); a row written as text would read as str.
+        return [AcceptedEvent(seq, event_id, event if isinstance(event, bytes) else event.encode())
+                for seq, event_id, event in rows]
 
     async def sample_features(self, limit: int) -> list[Features]:
         return [orjson.loads(f) for (f,) in self.db.execute(
