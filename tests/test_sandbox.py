@@ -10,7 +10,15 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cli.main import app
+from graph.factory import store_from_url
+from graph.sqlite import SQLiteStore
+from graph.store import GraphStore
+from identity.events import parse_event
+from identity.features import prepare
 from identity.rules import load_rules
+from sandbox.replay import copy_history
+from sandbox.workspace import create
+from service.resolver import Resolver
 
 RULES = Path(load_rules.__code__.co_filename).with_name("rules.yaml")
 
@@ -215,3 +223,23 @@ def test_a_full_sandbox_session_leaves_the_live_store_as_it_was(idgraph):
     assert idgraph("sandbox", "diff", "trial").exit_code == 0
     assert idgraph("sandbox", "drop", "trial").exit_code == 0
     assert dump(idgraph.live) == before
+
+
+def live_url(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> str:
+    if isinstance(store, SQLiteStore):
+        return f"sqlite:///{store.path}"
+    monkeypatch.setenv("IDGRAPH_NEO4J_USER", store.settings.user)
+    monkeypatch.setenv("IDGRAPH_NEO4J_PASSWORD", store.settings.password)
+    monkeypatch.setenv("IDGRAPH_NEO4J_DATABASE", store.settings.database)
+    return store.settings.url
+
+
+@pytest.mark.every_store
+async def test_a_snapshot_holds_the_live_history_in_acceptance_order_with_its_profiles(store, rules, tmp_path, monkeypatch):
+    await Resolver(store, rules).resolve([prepare(parse_event(e), rules) for e in HISTORY])
+    sandbox, _ = await create(tmp_path / "sandboxes", "trial", live_url(store, monkeypatch), rules,
+                              copy_history=copy_history)
+    assert accepted(sandbox.path / "baseline.db") == ["a1", "a2", "a3"]
+    async with store_from_url(sandbox.store_url) as copy:
+        profiles = dict(await copy.assignments())
+    assert profiles["a1"] == profiles["a2"] != profiles["a3"]
