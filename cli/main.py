@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import orjson
 import typer
 
 from cli.api import api_command, review_app, run_on_store, token_command
+from cli.common import fail as _fail
+from cli.common import progress as _progress
+from cli.sandbox import sandbox_app
 from graph.factory import store_from_url
 from graph.store import GraphStore, StoreError
 from identity.estimate import estimate
@@ -35,11 +37,6 @@ app = typer.Typer(help="idgraph: a real-time customer identity graph.", no_args_
 
 StoreOption = typer.Option(None, "--store", envvar="IDGRAPH_STORE", help="Store URL, e.g. sqlite:///data/idgraph.db")
 RulesOption = typer.Option(None, "--rules", envvar="IDGRAPH_RULES", help="Rule file (YAML); the bundled default if unset")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
 
 
 def _rules(path: Optional[Path]) -> Rules:
@@ -90,25 +87,6 @@ def resolve(
     typer.echo(f"{report.events} events: {actions}; {report.duplicates} duplicates; {report.deltas} deltas")
     if report.rejected:
         typer.secho(f"{report.rejected} events refused, reasons in {rejects}", err=True, fg=typer.colors.YELLOW)
-
-
-@contextmanager
-def _progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar on standard error (events done, events/s, time); yields what advances it."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(label, total=total, rate="-")
-
-        def advance(count: int) -> None:
-            progress.advance(task, count)
-            speed = progress.tasks[0].speed
-            progress.update(task, rate=f"{speed:,.0f}" if speed else "-")
-
-        yield advance
 
 
 @app.command()
@@ -450,6 +428,7 @@ def reindex(rules: Optional[Path] = RulesOption) -> None:
 app.command("api")(api_command)
 app.command("api-token")(token_command)
 app.add_typer(review_app, name="review")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 @app.command("scenario")

@@ -537,6 +537,18 @@ LIMIT $chunk
     ("seq", "event_id", "chunk"),
 )
 
+# The same paging, with each touchpoint's event as received: history for a replay.
+ACCEPTED_EVENTS = Statement(
+    "accepted_events",
+    """
+MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
+RETURN t.seq AS seq, t.event_id AS event_id, t.event AS event
+ORDER BY t.seq, t.event_id
+LIMIT $chunk
+""",
+    ("seq", "event_id", "chunk"),
+)
+
 # Each touchpoint's blocking relationships replaced by those of its new keys.
 REBLOCK_TOUCHPOINTS = Statement(
     "reblock_touchpoints",
@@ -1099,7 +1111,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         LOCK_PROFILES, UPSERT_PROFILES, RECORD_MERGES, MOVE_IDENTIFIERS, MOVE_TOUCHPOINTS,
         CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, FOLD_TERM_COUNTS, FOLD_TERM_TOTALS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
         UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
-        POSITIONAL_KEYS, TOUCHPOINT_FEATURES, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
+        POSITIONAL_KEYS, TOUCHPOINT_FEATURES, ACCEPTED_EVENTS, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

@@ -44,6 +44,8 @@ from graph.overlay import BatchOverlay, Missing
 from graph.snapshot import NeighbourhoodRequest, Snapshot, snapshot_from_row
 from graph import neo4j_operations as operations
 from graph.store import (
+    FIRST_EVENT,
+    AcceptedEvent,
     ErasureWrite,
     Family,
     GraphStore,
@@ -450,6 +452,10 @@ class Neo4jStore(GraphStore):
 
     async def assignments(self) -> list[tuple[str, str]]:
         return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]
+
+    async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
+        rows = await self._read(cypher.ACCEPTED_EVENTS, seq=after[0], event_id=after[1], chunk=limit)
+        return [AcceptedEvent(int(r["seq"]), r["event_id"], r["event"].encode()) for r in rows]
 
     async def sample_features(self, limit: int) -> list[Features]:
         return [orjson.loads(r["features"]) for r in await self._read(cypher.SAMPLE_FEATURES, limit=limit)]

@@ -20,6 +20,8 @@ import orjson
 from graph import fulltext, sqlite_operations as operations
 from graph.sqlite_schema import migrate
 from graph.store import (
+    FIRST_EVENT,
+    AcceptedEvent,
     ErasureWrite,
     Family,
     GraphStore,
@@ -369,6 +371,13 @@ class SQLiteStore(GraphStore):
 
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
+
+    async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
+        rows = self.db.execute("SELECT seq, event_id, event FROM touchpoints WHERE seq > ? ORDER BY seq LIMIT ?",
+                               (after[0], limit))  # seq is the primary key here: unique, so it alone orders
+        # Stored as bytes (TouchpointEvent.to_json); a row written as text would read as str.
+        return [AcceptedEvent(seq, event_id, event if isinstance(event, bytes) else event.encode())
+                for seq, event_id, event in rows]
 
     async def sample_features(self, limit: int) -> list[Features]:
         return [orjson.loads(f) for (f,) in self.db.execute(

@@ -146,6 +146,24 @@ class ProfileGrowth:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """An applied touchpoint as it was received, with its place in acceptance order."""
+
+    seq: int
+    event_id: str
+    #: The event as the store kept it (JSON), ready to be resolved again.
+    event: bytes
+
+    @property
+    def cursor(self) -> tuple[int, str]:
+        return self.seq, self.event_id
+
+
+#: Where a read of :meth:`ReadViews.accepted_events` starts: before every touchpoint.
+FIRST_EVENT: tuple[int, str] = (-1, "")
+
+
+@dataclass(frozen=True, slots=True)
 class TimelineEntry:
     event_id: str
     scenario: str
@@ -296,6 +314,12 @@ class ReadViews(Protocol):
     @abstractmethod
     async def assignments(self) -> list[tuple[str, str]]:
         """(event_id, live profile id) for every applied event, in arrival order."""
+
+    @abstractmethod
+    async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
+        """At most ``limit`` applied events after the cursor ``after`` (the last one read's
+        :attr:`AcceptedEvent.cursor`), in acceptance order: a replay pages through history with it.
+        The cursor is (seq, event id) because two Neo4j workers' batches may share a seq."""
 
     @abstractmethod
     async def sample_features(self, limit: int) -> list[Features]:

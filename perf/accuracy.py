@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from graph.sqlite import SQLiteStore
 from identity.events import parse_event
 from identity.features import blocking_rule_id, prepare
 from identity.learning import StreamLearner
+from identity.pairwise import pairwise_scores
 from identity.rules import load_rules
 from perf.synthetic import generate
 from streams.batch import resolve_lines
@@ -82,19 +82,6 @@ def synthetic_lines(profile: str) -> tuple[list[bytes], set[frozenset[str]]]:
                            "occurred_at": (_EPOCH + timedelta(seconds=i)).isoformat(), "traits": traits})
              for i, (rec_id, traits) in enumerate(records, 1)]
     return lines, links
-
-
-def pairwise_scores(assignments: dict[str, str], true_links: set[frozenset[str]]) -> dict[str, float]:
-    clusters: dict[str, list[str]] = {}
-    for event_id, profile_id in assignments.items():
-        clusters.setdefault(profile_id, []).append(event_id)
-    predicted = {frozenset(p) for members in clusters.values() for p in combinations(sorted(members), 2)}
-    tp = len(predicted & true_links)
-    precision = tp / len(predicted) if predicted else 1.0
-    recall = tp / len(true_links) if true_links else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "true_pairs": len(true_links),
-            "predicted_pairs": len(predicted), "true_positives": tp}
 
 
 def largest_true_entity(true_links: set[frozenset[str]]) -> int:

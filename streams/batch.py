@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, AsyncIterable, Callable, Iterable, Iterator
 
 import orjson
 
@@ -37,7 +37,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line.rstrip(b"\r\n")
 
 
-def _reject(rejects: IO[bytes] | None, number: int, line: bytes, error: EventRejected) -> None:
+def write_reject(rejects: IO[bytes] | None, number: int, line: bytes, error: EventRejected) -> None:
     if rejects is not None:
         record = {"line": number, **error.as_dict(), "original": line.decode("utf-8", "replace")}
         rejects.write(orjson.dumps(record) + b"\n")
@@ -60,6 +60,24 @@ async def resolve_lines(
     batch. ``progress`` is told how many lines each batch settled."""
     run = _FileRun(store, rules, batch_size, rejects, learner, progress)
     for number, line in lines:
+        await run.add(number, line)
+    await run.finish()
+    return run.report
+
+
+async def resolve_history(
+    lines: AsyncIterable[tuple[int, bytes]],
+    store: ResolutionStore,
+    rules: Rules,
+    *,
+    batch_size: int = 200,
+    rejects: IO[bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BatchReport:
+    """As :func:`resolve_lines` under the given rules throughout, for events read page by page
+    (another store's accepted history, numbered by its seq) rather than held in memory."""
+    run = _FileRun(store, rules, batch_size, rejects, None, progress)
+    async for number, line in lines:
         await run.add(number, line)
     await run.finish()
     return run.report
@@ -147,7 +165,7 @@ class _FileRun:
 
     def _refuse(self, number: int, line: bytes, error: EventRejected) -> None:
         self.report.rejected += 1
-        _reject(self._rejects, number, line, error)
+        write_reject(self._rejects, number, line, error)
 
 
 async def write_assignments(store: ReadViews, event_ids: list[str], output: IO[str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import identity.decide
 from graph.neo4j import Neo4jStore
 from graph.sqlite import SQLiteStore
-from identity.events import PROFILE_ID_TYPE
+from identity.events import PROFILE_ID_TYPE, parse_event
 from identity.features import blocking_signature, prepare
 from service.blocking import check_blocking_index
 from service.resolver import Resolver
@@ -158,6 +158,16 @@ async def test_assignments_give_each_event_its_live_profile_in_arrival_order(eng
     older, newer, bridge = await merged_pair(engine)
     assert await store.assignments() == [
         (older.event_id, older.profile_id), (newer.event_id, older.profile_id), (bridge.event_id, older.profile_id)]
+
+
+async def test_accepted_events_page_through_history_in_acceptance_order_as_received(engine, store):
+    older, newer, bridge = await merged_pair(engine)
+    await engine.resolve(make_event({"phone": "13800138000"}, event_id=older.event_id))  # a redelivery
+    first = await store.accepted_events(limit=2)
+    rest = await store.accepted_events(first[-1].cursor, limit=2)
+    assert [e.event_id for e in first + rest] == [older.event_id, newer.event_id, bridge.event_id]
+    assert await store.accepted_events(rest[-1].cursor) == []
+    assert parse_event(rest[0].event).identifiers == {"phone": "13800138000", "email": "zw@example.com"}
 
 
 async def test_a_feature_sample_draws_distinct_stored_touchpoints_up_to_its_limit(engine, store):

@@ -1,0 +1,1 @@
+"""Sandboxes: isolated copies of the live graph where a rule change is tried before it goes live."""

@@ -1,0 +1,43 @@
+"""The decision diff of a sandbox: its baseline against its candidate (identity/decision_diff.py)."""
+
+from __future__ import annotations
+
+from graph.factory import store_from_url
+from graph.store import ReadViews
+from identity.decision_diff import DecisionDiff, diff_decisions
+from identity.model import DecisionRecord
+from sandbox.load import read_labels
+from sandbox.workspace import Sandbox, SandboxError
+
+
+async def _side(store: ReadViews) -> tuple[dict[str, str], dict[str, DecisionRecord]]:
+    assignments = dict(await store.assignments())
+    records = {}
+    for event_id in assignments:
+        record = await store.decision(event_id)
+        if record is not None:
+            records[event_id] = record
+    return assignments, records
+
+
+def _candidate(sandbox: Sandbox) -> str:
+    sandbox.manifest()
+    if not sandbox.candidate_file.is_file():
+        raise SandboxError(f"sandbox {sandbox.name!r} has no candidate yet: run 'idgraph sandbox replay "
+                           f"{sandbox.name} --rules FILE' first")
+    return sandbox.candidate_url
+
+
+async def sandbox_diff(sandbox: Sandbox) -> DecisionDiff:
+    candidate_url = _candidate(sandbox)
+    async with store_from_url(sandbox.store_url) as baseline, store_from_url(candidate_url) as candidate:
+        before, before_records = await _side(baseline)
+        after, after_records = await _side(candidate)
+    return diff_decisions(before, after, before_records, after_records, read_labels(sandbox) or None)
+
+
+async def both_decisions(sandbox: Sandbox, event_id: str) -> tuple[DecisionRecord | None, DecisionRecord | None]:
+    """The event's decision in the baseline and in the candidate."""
+    candidate_url = _candidate(sandbox)
+    async with store_from_url(sandbox.store_url) as baseline, store_from_url(candidate_url) as candidate:
+        return await baseline.decision(event_id), await candidate.decision(event_id)
