@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Coroutine, Optional, TypeVar
 
@@ -10,6 +13,7 @@ import orjson
 import typer
 
 from cli.common import fail, progress
+from devstack.simulate import COST_MARK, sample_line, simulate_on_stack
 from graph.store import StoreError
 from identity.decision_diff import DecisionDiff
 from identity.explain import render_decision
@@ -18,6 +22,7 @@ from sandbox.diff import both_decisions, sandbox_diff
 from sandbox.load import Format, load, parse_mapping, read_rejects
 from sandbox.replay import accepted_count, copy_history, replay
 from sandbox.workspace import Sandbox, SandboxError, create, drop, sandboxes
+from streams.admin import delete_topics_with_prefix
 from streams.batch import BatchReport, read_lines
 from streams.settings import Settings, SettingsError
 
@@ -69,7 +74,7 @@ def create_command(name: str = NameArgument, empty: bool = typer.Option(False, "
     sandbox, token = _run(create(_root(), name, store, _rules(rules), empty=empty, copy_history=copy_history))
     typer.echo(f"sandbox {name} at {sandbox.path}")
     typer.echo(f"store: {sandbox.store_url}")
-    typer.echo(f"topics: {sandbox.topic_namespace}*  worker app id: {sandbox.app_id}")
+    typer.echo(f"topics: {sandbox.topic_namespace}* (its worker: idgraph sandbox worker {name})")
     typer.echo(f"API: IDGRAPH_API_TOKENS_FILE={sandbox.tokens}, admin token (shown once): {token}")
 
 
@@ -195,11 +200,67 @@ def _side_by_side(left: list[str], right: list[str]) -> str:
     return "\n".join(rows)
 
 
+@sandbox_app.command("worker")
+def worker_command(name: str = NameArgument,
+                   candidate: bool = typer.Option(False, "--candidate",
+                                                  help="Run on the last replay's store (default: the baseline)"),
+                   rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False,
+                                                        help="Rules to resolve under (default: the live ones)"),
+                   loglevel: str = typer.Option("warning", help="Faust/worker log level")) -> None:
+    """Run a worker of the sandbox's own on IDGRAPH_BROKER: its topics (sandbox.NAME.*), consumer
+    group and store. Scenarios subscribe to it as to live by setting the same IDGRAPH_TOPIC_NAMESPACE."""
+    sandbox = _sandbox(name)
+    if candidate and not sandbox.candidate_file.is_file():
+        raise fail(f"sandbox {name} has no candidate store yet: run `idgraph sandbox replay {name} --rules FILE`")
+    env = sandbox.worker_env(sandbox.candidate_url if candidate else sandbox.store_url, rules)
+    typer.echo(f"sandbox {name}: topics {sandbox.topic_namespace}*, store {env['IDGRAPH_STORE']}")
+    os.execve(sys.executable, [sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel],
+              {**os.environ, **env})
+
+
+@sandbox_app.command("simulate")
+def simulate_command(name: str = NameArgument,
+                     events: int = typer.Option(100_000, min=1, help="Synthetic touchpoints to send"),
+                     rate: float = typer.Option(500.0, min=1, help="Events per second offered"),
+                     rules: Optional[Path] = typer.Option(None, "--rules", exists=True, dir_okay=False,
+                                                          help="Rules the sandbox worker runs (default: the live ones)"),
+                     every: float = typer.Option(10.0, min=1, help="Seconds between progress lines")) -> None:
+    """Drive synthetic traffic through a worker of the sandbox's own (its topics, a fresh store in
+    the sandbox) and report throughput, propagation p50/p99, memory and store size as it grows.
+    On IDGRAPH_BROKER if set (sandbox topics only), else on an Apache Kafka started for the run."""
+    sandbox = _sandbox(name)
+    try:
+        broker_url = Settings.from_env().broker
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    workdir = sandbox.path / "simulation"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
+    env = {"IDGRAPH_RULES": str(rules.resolve())} if rules is not None else {}
+    result = _run(simulate_on_stack(workdir, sandbox.topic_namespace, events=events, rate=rate, broker_url=broker_url,
+                                    worker_env=env, every_s=every, on_sample=lambda s: typer.echo(sample_line(s))))
+    typer.echo(f"{result.events:,} events at {result.rate:.0f}/s offered: {result.events_per_s:,.0f} events/s "
+               f"resolved in {result.seconds:.0f} s; propagation p50 {result.p50_ms} ms, p99 {result.p99_ms} ms; "
+               f"worker RSS at most {result.rss_mb_max:.0f} MB; store {result.store_mb or 0:.0f} MB; "
+               f"CPU per event {result.cost_ms_at_mark} ms at {COST_MARK:,}, {result.cost_ms_at_end} ms at the end")
+
+
 @sandbox_app.command("drop")
 def drop_command(name: str = NameArgument) -> None:
-    """Delete the sandbox: its store, topics and tokens."""
+    """Delete the sandbox: its topics on IDGRAPH_BROKER, its stores and tokens."""
+    sandbox = _sandbox(name)
     try:
-        sandbox = drop(_root(), name)
+        broker = Settings.from_env().broker
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    if broker is None:
+        typer.secho(f"IDGRAPH_BROKER is not set: topics {sandbox.topic_namespace}* were not looked for", err=True,
+                    fg=typer.colors.YELLOW)
+    else:
+        deleted = _run(delete_topics_with_prefix(broker.removeprefix("kafka://"), sandbox.topic_namespace))
+        typer.echo(f"deleted {len(deleted)} topics named {sandbox.topic_namespace}*")
+    try:
+        drop(_root(), name)
     except SandboxError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"dropped sandbox {name} ({sandbox.path})")

@@ -20,11 +20,12 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Mapping, Sequence
 
 import psutil
 
 from devstack.probe import Delivery, PropagationProbe
+from devstack.stack import LocalStack
 from devstack.workload import synthetic_events
 from identity.topics import TopicNames
 
@@ -187,3 +188,34 @@ async def simulate(bootstrap: str, topics: TopicNames, watch: Sequence[str], wor
         cost_ms_at_end=round(final.cpu_s / probe.sent * 1000, 3) if probe.sent else None,
         samples=[*samples, final],
     )
+
+
+def sample_line(s: Sample) -> str:
+    """One progress line of a run, as `idgraph sandbox simulate` and perf.simulate print it."""
+    p50 = f"{s.p50_ms:.0f}" if s.p50_ms is not None else "-"
+    p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
+    store = f"{s.store_mb:.0f} MB" if s.store_mb is not None else "-"
+    cost = f" ({s.cpu_s / s.resolved * 1000:.2f} ms/event)" if s.resolved else ""
+    return (f"{s.elapsed_s:>7.0f} s  sent {s.sent:>8,}  resolved {s.resolved:>8,}  {s.events_per_s:>6.0f}/s  "
+            f"p50 {p50:>5} ms  p99 {p99:>5} ms  rss {s.rss_mb:>5.0f} MB  store {store}  cpu {s.cpu_s:.0f} s{cost}")
+
+
+#: The subscription a simulated worker is watched through: entitled to every field, so every
+#: event that changes something shows up on its topic.
+WATCH_SUBSCRIPTION = {"name": "simulate", "fields": ["traits.*", "identifiers.*"]}
+
+
+async def simulate_on_stack(workdir: Path, namespace: str, *, events: int, rate: float,
+                            broker: Literal["embedded", "kafka"] = "kafka", broker_url: str | None = None,
+                            worker_env: Mapping[str, str] | None = None, every_s: float = 10.0,
+                            on_sample: Callable[[Sample], None] = lambda sample: None) -> Simulation:
+    """:func:`simulate` through a worker of its own in ``namespace``, with a fresh store under
+    ``workdir``: on the broker at ``broker_url``, or on one started for the run (``broker``)."""
+    topics = TopicNames(namespace)
+    env = {"IDGRAPH_TOPIC_NAMESPACE": namespace, "IDGRAPH_PARTITIONS": "4", **(worker_env or {})}
+    async with LocalStack(workdir, [WATCH_SUBSCRIPTION], broker_url=broker_url, broker=broker, worker_env=env) as stack:
+        assert stack.worker is not None
+        await asyncio.sleep(1.0)  # let the worker's consumer group settle before the clock starts
+        return await simulate(stack.bootstrap, topics, [topics.scoped(f"scenario.{WATCH_SUBSCRIPTION['name']}")],
+                              stack.worker.pid, events=events, rate=rate, store_path=stack.worker.store_path,
+                              every_s=every_s, on_sample=on_sample)

@@ -26,35 +26,17 @@ from typing import Any
 
 import orjson
 
-from devstack.simulate import COST_MARK, Sample, Simulation, simulate
-from devstack.stack import LocalStack
-from identity.topics import TopicNames
+from devstack.simulate import COST_MARK, Simulation, sample_line, simulate_on_stack
 
 NAMESPACE = "sim."
-SUBSCRIPTION = {"name": "simulate", "fields": ["traits.*", "identifiers.*"]}
 #: The issue's limit on cost per event at a million over the cost at 10k.
 COST_RATIO_LIMIT = 1.5
 
 
-def _sample_line(s: Sample) -> str:
-    p50 = f"{s.p50_ms:.0f}" if s.p50_ms is not None else "-"
-    p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
-    store = f"{s.store_mb:.0f} MB" if s.store_mb is not None else "-"
-    cost = f" ({s.cpu_s / s.resolved * 1000:.2f} ms/event)" if s.resolved else ""
-    return (f"{s.elapsed_s:>7.0f} s  sent {s.sent:>8,}  resolved {s.resolved:>8,}  {s.events_per_s:>6.0f}/s  "
-            f"p50 {p50:>5} ms  p99 {p99:>5} ms  rss {s.rss_mb:>5.0f} MB  store {store}  cpu {s.cpu_s:.0f} s{cost}")
-
-
 async def run(events: int, rate: float, every_s: float, broker: str, workdir: Path) -> Simulation:
-    topics = TopicNames(NAMESPACE)
-    env = {"IDGRAPH_TOPIC_NAMESPACE": NAMESPACE, "IDGRAPH_PARTITIONS": "4"}
-    async with LocalStack(workdir, [SUBSCRIPTION], broker="kafka" if broker == "kafka" else "embedded",
-                          worker_env=env) as stack:
-        assert stack.worker is not None
-        await asyncio.sleep(1.0)  # let the worker's consumer group settle before the clock starts
-        return await simulate(stack.bootstrap, topics, [topics.scoped("scenario.simulate")], stack.worker.pid,
-                              events=events, rate=rate, store_path=stack.worker.store_path, every_s=every_s,
-                              on_sample=lambda s: print(_sample_line(s), flush=True))
+    return await simulate_on_stack(workdir, NAMESPACE, events=events, rate=rate,
+                                   broker="kafka" if broker == "kafka" else "embedded", every_s=every_s,
+                                   on_sample=lambda s: print(sample_line(s), flush=True))
 
 
 def summary(result: Simulation) -> dict[str, Any]:

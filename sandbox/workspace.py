@@ -71,9 +71,14 @@ class Sandbox:
     def topic_namespace(self) -> str:
         return f"sandbox.{self.name}."
 
-    @property
-    def app_id(self) -> str:
-        return f"idgraph-sandbox-{self.name}"
+    def worker_env(self, store_url: str, rules: Path | None = None) -> dict[str, str]:
+        """What makes ``idgraph worker`` this sandbox's: its topics, consumer group (the
+        namespace prefixes the app id), store and local files; no metrics port beside live's."""
+        env = {"IDGRAPH_TOPIC_NAMESPACE": self.topic_namespace, "IDGRAPH_STORE": store_url,
+               "IDGRAPH_DATA_DIR": str(self.path / "worker"), "IDGRAPH_METRICS_PORT": "0"}
+        if rules is not None:
+            env["IDGRAPH_RULES"] = str(rules.resolve())
+        return env
 
     @property
     def tokens(self) -> Path:
@@ -129,8 +134,7 @@ async def create(root: Path, name: str, live_url: str | None, rules: Rules, *, e
         sandbox.tokens.write_bytes(orjson.dumps([entry.model_dump(exclude_none=True)], option=orjson.OPT_INDENT_2))
         manifest = {"name": name, "created_at": datetime.now(timezone.utc).isoformat(),
                     "source": "empty" if empty else "live snapshot", "live_store": live_url,
-                    "live_rules_version": rules.model_version, "topic_namespace": sandbox.topic_namespace,
-                    "app_id": sandbox.app_id}
+                    "live_rules_version": rules.model_version, "topic_namespace": sandbox.topic_namespace}
         (sandbox.path / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     except BaseException:
         shutil.rmtree(sandbox.path, ignore_errors=True)
@@ -152,15 +156,10 @@ def backup_sqlite(live: Path, target: Path) -> None:
         source.close()
 
 
-def drop_topics(namespace: str) -> None:
-    """Delete the sandbox worker's topics (those named ``namespace`` + topic). The topic
-    namespace is the worker's part (branch nsim); until it lands a sandbox has no topics."""
-
-
 def drop(root: Path, name: str) -> Sandbox:
-    """Delete the sandbox: its topics, stores, tokens, labels and manifest. Nothing of it remains."""
+    """Delete the sandbox's files: its stores, tokens, labels and manifest. Its topics are the
+    broker's (streams.admin.delete_topics_with_prefix over :attr:`Sandbox.topic_namespace`)."""
     sandbox = Sandbox.at(root, name)
     sandbox.manifest()  # refuses an unknown name
-    drop_topics(sandbox.topic_namespace)
     shutil.rmtree(sandbox.path)
     return sandbox

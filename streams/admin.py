@@ -129,6 +129,24 @@ async def ensure_topics(
         await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap: str, prefix: str, timeout_ms: int = 10_000) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a sandbox's namespace, its Faust
+    internal topics included) and return their names. An empty prefix is refused: it is live."""
+    if not prefix:
+        raise ValueError("refusing to delete topics by an empty prefix: that would be every live topic")
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        doomed = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=timeout_ms)
+        return doomed
+    finally:
+        await admin.close()
+
+
 def _created_or_existing(topic_errors: list[Any]) -> list[str]:
     """Names that already existed; any other per-topic error is fatal."""
     existing = []
