@@ -96,7 +96,7 @@ async def _measure_on(broker_url: str | None, rate: float, events: list[dict[str
                 pass  # reported as missing
             # Up to the last delta, not the end of sending: a worker behind works on after it.
             worker_cpu_s = cpu.busy_seconds("worker_cpu")
-            result = probe.result(send_seconds)
+            result, repeats = probe.result(send_seconds), probe.repeats
         relay_p50 = await measure_relay(stack.bootstrap, rate, events)
     missing = max(0, expected - len(result.deliveries)) + unresolved  # each unresolved event counts as one
     p50 = result.percentile(50)
@@ -107,6 +107,7 @@ async def _measure_on(broker_url: str | None, rate: float, events: list[dict[str
         "max_ms": round(result.latencies()[-1], 1) if result.deliveries else None,
         "events_per_s": round(result.events_per_s, 1),
         "deltas": len(result.deliveries),
+        "deltas_repeated": repeats,
         "deltas_missing": missing,
         **cores,
         "worker_cpu_us_per_event": round(worker_cpu_s / len(events) * 1e6),
@@ -213,7 +214,7 @@ def _line(rate: float, r: dict[str, Any]) -> str:
     missing = f" ({r['deltas_missing']} MISSING)" if r["deltas_missing"] else ""
     return (f"{rate:>6.0f} events/s offered: p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "
             f"p99 {r['p99_ms']:6.1f} ms  max {r['max_ms']} ms  achieved {r['events_per_s']:.0f} events/s  "
-            f"{r['deltas']} deltas{missing}  "
+            f"{r['deltas']} deltas{missing} (+{r['deltas_repeated']} repeated)  "
             f"CPU cores: {r['workers']} worker(s) {r['worker_cpu']:.2f} ({r['worker_cpu_us_per_event']} us/event) "
             f"broker {r['broker_cpu']:.2f} bench {r['bench_cpu']:.2f}  load average {r['loadavg']:.2f}  "
             f"{'sustained' if r['sustained'] else 'NOT sustained'}  "
