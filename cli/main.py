@@ -235,14 +235,17 @@ def up(loglevel: str = typer.Option("warning", help="Faust/worker log level"),
        api_port: int = typer.Option(8080, envvar="IDGRAPH_API_PORT", help="Profile API port; 0 runs no API"),
        broker: str = typer.Option("kafka", help="kafka: Apache Kafka, topics kept under IDGRAPH_DATA_DIR/kafka; "
                                                 "embedded: in memory, lost when it stops (tests)"),
-       kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts")) -> None:
-    """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and a worker."""
+       kafka_port: int = typer.Option(9092, help="Port of the Apache Kafka that --broker kafka starts"),
+       workers: int = typer.Option(1, min=1, help="Worker processes in one consumer group on the one store; "
+                                                  "each its own metrics port from IDGRAPH_METRICS_PORT on")) -> None:
+    """Run everything on this machine: a broker (unless IDGRAPH_BROKER is set), the profile API and the workers."""
     from api.auth import AuthConfigError
     from devstack.broker import BrokerError
     from streams.ports import PortTaken
     from devstack.up import StackError, UpOptions, run_up
 
-    options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel)
+    options = UpOptions(broker=_broker_kind(broker), kafka_port=kafka_port, api_port=api_port, loglevel=loglevel,
+                        workers=workers)
     try:
         code = run_up(_settings(), options, typer.echo)
     except (PortTaken, BrokerError, StackError, AuthConfigError) as exc:

@@ -99,6 +99,10 @@ class PropagationProbe:
         self._deliveries: list[Delivery] = []
         self._on_delivery = on_delivery or self._deliveries.append
         self._delivered = 0
+        #: What was already delivered, by topic and delta (or, for a notice, its event).
+        self._seen: set[tuple[str, str | None, str]] = set()
+        #: Copies of a record already delivered: at-least-once repeats, not counted as deliveries.
+        self.repeats = 0
         self._watcher = TopicWatcher(bootstrap, topics, self._observe)
 
     @property
@@ -120,10 +124,19 @@ class PropagationProbe:
         await self._watcher.__aexit__(*exc)
 
     def _observe(self, topic: str, delta: dict[str, Any], now: float) -> None:
-        sent = self._sent_at.get(delta["cause"]["event_id"])
-        if sent is not None:
-            self._delivered += 1
-            self._on_delivery(Delivery(topic, delta, (now - sent) * 1000))
+        event_id = delta["cause"]["event_id"]
+        sent = self._sent_at.get(event_id)
+        if sent is None:
+            return
+        # A subscriber has a delta when its first copy arrives; a repeat (a relay sending what
+        # another worker is still sending) must neither count towards the total nor weigh on the tail.
+        key = (topic, delta.get("delta_id"), event_id)
+        if key in self._seen:
+            self.repeats += 1
+            return
+        self._seen.add(key)
+        self._delivered += 1
+        self._on_delivery(Delivery(topic, delta, (now - sent) * 1000))
 
     async def send(self, events: Iterable[dict[str, Any]], rate_per_s: float,
                    on_progress: Callable[[int], None] | None = None) -> float:

@@ -35,17 +35,22 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 60, inter
 
 @dataclass
 class WorkerProcess:
-    """``idgraph worker`` as a child process, with its own store file, subscriptions and log."""
+    """``idgraph worker`` as a child process, with its own directory, subscriptions and log.
+
+    Its SQLite store is ``graph.db`` in that directory unless ``store`` names a file another
+    worker of the same consumer group writes too.
+    """
 
     broker_url: str
     workdir: Path
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    store: Path | None = None
 
     @property
     def store_path(self) -> Path:
-        return self.workdir / "graph.db"
+        return self.store or self.workdir / "graph.db"
 
     @property
     def log_path(self) -> Path:
@@ -110,14 +115,19 @@ class WorkerProcess:
 
 
 class LocalStack:
-    """A broker and one worker, started together and stopped in the right order (worker first).
+    """A broker and ``workers`` worker processes, started together and stopped in the right order (workers first).
 
     Without ``broker_url`` it starts its own broker: the in-memory embedded one, or Apache
     Kafka with its data under ``workdir/kafka`` (``broker="kafka"``, what the demo runs).
+    The workers form one consumer group and share one store (``workdir/graph.db`` unless
+    ``worker_env`` names another); each beyond the first has its directory ``workdir/worker-N``.
     """
 
     def __init__(self, workdir: Path, subscriptions: list[dict[str, Any]], *, broker_url: str | None = None,
-                 broker: Literal["embedded", "kafka"] = "embedded", worker_env: dict[str, str] | None = None) -> None:
+                 broker: Literal["embedded", "kafka"] = "embedded", worker_env: dict[str, str] | None = None,
+                 workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"a stack needs at least one worker, not {workers}")
         self._external = broker_url
         self._kind = broker
         self._broker: EmbeddedBroker | ApacheKafka | None = None
@@ -126,7 +136,21 @@ class LocalStack:
         # Kafka refuses sessions shorter than its group.min.session.timeout.ms (6 s); the worker's
         # 2 s suits the embedded broker only.
         self.worker_env = {**({"IDGRAPH_SESSION_TIMEOUT_S": "6"} if broker == "kafka" else {}), **(worker_env or {})}
-        self.worker: WorkerProcess | None = None
+        self.worker_count = workers
+        self.workers: list[WorkerProcess] = []
+
+    @property
+    def worker(self) -> WorkerProcess | None:
+        """The first worker: the one whose directory holds the store."""
+        return self.workers[0] if self.workers else None
+
+    def new_worker(self, n: int) -> WorkerProcess:
+        """Worker ``n`` of the group (not started): number 1 in ``workdir``, the others beside it on its store."""
+        first = n == 1
+        workdir = self.workdir if first else self.workdir / f"worker-{n}"
+        store = None if first else self.workdir / "graph.db"
+        env = dict(self.worker_env) if first else {"IDGRAPH_STORE": f"sqlite:///{store}", **self.worker_env}
+        return WorkerProcess(self.broker_url, workdir, self.subscriptions, env, store=store)
 
     @property
     def broker_url(self) -> str:
@@ -144,7 +168,11 @@ class LocalStack:
             self._broker = (ApacheKafka(self.workdir / "kafka") if self._kind == "kafka"
                             else EmbeddedBroker(log_path=self.workdir / "broker.log")).start()
         try:
-            self.worker = await WorkerProcess(self.broker_url, self.workdir, self.subscriptions, self.worker_env).start().ready()
+            # The first creates the store file and its schema alone; the others then start together.
+            self.workers.append(await self.new_worker(1).start().ready())
+            self.workers += [self.new_worker(n).start() for n in range(2, self.worker_count + 1)]
+            for worker in self.workers[1:]:
+                await worker.ready()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -152,7 +180,7 @@ class LocalStack:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        for worker in self.workers:
+            worker.stop()
         if self._broker is not None:
             self._broker.stop()

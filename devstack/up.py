@@ -5,9 +5,10 @@ data under ``IDGRAPH_DATA_DIR/kafka`` beside the store, so topics survive a rest
 as the store does. ``--broker embedded`` runs the in-memory Tansu broker instead: quick, but
 every topic is lost when it stops, which suits tests and nothing else.
 
-``up`` only supervises. The worker and the API are child processes of their own that ``up``
+``up`` only supervises. The workers (``--workers N``, one consumer group on one store; the
+touchpoint partitions are split between them) and the API are child processes of their own that ``up``
 restarts when they exit (the API with the same dev token); neither is the other's child, nor
-the broker's, so a crash of one takes nothing else down and loses no record. Stopping ``up`` (Ctrl-C, SIGTERM) stops the worker first,
+the broker's, so a crash of one takes nothing else down and loses no record. Stopping ``up`` (Ctrl-C, SIGTERM) stops the workers first,
 then the API, then the broker. Every port is checked before anything starts.
 """
 
@@ -46,6 +47,8 @@ class UpOptions:
     kafka_port: int = KAFKA_PORT
     api_port: int = 8080
     loglevel: str = "warning"
+    #: Worker processes in the consumer group; more than IDGRAPH_PARTITIONS leaves some idle.
+    workers: int = 1
 
 
 class StackError(RuntimeError):
@@ -54,8 +57,9 @@ class StackError(RuntimeError):
 
 def listeners(settings: Settings, options: UpOptions) -> list[Listener]:
     """The ports ``up`` will listen on, for :func:`require_free` to check before starting anything."""
-    needed = [Listener("worker metrics", "0.0.0.0", settings.metrics_port, "IDGRAPH_METRICS_PORT"),
-              Listener("profile API", "127.0.0.1", options.api_port, "--api-port or IDGRAPH_API_PORT")]
+    needed = [Listener(f"worker {n} metrics", "0.0.0.0", metrics_port(settings, n), "IDGRAPH_METRICS_PORT")
+              for n in range(1, options.workers + 1)]
+    needed.append(Listener("profile API", "127.0.0.1", options.api_port, "--api-port or IDGRAPH_API_PORT"))
     if settings.broker is None and options.broker == "kafka":
         needed.append(Listener("Apache Kafka", "127.0.0.1", options.kafka_port, "--kafka-port"))
     return needed
@@ -153,28 +157,41 @@ def _listening(port: int) -> bool:
         return False
 
 
-def worker_launcher(settings: Settings, loglevel: str, echo: Echo) -> Callable[[], subprocess.Popen[bytes]]:
-    env = {**os.environ, "IDGRAPH_BROKER": str(settings.broker), "IDGRAPH_DATA_DIR": str(settings.data_dir)}
+def metrics_port(settings: Settings, n: int) -> int:
+    """Worker ``n``'s metrics port: the next ones after IDGRAPH_METRICS_PORT (0, none, for all)."""
+    return settings.metrics_port + n - 1 if settings.metrics_port else 0
+
+
+def worker_label(n: int, workers: int) -> str:
+    """How ``up`` names worker ``n`` of ``workers`` in what it prints."""
+    return "Worker" if workers == 1 else f"Worker {n}"
+
+
+def worker_launcher(settings: Settings, loglevel: str, echo: Echo, n: int = 1,
+                    workers: int = 1) -> Callable[[], subprocess.Popen[bytes]]:
+    label = worker_label(n, workers)
+    env = {**os.environ, "IDGRAPH_BROKER": str(settings.broker), "IDGRAPH_DATA_DIR": str(settings.data_dir),
+           "IDGRAPH_METRICS_PORT": str(metrics_port(settings, n))}
 
     def launch() -> subprocess.Popen[bytes]:
         worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel], env=env,
                                   start_new_session=True, preexec_fn=die_with_parent())
-        echo(f"Worker (pid {worker.pid}): store {settings.store}; Ctrl-C stops everything.")
+        echo(f"{label} (pid {worker.pid}): store {settings.store}; Ctrl-C stops everything.")
         return worker
     return launch
 
 
-def supervise(worker: Child, api: Child | None, echo: Echo) -> int:
-    """Watch the worker and the API, starting each again when it exits, until the worker stops
+def supervise(workers: list[Child], api: Child | None, echo: Echo) -> int:
+    """Watch the workers and the API, starting each again when it exits, until a worker stops
     cleanly or refuses its configuration (restarting would not help; the API has no such exit)."""
-    children = [child for child in (worker, api) if child is not None]
+    children = [*workers, *([api] if api is not None else [])]
     while True:
         for child in children:
             code = child.exited()
             if code is None:
                 child.restart_when_due()
                 continue
-            if child is worker and code in (0, 2):
+            if child in workers and code in (0, 2):
                 return code
             child.crashed(code, echo)
         time.sleep(SUPERVISE_INTERVAL_S)
@@ -191,7 +208,8 @@ def run_up(settings: Settings, options: UpOptions, echo: Echo) -> int:
     # background by a shell without job control inherits it ignored, and Python then leaves it so.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    broker = api = worker = None
+    broker = api = None
+    workers: list[Child] = []
     # Prepared before anything starts, so tokens set wrongly inline stop up with nothing running.
     launch_api = api_launcher(settings, options.api_port, echo) if options.api_port else None
     try:
@@ -202,13 +220,17 @@ def run_up(settings: Settings, options: UpOptions, echo: Echo) -> int:
             echo("  idgraph send events.jsonl")
         if launch_api is not None:
             api = Child("Profile API", launch_api, "the broker and worker")
-        worker = Child("Worker", worker_launcher(settings, options.loglevel, echo), "the broker and API")
-        return supervise(worker, api, echo)
+        others = "the broker, the API and the other workers" if options.workers > 1 else "the broker and API"
+        workers = [Child(worker_label(n, options.workers),
+                         worker_launcher(settings, options.loglevel, echo, n, options.workers), others)
+                   for n in range(1, options.workers + 1)]
+        return supervise(workers, api, echo)
     except KeyboardInterrupt:
         return 0
-    finally:  # the worker stops first, before what it talks to
-        for child, timeout_s in ((worker, 20), (api, 10)):
-            if child is not None:
-                child.stop(timeout_s)
+    finally:  # the workers stop first, before what they talk to
+        for worker in workers:
+            worker.stop(20)
+        if api is not None:
+            api.stop(10)
         if broker is not None:
             broker.stop()

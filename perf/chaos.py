@@ -1,15 +1,15 @@
 """Chaos: touchpoints at a steady rate while the worker is SIGKILLed again and again.
 
-A fresh stack (Apache Kafka with a data directory, ``--workers`` workers in one consumer group, a
-new store) receives ``--events`` synthetic touchpoints, keyed as the product's touchpoint
+A fresh stack (Apache Kafka with a data directory, ``--workers`` workers in one consumer group
+sharing a new store) receives ``--events`` synthetic touchpoints, keyed as the product's touchpoint
 producers key them (``partition_key``), at a steady rate. Meanwhile a chaos task SIGKILLs a
 worker (one drawn at random) ``--kills`` times at random (seeded) moments spread over the whole
 processing of the stream (see :class:`Chaos`), each time once the previous replacement is up,
 and starts a new one on the same store.
 
-The store is a SQLite file (``--store sqlite``, one worker only: a file is one process's) or
-Neo4j (``--store neo4j``), which several workers share: then the two race on the same
-customers, and a third failure is counted. Neo4j is the server ``NEO4J_URI`` names
+The store is a SQLite file (``--store sqlite``) or Neo4j (``--store neo4j``). Several workers
+share either: on SQLite each batch is one ``BEGIN IMMEDIATE`` transaction, so their writes take
+turns; on Neo4j they race on the same customers, and a third failure is counted. Neo4j is the server ``NEO4J_URI`` names
 (``NEO4J_USER``, ``NEO4J_PASSWORD``, ``NEO4J_DATABASE``; THAT DATABASE IS EMPTIED first), else
 a Neo4j Community of its own from the jars `make jars` built.
 A subscriber reads ``identity.deltas`` from the start throughout, without a consumer group.
@@ -35,6 +35,7 @@ object on the last line. Exits non-zero if any count is non-zero.
     python -m perf.chaos                                  # 10,000 events, 15 kills, one broker restart
     python -m perf.chaos --events 2000 --kills 3 --seed 1 --broker embedded
     python -m perf.chaos --store neo4j --workers 2 --events 2000 --kills 3
+    python -m perf.chaos --workers 2 --events 2000 --kills 3 --broker embedded   # two workers, one SQLite file
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ class DeltaRecorder:
 
 
 class SQLiteReadout:
-    """What the run needs to read from the one worker's SQLite file, opened read-only beside it."""
+    """What the run needs to read from the workers' SQLite file, opened read-only beside them."""
 
     name = "sqlite"
 
@@ -346,7 +347,7 @@ class Chaos:
         self.log.append(f"kill {n} at {time.monotonic() - started:6.1f}s (worker {victim + 1}, pid {worker.pid}, "
                         f"{self.resolved_at_kills[-1]} events resolved)")
         self.workers[victim] = WorkerProcess(worker.broker_url, worker.workdir, worker.subscriptions,
-                                             worker.extra_env).start()
+                                             worker.extra_env, store=worker.store).start()
         await wait_until(lambda: self._readies(self.workers[victim]) > readies and _alive(self.workers),
                          READY_TIMEOUT_S, 0.1, f"worker ready after kill {n}")
 
@@ -387,9 +388,7 @@ async def restart_broker(kafka: ApacheKafka, store: Readout, moment: int, log: l
 
 async def run(events: int, kills: int, seed: int, rate: float, workdir: Path, broker: str,
               neo4j: Neo4jSettings | None = None, workers: int = 1) -> dict[str, Any]:
-    """One chaos run: on SQLite (``neo4j`` None, one worker) or on the Neo4j ``neo4j`` names, which it empties."""
-    if workers > 1 and neo4j is None:
-        raise ValueError(f"{workers} workers need a store they can share: give Neo4j settings (--store neo4j)")
+    """One chaos run: on SQLite (``neo4j`` None) or on the Neo4j ``neo4j`` names, which it empties."""
     keyed = keyed_events(events, seed)
     sent_ids = [body["event_id"] for _, body in keyed]
     store: Readout = Neo4jReadout(neo4j) if neo4j else SQLiteReadout(workdir / "graph.db")
@@ -402,16 +401,6 @@ async def run(events: int, kills: int, seed: int, rate: float, workdir: Path, br
         store.close()
 
 
-async def _start_workers(stack: LocalStack, count: int) -> list[WorkerProcess]:
-    """The stack's worker and ``count - 1`` more in its consumer group, each in a directory of its own."""
-    assert stack.worker is not None
-    workers = [stack.worker]
-    for n in range(2, count + 1):
-        workers.append(await WorkerProcess(stack.broker_url, stack.workdir / f"worker-{n}", stack.subscriptions,
-                                           stack.worker_env).start().ready())
-    return workers
-
-
 async def _run(keyed: list[tuple[bytes | None, dict[str, Any]]], sent_ids: list[str], recorder: "DeltaRecorder",
                kills: int, seed: int, rate: float, workdir: Path, kafka: ApacheKafka | None, store: Readout,
                worker_count: int) -> dict[str, Any]:
@@ -419,8 +408,8 @@ async def _run(keyed: list[tuple[bytes | None, dict[str, Any]]], sent_ids: list[
     restarts: list[str] = []
     worker_env = {**(KAFKA_WORKER_ENV if kafka else {}), **store.worker_env()}
     async with LocalStack(workdir, [SUBSCRIPTION], broker_url=kafka.url if kafka else None,
-                          worker_env=worker_env) as stack:
-        workers = await _start_workers(stack, worker_count)
+                          worker_env=worker_env, workers=worker_count) as stack:
+        workers = stack.workers  # the chaos replaces the killed ones here, so the stack stops those
         try:
             async with TopicWatcher(stack.bootstrap, [LIVE.deltas], recorder):
                 turn = asyncio.Lock()
@@ -501,13 +490,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="Apache Kafka (make jars), restarted once mid-run on its data; or the embedded "
                              "broker, which keeps topics in memory only and so is not restarted")
     parser.add_argument("--store", choices=("sqlite", "neo4j"), default="sqlite",
-                        help="the workers' store: a SQLite file (one worker), or Neo4j (NEO4J_URI, else one of "
+                        help="the workers' store: a SQLite file, or Neo4j (NEO4J_URI, else one of "
                              "its own from the jars)")
-    parser.add_argument("--workers", type=int, default=1, help="workers in the consumer group (more than one needs "
-                                                               "--store neo4j)")
+    parser.add_argument("--workers", type=int, default=1, help="workers in the consumer group, sharing the store")
     args = parser.parse_args(argv)
-    if args.workers > 1 and args.store != "neo4j":
-        parser.error(f"--workers {args.workers} needs a store the workers share: add --store neo4j")
     with tempfile.TemporaryDirectory(prefix="idgraph-chaos-") as tmp, ExitStack() as servers:
         settings = None
         if args.store == "neo4j" and os.environ.get("NEO4J_URI"):

@@ -124,6 +124,22 @@ async def test_a_killed_worker_is_restarted_while_the_broker_keeps_serving(tmp_p
     assert delta.json()["cause"]["event_id"] == "after-crash"
 
 
+async def test_up_runs_two_workers_and_restarts_the_one_killed_while_the_stream_goes_on(tmp_path):
+    with Up(up_env(tmp_path), "--broker", "embedded", "--workers", "2") as up:
+        bootstrap = re.findall(r"kafka://(\S+)", up.wait_for("Embedded broker on"))[0]
+        up.wait_for("Worker 1 (pid")
+        second = int(re.findall(r"Worker 2 \(pid (\d+)\)", up.wait_for("Worker 2 (pid"))[0])
+        assert "Worker (pid" not in up.output()
+        os.kill(second, signal.SIGKILL)
+        crashed = len(up.lines)
+        up.wait_for("Worker 2 exited with code -9; the broker, the API and the other workers keep running")
+        # Sent while worker 2 is down or rejoining: the group hands its partitions on, nothing waits for it.
+        await produce(bootstrap, [touchpoint("during-restart", {"crm_id": "c-3"}, {"name": "Lin Tao"})])
+        (delta,) = await read_topic(bootstrap, "scenario.service", expect=1)
+        up.wait_for("Worker 2 (pid", after=crashed)
+    assert delta.json()["cause"]["event_id"] == "during-restart"
+
+
 def test_a_killed_api_is_restarted_and_takes_the_same_token(tmp_path):
     env = up_env(tmp_path)
     api = f"http://127.0.0.1:{env['IDGRAPH_API_PORT']}/v1"
