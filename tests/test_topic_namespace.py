@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.jvm import ApacheKafka
 from devstack.stack import WorkerProcess
@@ -20,7 +18,7 @@ from sinks.deadletter import DeadLetter
 from sinks.subscriptions import parse_subscriptions
 from streams.app import topic_plan
 from streams.settings import Settings, SettingsError
-from tests.streaming_support import produce, read_topic, touchpoint
+from tests.streaming_support import end_offsets, produce, read_topic, touchpoint
 
 NAMESPACE = "sandbox.t."
 SERVICE = {"name": "service", "fields": ["traits.*"]}
@@ -56,25 +54,6 @@ def test_a_namespace_that_cannot_prefix_topic_names_is_refused_naming_the_variab
 async def kafka(tmp_path) -> AsyncIterator[ApacheKafka]:
     with ApacheKafka(tmp_path / "kafka") as running:
         yield running
-
-
-async def end_offsets(bootstrap: str, exclude_prefix: str) -> dict[str, int]:
-    """Every topic's records so far (summed over partitions), except internal and namespaced ones."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if not t.startswith(("__", exclude_prefix))]
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads every topic's partitions
-        partitions = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
 
 
 async def test_a_namespaced_worker_resolves_in_its_own_topics_and_leaves_every_live_topic_untouched(kafka, tmp_path):
