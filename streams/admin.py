@@ -147,6 +147,30 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str, timeout_ms: int
         await admin.close()
 
 
+async def end_offsets(bootstrap: str, exclude_prefix: str) -> dict[str, int]:
+    """Every topic's end offset (summed over its partitions), except the broker's internal
+    topics and those starting with ``exclude_prefix``: what a sandbox must leave as it found.
+    Right on Apache Kafka; the embedded broker's ListOffsets answers are not (devstack/broker.py)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if not t.startswith(("__", exclude_prefix))]
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads every topic's partitions
+        partitions = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}
+
+
 def _created_or_existing(topic_errors: list[Any]) -> list[str]:
     """Names that already existed; any other per-topic error is fatal."""
     existing = []

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def produce(bootstrap: str, events: Iterable[bytes | dict[str, Any]], topic: str = "touchpoints",
@@ -73,22 +72,3 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, s
         return records
     finally:
         await consumer.stop()
-
-
-async def end_offsets(bootstrap: str, exclude_prefix: str) -> dict[str, int]:
-    """Every topic's records so far (summed over partitions), except internal and namespaced ones."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if not t.startswith(("__", exclude_prefix))]
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads every topic's partitions
-        partitions = [TopicPartition(n, p) for n in names for p in consumer.partitions_for_topic(n) or ()]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return {name: sum(end for tp, end in ends.items() if tp.topic == name) for name in names}

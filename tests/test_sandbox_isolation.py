@@ -19,7 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.jvm import ApacheKafka
 from devstack.stack import WorkerProcess
-from tests.streaming_support import end_offsets, produce, read_topic, touchpoint
+from streams.admin import end_offsets
+from tests.streaming_support import produce, read_topic, touchpoint
 from tests.test_sandbox import CSV, MAP
 
 SERVICE = {"name": "service", "fields": ["traits.*"]}

@@ -18,7 +18,8 @@ from sinks.deadletter import DeadLetter
 from sinks.subscriptions import parse_subscriptions
 from streams.app import topic_plan
 from streams.settings import Settings, SettingsError
-from tests.streaming_support import end_offsets, produce, read_topic, touchpoint
+from streams.admin import end_offsets
+from tests.streaming_support import produce, read_topic, touchpoint
 
 NAMESPACE = "sandbox.t."
 SERVICE = {"name": "service", "fields": ["traits.*"]}
