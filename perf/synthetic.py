@@ -1,10 +1,14 @@
 """Synthetic person records with known duplicates, generated at run time (never stored).
 
-Two corruption profiles the Febrl sets lack:
+Three corruption profiles the Febrl sets lack:
 
 - ``typos``: every duplicate differs from its person in exactly one field: a one-letter typo in
   a given or family name, a wrong birth year, month or day, day and month swapped, a postcode
   or street typo.
+- ``mentions``: closer to inventor mentions: name, city and employer only, no birth date;
+  many mentions per person (a long tail, up to 60), colleagues share an employer and its city,
+  names drawn from a pool of 6,000 full names, so over a third of 3,000 people have a namesake.
+  A mention may carry a name typo, or the person's other employer (and its city) after a move.
 - ``namesakes``: sparse records (names, birth date, city only) with names drawn from a small
   pool, so many different people share a full name and a city and differ only in birth date.
   Duplicates carry one-field errors as above (name typo or a wrong date part).
@@ -34,6 +38,7 @@ CITIES = ("berlin hamburg münchen köln frankfurt stuttgart düsseldorf leipzig
 STREETS = ("hauptstraße schulstraße gartenstraße bahnhofstraße dorfstraße bergstraße birkenweg lindenstraße "
            "kirchstraße waldstraße ringstraße schillerstraße goethestraße mühlenweg wiesenweg").split()
 _LETTERS = "abcdefghijklmnopqrstuvwxyzäöü"
+COMPANIES = tuple(f"{f} {kind}" for f, kind in zip(FAMILY[::2], ("gmbh", "ag", "kg", "werke", "technik", "systeme") * 9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +111,35 @@ def _person(rng: random.Random, names: int) -> Person:
     )
 
 
+def _employer(rng: random.Random) -> tuple[str, str]:
+    """A company (few large ones employ most people) and the city it sits in."""
+    index = rng.choices(range(len(COMPANIES)), weights=[1 / (rank + 1) for rank in range(len(COMPANIES))])[0]
+    return COMPANIES[index], CITIES[index % len(CITIES)]
+
+
+def _mentions(rng: random.Random, index: int) -> list[tuple[str, dict[str, Any]]]:
+    """One inventor's mentions: most name them exactly at their employer; some carry a typo,
+    some the employer they moved to."""
+    given, family = rng.choice(GIVEN), rng.choice(FAMILY)
+    jobs = [_employer(rng), _employer(rng)]
+    count = min(60, int(rng.paretovariate(1.3)))
+    mentions = []
+    for copy in range(count):
+        name = [given, family]
+        if copy and rng.random() < 0.2:
+            part = rng.randrange(2)
+            name[part] = _typo(rng, name[part])
+        company, city = jobs[1] if copy and rng.random() < 0.15 else jobs[0]
+        mentions.append((f"mentions-{index}-{copy}", {"given_name": name[0], "family_name": name[1],
+                                                        "city": city, "company": company}))
+    return mentions
+
+
 def generate(profile: str, people: int = 3000, seed: int = 11) -> tuple[list[tuple[str, dict[str, Any]]], set[frozenset[str]]]:
     """Records (id, traits) in arrival order and the true duplicate pairs."""
     rng = random.Random(f"{profile}-{seed}")
+    if profile == "mentions":
+        return _shuffled(rng, [_mentions(rng, index) for index in range(people)])
     sparse = profile == "namesakes"
     names = 12 if sparse else len(FAMILY)
     records: list[tuple[str, dict[str, Any]]] = []
@@ -121,5 +152,12 @@ def generate(profile: str, people: int = 3000, seed: int = 11) -> tuple[list[tup
             ids.append(f"{profile}-{index}-{copy}")
             records.append((ids[-1], _corrupt(rng, person, sparse).traits(sparse)))
         links.update(frozenset(p) for p in combinations(ids, 2))
+    rng.shuffle(records)
+    return records, links
+
+
+def _shuffled(rng: random.Random, groups: list[list[tuple[str, dict[str, Any]]]]) -> tuple[list[tuple[str, dict[str, Any]]], set[frozenset[str]]]:
+    records = [record for group in groups for record in group]
+    links = {frozenset((a[0], b[0])) for group in groups for a, b in combinations(group, 2)}
     rng.shuffle(records)
     return records, links
