@@ -61,6 +61,11 @@ def test_show_gives_the_registered_rules(tmp_path, rules_cli):
     assert parse_rules(rules_cli("show", version).stdout, "shown").model_version == version
 
 
+def test_show_of_an_unknown_version_is_refused_in_one_line(rules_cli):
+    result = rules_cli("show", "nope@000000000000")
+    assert result.returncode == 1 and result.stderr.strip() == "error: no model 'nope@000000000000' is registered"
+
+
 def test_promoting_an_unknown_version_is_refused_with_the_reason_in_one_line(rules_cli):
     result = rules_cli("promote", "nope@000000000000")
     assert result.returncode == 1
