@@ -242,8 +242,13 @@ class ResolutionPipeline:
         under one model, and the decision names it."""
         if self._follow is None:
             return
-        async with self._store_lock:
-            rules = await self._follow.refresh()
+        try:
+            async with self._store_lock:
+                rules = await self._follow.refresh()
+        except StoreUnavailable as exc:
+            # The batch waits the outage out in _resolve; the model is checked again before the next.
+            log.warning("live model not checked: store unavailable", error=str(exc))
+            return
         if rules is not None:
             self.rules = rules
             self.resolver = Resolver(self.store, rules, policy=self.resolver.policy)
