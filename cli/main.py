@@ -13,6 +13,7 @@ import typer
 from cli.api import api_command, review_app, run_on_store, token_command
 from cli.common import fail as _fail
 from cli.common import progress as _progress
+from cli.rules import rules_app
 from cli.sandbox import sandbox_app
 from graph.factory import store_from_url
 from graph.store import GraphStore, StoreError
@@ -25,6 +26,7 @@ from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
 from identity.topics import TopicNames
 from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
+from service.models import register as register_model
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
 from streams.settings import Settings, SettingsError
 
@@ -72,6 +74,8 @@ def resolve(
                                              learner=learner, progress=advance)
             with output.open("w", encoding="utf-8") as out:
                 await write_assignments(graph, report.event_ids, out)
+            for fit in report.models:  # so that `idgraph rules promote` can make one live
+                await register_model(graph, fit.rules, "idgraph resolve")
         return report
 
     try:
@@ -80,7 +84,7 @@ def resolve(
         raise _fail(str(exc)) from None
     for fit in report.models:
         typer.echo(f"learned model {fit.rules.model_version} from {fit.seen} events "
-                   f"({fit.pairs} candidate pairs, prior {fit.match_share:.3g})")
+                   f"({fit.pairs} candidate pairs, prior {fit.match_share:.3g}); registered in the store")
     if learn and not report.models:
         typer.echo(f"too few duplicates to learn from: the model {ruleset.model_version} throughout")
     actions = ", ".join(f"{k} {v}" for k, v in sorted(report.actions.items()))
@@ -432,6 +436,7 @@ app.command("api")(api_command)
 app.command("api-token")(token_command)
 app.add_typer(review_app, name="review")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(rules_app, name="rules")
 
 
 @app.command("scenario")

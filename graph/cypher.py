@@ -100,6 +100,10 @@ SCHEMA_RULES: tuple[SchemaRule, ...] = (
     SchemaRule("profile_records", "Profile", "records", unique=False),
     # The store's own bookkeeping: which one-off upgrades ran (UPGRADE_RECORD_COUNTS).
     SchemaRule("meta_name", "Meta", "name"),
+    # The model registry: rule sets by version, and the promotion log numbered without gaps, so
+    # two promotions racing for the same number conflict and one of them re-reads the live version.
+    SchemaRule("model_version", "Model", "version"),
+    SchemaRule("promotion_seq", "Promotion", "seq"),
 )
 
 # Relationship indexes that bound the two lookups whose cost would grow with a node's degree: an
@@ -798,6 +802,59 @@ RETURN count(s) AS deleted
     ("name",),
 )
 
+# --- the model registry: versioned rule sets and which one is live (Neo4jStore.promote_model) ---
+
+REGISTER_MODEL = Statement(
+    "register_model",
+    """
+MERGE (m:Model {version: $version})
+ON CREATE SET m.rules = $rules, m.registered_at = $registered_at, m.registered_by = $registered_by, m.fresh = true
+WITH m, coalesce(m.fresh, false) AS created
+REMOVE m.fresh
+RETURN created
+""",
+    ("version", "rules", "registered_at", "registered_by"),
+)
+
+_MODEL_FIELDS = ("m.version AS version, m.rules AS rules_yaml, m.registered_at AS registered_at, "
+                 "m.registered_by AS registered_by")
+
+MODEL = Statement("model", f"MATCH (m:Model {{version: $version}}) RETURN {_MODEL_FIELDS}", ("version",))
+
+MODELS = Statement("models", f"MATCH (m:Model) RETURN {_MODEL_FIELDS} ORDER BY m.registered_at, m.version")
+
+MODEL_KNOWN = Statement(
+    "model_known", "OPTIONAL MATCH (m:Model {version: $version}) RETURN m IS NOT NULL AS known", ("version",))
+
+# The log entry, written only while the live version is still the one the promoter read
+# (no row back means it changed). Its seq is the next number: a second promotion racing this one
+# takes the same number and fails on the promotion_seq constraint.
+RECORD_PROMOTION = Statement(
+    "record_promotion",
+    """
+MATCH (m:Model {version: $version})
+OPTIONAL MATCH (live:Meta {name: 'live_model'})
+WITH live.value AS previous, COUNT { (:Promotion) } + 1 AS seq
+WHERE previous = $expected OR (previous IS NULL AND $expected IS NULL)
+CREATE (p:Promotion {seq: seq, version: $version, action: $action, by: $by, at: $at, reason: $reason})
+SET p.previous = previous
+RETURN p.seq AS seq
+""",
+    ("version", "expected", "action", "by", "at", "reason"),
+)
+
+SET_LIVE_MODEL = Statement("set_live_model", "MERGE (m:Meta {name: 'live_model'}) SET m.value = $version", ("version",))
+
+PROMOTIONS = Statement(
+    "promotions",
+    """
+MATCH (p:Promotion)
+RETURN p.seq AS seq, p.version AS version, p.previous AS previous, p.action AS action, p.by AS by, p.at AS at,
+       p.reason AS reason
+ORDER BY seq
+""",
+)
+
 # --- operations by people: merge, split, review verdicts (one write transaction each) -------
 
 # The family an operation rewrites: the live profile, everything merged into it (with the last
@@ -1119,6 +1176,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, SEARCH_TIMELINE, ASSIGNMENTS, SAMPLE_FEATURES,
         UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, MARK_PUBLISHED, OPEN_REVIEWS, GENERIC_IDENTIFIERS,
         SUBSCRIPTIONS, PUT_SUBSCRIPTION, DELETE_SUBSCRIPTION,
+        REGISTER_MODEL, MODEL, MODELS, MODEL_KNOWN, RECORD_PROMOTION, SET_LIVE_MODEL, PROMOTIONS,
         DELETE_EVERYTHING,
     )
 })

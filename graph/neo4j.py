@@ -56,6 +56,8 @@ from graph.store import (
     Outcome,
     ProfileGrowth,
     ProfileSnapshot,
+    Promotion,
+    RegisteredModel,
     ReviewRecord,
     StoreConflict,
     StoreError,
@@ -63,6 +65,7 @@ from graph.store import (
     StoreUnavailable,
     TimelineEntry,
     TombstoneRecord,
+    UnknownModel,
 )
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
@@ -93,6 +96,8 @@ REINDEX_CHUNK = 2_000
 FOLD_CHUNK = 5_000
 #: The Meta node holding the blocking index's rule signature.
 BLOCKING_SIGNATURE = "blocking_signature"
+#: The Meta node naming the live model (cypher.SET_LIVE_MODEL writes it).
+LIVE_MODEL = "live_model"
 log = structlog.get_logger("idgraph.neo4j")
 #: ``SHOW CONSTRAINTS`` types that make a single property unique (the name changed in 5.x).
 _UNIQUENESS = {"UNIQUENESS", "NODE_PROPERTY_UNIQUENESS", "NODE_KEY"}
@@ -581,3 +586,49 @@ class Neo4jStore(GraphStore):
         for row in await self._read(cypher.IDENTIFIER_HOLDERS, keys=list(keys)):
             holders.setdefault(row["key"], []).append(row["profile_id"])
         return holders
+
+    # --- the model registry ----------------------------------------------------------------
+
+    async def register_model(self, version: str, rules_yaml: str, by: str) -> bool:
+        try:
+            (row,) = await self._write(cypher.REGISTER_MODEL, version=version, rules=rules_yaml,
+                                       registered_at=_now(), registered_by=by)
+        except ConstraintError:  # another process registered the same version at the same moment
+            return False
+        return bool(row["created"])
+
+    async def model(self, version: str) -> RegisteredModel | None:
+        rows = await self._read(cypher.MODEL, version=version)
+        return RegisteredModel(**rows[0]) if rows else None
+
+    async def models(self) -> list[RegisteredModel]:
+        return [RegisteredModel(**row) for row in await self._read(cypher.MODELS)]
+
+    async def live_model(self) -> str | None:
+        rows = await self._read(cypher.META, name=LIVE_MODEL)
+        return str(rows[0]["value"]) if rows else None
+
+    async def promote_model(self, version: str, *, expected: str | None, action: str, by: str,
+                            reason: str) -> Promotion:
+        at = _now()
+        written: list[int] = []
+
+        def known(rows: Rows) -> None:
+            if not rows[0]["known"]:
+                raise UnknownModel(f"no model {version!r} is registered")
+
+        def recorded(rows: Rows) -> None:
+            if not rows:
+                raise StoreConflict(f"the live model changed meanwhile: it is no longer {expected}")
+            written.append(int(rows[0]["seq"]))
+
+        await self._commit_steps([
+            operations.Step(cypher.MODEL_KNOWN, {"version": version}, known),
+            operations.Step(cypher.RECORD_PROMOTION, {"version": version, "expected": expected, "action": action,
+                                                      "by": by, "at": at, "reason": reason}, recorded),
+            operations.Step(cypher.SET_LIVE_MODEL, {"version": version}),
+        ])
+        return Promotion(written[-1], version, expected, action, by, at, reason)
+
+    async def promotions(self) -> list[Promotion]:
+        return [Promotion(**row) for row in await self._read(cypher.PROMOTIONS)]

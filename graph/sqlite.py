@@ -31,12 +31,16 @@ from graph.store import (
     Outcome,
     ProfileGrowth,
     ProfileSnapshot,
+    Promotion,
+    RegisteredModel,
     ReviewRecord,
+    StoreConflict,
     StoreError,
     StoreTransaction,
     StoreUnavailable,
     TimelineEntry,
     TombstoneRecord,
+    UnknownModel,
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
@@ -530,3 +534,42 @@ class SQLiteStore(GraphStore):
         for key, profile_id in rows:
             holders.setdefault(key, []).append(profile_id)
         return holders
+
+    # --- the model registry -----------------------------------------------------------------
+
+    async def register_model(self, version: str, rules_yaml: str, by: str) -> bool:
+        return self.db.execute(
+            "INSERT OR IGNORE INTO models (version, rules, registered_at, registered_by) VALUES (?, ?, ?, ?)",
+            (version, rules_yaml, _now(), by)).rowcount > 0
+
+    async def model(self, version: str) -> RegisteredModel | None:
+        row = self.db.execute("SELECT version, rules, registered_at, registered_by FROM models WHERE version = ?",
+                              (version,)).fetchone()
+        return None if row is None else RegisteredModel(*row)
+
+    async def models(self) -> list[RegisteredModel]:
+        rows = self.db.execute("SELECT version, rules, registered_at, registered_by FROM models ORDER BY rowid")
+        return [RegisteredModel(*row) for row in rows]
+
+    async def live_model(self) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'live_model'").fetchone()
+        return None if row is None else str(row[0])
+
+    async def promote_model(self, version: str, *, expected: str | None, action: str, by: str,
+                            reason: str) -> Promotion:
+        async with self._writing() as db:
+            if db.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone() is None:
+                raise UnknownModel(f"no model {version!r} is registered")
+            live = await self.live_model()
+            if live != expected:
+                raise StoreConflict(f"the live model changed meanwhile: {live} now, not {expected}")
+            at = _now()
+            cursor = db.execute("INSERT INTO promotions (version, previous, action, by, at, reason) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (version, live, action, by, at, reason))
+            db.execute("INSERT INTO meta (name, value) VALUES ('live_model', ?) "
+                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (version,))
+        return Promotion(cursor.lastrowid or 0, version, live, action, by, at, reason)
+
+    async def promotions(self) -> list[Promotion]:
+        rows = self.db.execute("SELECT seq, version, previous, action, by, at, reason FROM promotions ORDER BY seq")
+        return [Promotion(*row) for row in rows]

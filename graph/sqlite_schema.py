@@ -211,6 +211,27 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     INSERT OR IGNORE INTO meta (name, value)
     SELECT 'blocking_signature', '{POSITIONAL}' WHERE EXISTS (SELECT 1 FROM blocking WHERE key >= 'b0' AND key < 'b:');
     """,
+    # 10: the model registry: rule sets by version (``Rules.model_version``) and the log of which
+    #     one was made live, by whom and why. The live version itself is the meta row
+    #     ``live_model``, written with each log entry, so a worker's per-batch check is one read.
+    #     IF NOT EXISTS: running it again (a test replays earlier migrations) changes nothing.
+    """
+    CREATE TABLE IF NOT EXISTS models (
+        version       TEXT PRIMARY KEY,
+        rules         TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        registered_by TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS promotions (
+        seq      INTEGER PRIMARY KEY,
+        version  TEXT NOT NULL REFERENCES models (version),
+        previous TEXT,
+        action   TEXT NOT NULL CHECK (action IN ('promote', 'rollback')),
+        by       TEXT NOT NULL,
+        at       TEXT NOT NULL,
+        reason   TEXT NOT NULL
+    );
+    """,
 )
 
 

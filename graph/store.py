@@ -444,7 +444,70 @@ class BlockingIndex(Protocol):
 POSITIONAL = "positional"
 
 
-class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, BlockingIndex, ABC):
+class UnknownModel(StoreError):
+    """A model version the registry does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModel:
+    """A rule set as registered: ``version`` is its ``Rules.model_version`` (name@fingerprint)."""
+
+    version: str
+    rules_yaml: str
+    registered_at: str
+    registered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """One change of the live model, as the promotion log keeps it."""
+
+    seq: int
+    version: str
+    #: The version live before; None for the first promotion.
+    previous: str | None
+    #: ``promote`` or ``rollback``.
+    action: str
+    by: str
+    at: str
+    reason: str
+
+
+class ModelRegistry(Protocol):
+    """Versioned rule sets kept with the graph, and which one is live, so every worker agrees.
+
+    Workers read :meth:`live_model` once per batch, so it is one indexed read.
+    """
+
+    @abstractmethod
+    async def register_model(self, version: str, rules_yaml: str, by: str) -> bool:
+        """Keep a rule set under its version; False (and nothing changed) when it is already held."""
+
+    @abstractmethod
+    async def model(self, version: str) -> RegisteredModel | None: ...
+
+    @abstractmethod
+    async def models(self) -> list[RegisteredModel]:
+        """Every registered model, in registration order."""
+
+    @abstractmethod
+    async def live_model(self) -> str | None:
+        """The live version; None before the first promotion."""
+
+    @abstractmethod
+    async def promote_model(self, version: str, *, expected: str | None, action: str, by: str,
+                            reason: str) -> Promotion:
+        """Make ``version`` live and log it, in one transaction: :class:`UnknownModel` when it is not
+        registered, :class:`StoreConflict` when the live version is no longer ``expected``; either
+        way, and on any failure part way, the live version stays as it was."""
+
+    @abstractmethod
+    async def promotions(self) -> list[Promotion]:
+        """The promotion log, oldest first."""
+
+
+class GraphStore(ResolutionStore, ReadViews, Outbox, SubscriptionRegistry, ProfileOperations, BlockingIndex, ModelRegistry,
+                 ABC):
     """A durable identity graph in every role. Implementations must be safe to reopen after a crash."""
 
     #: Short name for metrics and logs ("sqlite", "neo4j").

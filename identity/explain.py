@@ -42,7 +42,8 @@ def render_decision(record: DecisionRecord) -> str:
     action = record["action"]
     lines = [
         f"Event {record['event_id']}: {_ACTION_TEXT.get(action, action)} -> {record['profile_id']}",
-        f"Confidence {record['confidence']:.4f} under rule set {record['rule_version']}",
+        f"Confidence {record['confidence']:.4f} under rule set {record['rule_version']} "
+        f"(its rules: idgraph rules show {record['rule_version']})",
     ]
     if record.get("merged_from"):
         lines.append(f"Merged into it: {', '.join(record['merged_from'])}")

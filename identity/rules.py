@@ -219,7 +219,16 @@ def load_rules(path: str | Path | None = None) -> Rules:
         except OSError as exc:
             raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
         source = str(path)
+    return parse_rules(text, source)
+
+
+def parse_rules(text: str, source: str) -> Rules:
+    """Rules from YAML text (a file's, or a model registered in the store); ``source`` names it in errors."""
     try:
         return Rules.model_validate(yaml.safe_load(text))
-    except (ValidationError, yaml.YAMLError, TypeError) as exc:
-        raise RulesError(f"invalid rules in {source}: {exc}") from None
+    except ValidationError as exc:
+        # One line, every problem named by where it is: the CLI refuses in one line.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in exc.errors())
+        raise RulesError(f"invalid rules in {source}: {problems}") from None
+    except (yaml.YAMLError, TypeError) as exc:
+        raise RulesError(f"invalid rules in {source}: {' '.join(str(exc).split())}") from None

@@ -34,6 +34,7 @@ from graph.store import GraphStore
 from identity.policy import load_policy
 from identity.rules import Rules, load_rules
 from service.blocking import start_with_blocking_index
+from service.models import LiveRules, start_with_registry
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.router import Router
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions
@@ -104,7 +105,10 @@ class IdgraphApp(faust.App):
 
     def __init__(self, settings: Settings, rules: Rules | None = None, scenarios: list[Scenario] | None = None) -> None:
         self.settings = settings
+        #: The rules configured (IDGRAPH_RULES, else bundled); at start, the registry's live model
+        #: replaces them, and the pipeline follows it from then on (service/models.py).
         self.rules = rules or load_rules(settings.rules)
+        self._rules_explicit = rules is not None or settings.rules is not None
         self.policy = load_policy(settings.policy)
         self.scenarios = scenarios or []
         self.fetch_wait_ms = settings.fetch_wait_ms
@@ -123,6 +127,7 @@ class IdgraphApp(faust.App):
         await super().on_start()
         self.store = store_from_url(self.settings.store)
         await self.store.open()
+        self.rules = await start_with_registry(self.store, self.rules, explicit=self._rules_explicit)
         await start_with_blocking_index(self.store, self.rules)
         declared = load_subscriptions(self.settings.subscriptions) if self.settings.subscriptions else []
         for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
@@ -133,7 +138,7 @@ class IdgraphApp(faust.App):
                                            max_hops=self.settings.max_hops, metrics=self.metrics,
                                            max_event_bytes=self.settings.max_event_bytes,
                                            notice_wanted=self.notice_wanted, route=self.sink_router.route,
-                                           topics=self.settings.topics)
+                                           topics=self.settings.topics, follow=LiveRules(self.store, self.rules))
         self.pipeline.warm_up()
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)

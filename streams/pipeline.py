@@ -39,6 +39,7 @@ from identity.notices import TouchpointNotice, notice_for
 from identity.policy import Policy
 from identity.rules import Rules
 from identity.topics import LIVE, TopicNames
+from service.models import LiveRules
 from service.resolver import Resolver
 from sinks.deadletter import DeadLetter, write_dead_letters
 from sinks.publisher import Publisher, resend
@@ -101,10 +102,13 @@ class ResolutionPipeline:
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
-                 on_result: OnDurable | None = None, route: Route | None = None, topics: TopicNames = LIVE) -> None:
+                 on_result: OnDurable | None = None, route: Route | None = None, topics: TopicNames = LIVE,
+                 follow: LiveRules | None = None) -> None:
         self.store = store
         self.rules = rules
         self.resolver = Resolver(store, rules, policy=policy)
+        #: The registry's live model, checked before each batch (None: ``rules`` throughout).
+        self._follow = follow
         self.metrics = metrics or WorkerMetrics(process_collectors=False)
         self._max_hops = max_hops
         self._notice_wanted = notice_wanted
@@ -141,6 +145,7 @@ class ResolutionPipeline:
         result = BatchResult()
         started = time.perf_counter()
         try:
+            await self._follow_live_model()
             accepted, messages = self._accept_all(batch, result)
             await write_dead_letters(self._publish, self._topics.dead_letter, result.rejected)
             earlier: set[asyncio.Task[BatchResult]] = set()
@@ -230,6 +235,23 @@ class ResolutionPipeline:
             _, late = await asyncio.wait(relays, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
             for relay in late:  # it would mark the outbox of a closed store
                 relay.cancel()
+
+    async def _follow_live_model(self) -> None:
+        """Take up a newly promoted model before this batch is prepared: the previous batch's
+        transaction has committed and this one's has not begun, so each event is decided whole
+        under one model, and the decision names it."""
+        if self._follow is None:
+            return
+        try:
+            async with self._store_lock:
+                rules = await self._follow.refresh()
+        except StoreUnavailable as exc:
+            # The batch waits the outage out in _resolve; the model is checked again before the next.
+            log.warning("live model not checked: store unavailable", error=str(exc))
+            return
+        if rules is not None:
+            self.rules = rules
+            self.resolver = Resolver(self.store, rules, policy=self.resolver.policy)
 
     async def _enter(self) -> None:
         if self._closing:

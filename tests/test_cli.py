@@ -10,7 +10,7 @@ import orjson
 
 from devstack.demo import sample_events_path
 from devstack.workload import synthetic_events
-from identity.rules import load_rules
+from identity.rules import load_rules, parse_rules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,6 +138,14 @@ def test_resolve_learns_the_model_from_the_events_and_every_decision_names_it(tm
     first = orjson.loads(events.read_bytes().splitlines()[0])["event_id"]
     explained = idgraph("explain", first, "--json", "--store", f"sqlite:///{tmp_path / 'run'}.db")
     assert orjson.loads(explained.stdout)["rule_version"] == version
+
+
+def test_each_model_resolve_learns_is_registered_in_the_store_for_promotion(tmp_path):
+    result = resolve(tmp_path, "run", typos_file(tmp_path))
+    version = result.stdout.split("learned model ")[1].split()[0]
+    shown = idgraph("rules", "show", version, store=tmp_path / "run.db")
+    assert shown.returncode == 0, shown.stderr
+    assert parse_rules(shown.stdout, "shown").model_version == version
 
 
 def test_resolve_without_learning_keeps_the_rules_model_throughout(tmp_path):

@@ -12,8 +12,10 @@ from collections import Counter
 import pytest
 
 import identity.decide
+from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.sqlite import SQLiteStore
+from graph.store import StoreConflict, UnknownModel
 from identity.events import PROFILE_ID_TYPE, parse_event
 from identity.features import blocking_signature, prepare
 from service.blocking import check_blocking_index
@@ -563,3 +565,95 @@ async def test_erasure_takes_back_the_erased_records_counts(engine, store, rules
     terms = await stored_terms(store, rules, {"family_name": "Rareson", "city": "Leeds"})
     assert (terms.values["family_name:rareson"], terms.values["city:leeds"]) == (0, 1)
     assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (1, 1)
+
+
+# --- the model registry -------------------------------------------------------------------
+
+def stricter(rules):
+    """The same rules with a higher link threshold: another model, blocking alike."""
+    return rules.with_updates(version="stricter", thresholds={"link": 0.99, "review": 0.5})
+
+
+@pytest.fixture
+def promotion_fails_part_way(store, monkeypatch):
+    """Arms the store so that the next promotion fails after its log entry, as the live version is set."""
+    def arm():
+        if isinstance(store, SQLiteStore):
+            store.db.execute("CREATE TEMP TRIGGER fail_live_model BEFORE UPDATE ON meta WHEN new.name = 'live_model' "
+                             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        else:
+            monkeypatch.setattr(cypher, "SET_LIVE_MODEL", cypher.Statement(
+                "set_live_model", "RETURN 1 / (size($version) - size($version)) AS injected_failure", ("version",)))
+    return arm
+
+
+async def test_a_registered_model_is_kept_by_version_and_registering_it_again_changes_nothing(store, rules):
+    assert await store.register_model(rules.model_version, rules.to_yaml(), "ana") is True
+    assert await store.register_model(rules.model_version, "other text", "bo") is False
+    model = await store.model(rules.model_version)
+    assert (model.version, model.rules_yaml, model.registered_by) == (rules.model_version, rules.to_yaml(), "ana")
+    assert await store.model("missing@000000") is None
+
+
+async def test_models_are_listed_in_registration_order(store, rules):
+    for r in (stricter(rules), rules):
+        await store.register_model(r.model_version, r.to_yaml(), "ana")
+    assert [m.version for m in await store.models()] == [stricter(rules).model_version, rules.model_version]
+
+
+async def test_no_model_is_live_before_the_first_promotion(store, rules):
+    await store.register_model(rules.model_version, rules.to_yaml(), "ana")
+    assert await store.live_model() is None
+    assert await store.promotions() == []
+
+
+async def test_each_promotion_makes_its_model_live_and_logs_who_what_when_and_why(store, rules):
+    first, second = rules.model_version, stricter(rules).model_version
+    for r in (rules, stricter(rules)):
+        await store.register_model(r.model_version, r.to_yaml(), "ana")
+    await store.promote_model(first, expected=None, action="promote", by="worker", reason="first start")
+    done = await store.promote_model(second, expected=first, action="promote", by="ana", reason="fewer false merges")
+    assert await store.live_model() == second
+    log = await store.promotions()
+    assert log[-1] == done
+    assert [(p.seq, p.version, p.previous, p.action, p.by, p.reason) for p in log] == [
+        (1, first, None, "promote", "worker", "first start"), (2, second, first, "promote", "ana", "fewer false merges")]
+
+
+async def test_promoting_an_unregistered_model_is_refused_and_changes_nothing(store, rules):
+    await store.register_model(rules.model_version, rules.to_yaml(), "ana")
+    await store.promote_model(rules.model_version, expected=None, action="promote", by="ana", reason="")
+    with pytest.raises(UnknownModel, match="missing@000000"):
+        await store.promote_model("missing@000000", expected=rules.model_version, action="promote", by="ana", reason="")
+    assert await store.live_model() == rules.model_version and len(await store.promotions()) == 1
+
+
+async def test_a_promotion_from_a_live_version_that_changed_meanwhile_conflicts_and_changes_nothing(store, second_worker, rules):
+    first, second = rules.model_version, stricter(rules).model_version
+    for r in (rules, stricter(rules)):
+        await store.register_model(r.model_version, r.to_yaml(), "ana")
+    await store.promote_model(first, expected=None, action="promote", by="ana", reason="")
+    await second_worker.promote_model(second, expected=first, action="promote", by="bo", reason="")
+    with pytest.raises(StoreConflict):
+        await store.promote_model(second, expected=None, action="promote", by="ana", reason="")
+    assert await store.live_model() == second and len(await store.promotions()) == 2
+
+
+async def test_a_promotion_failing_part_way_leaves_the_live_model_and_its_log_as_they_were(store, rules,
+                                                                                          promotion_fails_part_way):
+    first, second = rules.model_version, stricter(rules).model_version
+    for r in (rules, stricter(rules)):
+        await store.register_model(r.model_version, r.to_yaml(), "ana")
+    await store.promote_model(first, expected=None, action="promote", by="ana", reason="")
+    promotion_fails_part_way()
+    with pytest.raises(Exception, match="injected failure|by zero"):
+        await store.promote_model(second, expected=first, action="promote", by="ana", reason="")
+    assert await store.live_model() == first
+    assert [p.version for p in await store.promotions()] == [first]
+
+
+async def test_another_worker_sees_the_promoted_model_live(store, second_worker, rules):
+    await store.register_model(rules.model_version, rules.to_yaml(), "ana")
+    await store.promote_model(rules.model_version, expected=None, action="promote", by="ana", reason="")
+    assert await second_worker.live_model() == rules.model_version
+    assert (await second_worker.model(rules.model_version)).rules_yaml == rules.to_yaml()
