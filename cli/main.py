@@ -25,6 +25,7 @@ from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
 from identity.rules import Rules, RulesError, load_rules
 from identity.topics import TopicNames
+from service.models import start_with_registry
 from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
 from service.models import register as register_model
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
@@ -227,7 +228,8 @@ def _refuse_an_unusable_blocking_index(settings: Settings) -> None:
     """The worker's own start check, made before Faust starts, so a refusal is one line."""
     async def check() -> None:
         async with store_from_url(settings.store) as store:
-            await start_with_blocking_index(store, _rules(settings.rules))
+            rules = await start_with_registry(store, _rules(settings.rules), explicit=settings.rules is not None)
+            await start_with_blocking_index(store, rules)
     try:
         asyncio.run(check())
     except BlockingIndexUnusable as exc:

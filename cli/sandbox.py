@@ -7,17 +7,19 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Coroutine, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar
 
 import orjson
 import typer
 
 from cli.common import fail, progress
 from devstack.simulate import COST_MARK, sample_line, simulate_on_stack
-from graph.store import StoreError
+from graph.factory import store_from_url
+from graph.store import GraphStore, StoreError
 from identity.decision_diff import DecisionDiff
 from identity.explain import render_decision
 from identity.rules import Rules, RulesError, load_rules
+from service.models import make_live
 from sandbox.diff import both_decisions, sandbox_diff
 from sandbox.load import Format, load, parse_mapping, read_rejects
 from sandbox.replay import accepted_count, copy_history, replay
@@ -56,6 +58,11 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except (SandboxError, StoreError) as exc:
         raise fail(str(exc)) from None
+
+
+async def _on_store(url: str, action: Callable[[GraphStore], Awaitable[T]]) -> T:
+    async with store_from_url(url) as store:
+        return await action(store)
 
 
 def _sandbox(name: str) -> Sandbox:
@@ -212,8 +219,14 @@ def worker_command(name: str = NameArgument,
     sandbox = _sandbox(name)
     if candidate and not sandbox.candidate_file.is_file():
         raise fail(f"sandbox {name} has no candidate store yet: run `idgraph sandbox replay {name} --rules FILE`")
-    env = sandbox.worker_env(sandbox.candidate_url if candidate else sandbox.store_url, rules)
-    typer.echo(f"sandbox {name}: topics {sandbox.topic_namespace}*, store {env['IDGRAPH_STORE']}")
+    url = sandbox.candidate_url if candidate else sandbox.store_url
+    if rules is not None:
+        tried = _rules(rules)
+        # Workers resolve under their store's live model: the sandbox's own registry takes the rules.
+        _run(_on_store(url, lambda store: make_live(store, tried, by="sandbox", reason=f"idgraph sandbox worker {name}")))
+        typer.echo(f"sandbox {name}: {tried.model_version} is live in its store")
+    env = sandbox.worker_env(url)
+    typer.echo(f"sandbox {name}: topics {sandbox.topic_namespace}*, store {url}")
     os.execve(sys.executable, [sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel],
               {**os.environ, **env})
 

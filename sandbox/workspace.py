@@ -71,14 +71,12 @@ class Sandbox:
     def topic_namespace(self) -> str:
         return f"sandbox.{self.name}."
 
-    def worker_env(self, store_url: str, rules: Path | None = None) -> dict[str, str]:
+    def worker_env(self, store_url: str) -> dict[str, str]:
         """What makes ``idgraph worker`` this sandbox's: its topics, consumer group (the
-        namespace prefixes the app id), store and local files; no metrics port beside live's."""
-        env = {"IDGRAPH_TOPIC_NAMESPACE": self.topic_namespace, "IDGRAPH_STORE": store_url,
-               "IDGRAPH_DATA_DIR": str(self.path / "worker"), "IDGRAPH_METRICS_PORT": "0"}
-        if rules is not None:
-            env["IDGRAPH_RULES"] = str(rules.resolve())
-        return env
+        namespace prefixes the app id), store and local files; no metrics port beside live's.
+        Its rules are its store's live model (``idgraph rules``, or ``sandbox worker --rules``)."""
+        return {"IDGRAPH_TOPIC_NAMESPACE": self.topic_namespace, "IDGRAPH_STORE": store_url,
+                "IDGRAPH_DATA_DIR": str(self.path / "worker"), "IDGRAPH_METRICS_PORT": "0"}
 
     @property
     def tokens(self) -> Path:

@@ -72,6 +72,16 @@ async def promote(store: RegistryStore, version: str, *, by: str, reason: str, a
         raise PromotionRefused(f"{exc}; see idgraph rules history, then try again") from None
 
 
+async def make_live(store: RegistryStore, rules: Rules, *, by: str, reason: str) -> bool:
+    """Register ``rules`` and promote them unless they are live already (then False): how a
+    sandbox's own store takes the rules its worker is asked to try."""
+    await register(store, rules, by)
+    if await store.live_model() == rules.model_version:
+        return False
+    await promote(store, rules.model_version, by=by, reason=reason)
+    return True
+
+
 def rollback_target(history: list[Promotion]) -> str | None:
     """The version live before the live one was last promoted: rollbacks undo promotions in turn."""
     if not history:
