@@ -370,7 +370,7 @@ class ResolutionPipeline:
         Both per-profile topics are compacted (streams/topics.py): the tombstones make the broker
         drop the customer's earlier deltas and touchpoint notices once subscribers had the erasure.
         """
-        delta.times.emitted_at = _now()
+        delta.emit(_now())
         records: list[Record] = [(DELTAS_TOPIC, delta.profile_id.encode(), delta.to_json())]
         if delta.kind == "profile.erased":
             erased = [p.encode() for p in (delta.profile_id, *delta.merged_from)]
