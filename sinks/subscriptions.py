@@ -106,9 +106,9 @@ class Subscription(BaseModel):
 
 def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
     """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
-    # The two sections replaced below are left out of the dump: they are most of its cost.
-    body = delta.model_dump(mode="json", exclude={"changes", "profile"})
-    body["changes"] = {n: c.model_dump(mode="json") for n, c in delta.changes.items() if n.startswith("consent.")
+    encoded = delta.as_json()
+    body = {**encoded}
+    body["changes"] = {n: c for n, c in encoded["changes"].items() if n.startswith("consent.")
                        and subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
     body["profile"] = {"consent": consent} if consent else {}
     body["subscription"] = subscription.name
@@ -153,9 +153,9 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
     }
     if consent:
         profile["consent"] = consent
-    # The two sections replaced below are left out of the dump: they are most of its cost.
-    body = delta.model_dump(mode="json", exclude={"changes", "profile"})
-    body["changes"] = {name: change.model_dump(mode="json") for name, change in changes.items()}
+    encoded = delta.as_json()  # dumped once per delta, not per subscription
+    body = {**encoded}
+    body["changes"] = {name: encoded["changes"][name] for name in changes}
     body["profile"] = profile
     body["subscription"] = subscription.name
     return body

@@ -392,7 +392,7 @@ class ResolutionPipeline:
         Both per-profile topics are compacted (streams/topics.py): the tombstones make the broker
         drop the customer's earlier deltas and touchpoint notices once subscribers had the erasure.
         """
-        delta.times.emitted_at = _now()
+        delta.emit(_now())
         deltas, notices = self._topics.deltas, self._topics.notices
         records: list[Record] = [(deltas, delta.profile_id.encode(), delta.to_json())]
         if delta.kind == "profile.erased":

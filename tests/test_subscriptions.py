@@ -58,6 +58,27 @@ def test_trait_filter_delivers_only_matching_profiles():
     assert project(delta(kind="profile.merged", traits={}), sub) is None
 
 
+def test_a_projection_made_after_the_delta_is_emitted_carries_its_emitted_time():
+    d = delta(changes={"traits.name": ("a", "b")}, traits={"name": "b"})
+    d.to_json()  # written to the outbox first, as a store does
+    d.emit("2026-01-01T00:00:02+00:00")
+    assert project(d, subscription())["times"]["emitted_at"] == "2026-01-01T00:00:02+00:00"
+
+
+def test_a_projection_made_before_the_delta_is_emitted_keeps_the_times_it_was_given():
+    d = delta(changes={"traits.name": ("a", "b")}, traits={"name": "b"})
+    before = project(d, subscription())
+    d.emit("2026-01-01T00:00:02+00:00")
+    assert before["times"]["emitted_at"] is None
+
+
+def test_a_changed_copy_of_a_delta_is_encoded_with_its_changes():
+    d = delta(kind="profile.erased")
+    d.to_json()
+    erased = d.model_copy(update={"merged_from": ["p_0"]})
+    assert IdentityDelta.from_json(erased.to_json()).merged_from == ["p_0"]
+
+
 def test_kafka_sink_is_the_default_with_a_topic_per_scenario():
     assert subscription().topic == "scenario.sales"
     assert subscription(sink={"type": "kafka", "topic": "sales-in"}).topic == "sales-in"
