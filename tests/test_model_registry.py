@@ -6,7 +6,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from graph.sqlite import SQLiteStore
-from service.models import LiveRules, PromotionRefused, promote, register, start_with_registry
+from service.models import LiveRules, PromotionRefused, make_live, promote, register, start_with_registry
 
 
 @pytest.fixture
@@ -72,3 +72,10 @@ async def test_promoting_the_live_model_again_is_refused(store, rules):
     await start_with_registry(store, rules, explicit=False)
     with pytest.raises(PromotionRefused, match="is live already"):
         await promote(store, rules.model_version, by="ana", reason="")
+
+
+async def test_rules_a_sandbox_worker_tries_become_its_stores_live_model_once(store, rules):
+    await start_with_registry(store, rules, explicit=False)
+    assert await make_live(store, stricter(rules), by="sandbox", reason="try") is True
+    assert await make_live(store, stricter(rules), by="sandbox", reason="try") is False
+    assert await start_with_registry(store, rules, explicit=False) == stricter(rules)
