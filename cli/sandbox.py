@@ -7,15 +7,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar
+from typing import Any, Coroutine, Optional, TypeVar
 
 import orjson
 import typer
 
+from cli.api import run_on_store
 from cli.common import fail, progress
 from devstack.simulate import COST_MARK, sample_line, simulate_on_stack
-from graph.factory import store_from_url
-from graph.store import GraphStore, StoreError
+from graph.store import StoreError
 from identity.decision_diff import DecisionDiff
 from identity.explain import render_decision
 from identity.rules import Rules, RulesError, load_rules
@@ -58,11 +58,6 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except (SandboxError, StoreError) as exc:
         raise fail(str(exc)) from None
-
-
-async def _on_store(url: str, action: Callable[[GraphStore], Awaitable[T]]) -> T:
-    async with store_from_url(url) as store:
-        return await action(store)
 
 
 def _sandbox(name: str) -> Sandbox:
@@ -223,7 +218,7 @@ def worker_command(name: str = NameArgument,
     if rules is not None:
         tried = _rules(rules)
         # Workers resolve under their store's live model: the sandbox's own registry takes the rules.
-        _run(_on_store(url, lambda store: make_live(store, tried, by="sandbox", reason=f"idgraph sandbox worker {name}")))
+        run_on_store(lambda store: make_live(store, tried, by="sandbox", reason=f"idgraph sandbox worker {name}"), url)
         typer.echo(f"sandbox {name}: {tried.model_version} is live in its store")
     env = sandbox.worker_env(url)
     typer.echo(f"sandbox {name}: topics {sandbox.topic_namespace}*, store {url}")
