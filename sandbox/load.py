@@ -19,6 +19,7 @@ from identity.events import EventRejected, FieldError
 from identity.rules import Rules
 from sandbox.workspace import Sandbox, SandboxError
 from service.blocking import start_with_blocking_index
+from service.models import live_rules
 from streams.batch import BatchReport, resolve_lines, write_reject
 
 Format = Literal["csv", "jsonl"]
@@ -90,7 +91,8 @@ def to_event(row: Mapping[str, Any], mapping: Mapping[str, str], label_column: s
 async def load(sandbox: Sandbox, path: Path, rules: Rules, *, fmt: Format, mapping: Mapping[str, str],
                label_column: str | None = None, scenario: str = "sandbox.load", batch_size: int = 200,
                progress: Callable[[int], None] | None = None) -> BatchReport:
-    """Resolve the file's rows into the sandbox's baseline under the live ``rules``; refused and
+    """Resolve the file's rows into the sandbox's baseline under its live model (``rules`` while
+    it has none); refused and
     unreadable rows go to the sandbox's rejects file with their line number and reason."""
     sandbox.manifest()
     lines: list[tuple[int, bytes]] = []
@@ -109,6 +111,7 @@ async def load(sandbox: Sandbox, path: Path, rules: Rules, *, fmt: Format, mappi
         if progress is not None and unreadable:
             progress(unreadable)
         async with store_from_url(sandbox.store_url) as store:
+            rules = await live_rules(store, rules)  # the live model its snapshot holds, if one is
             await start_with_blocking_index(store, rules)
             report = await resolve_lines(lines, store, rules, batch_size=batch_size, rejects=rejects, progress=progress)
     with sandbox.labels.open("ab") as out:

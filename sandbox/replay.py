@@ -9,6 +9,7 @@ from graph.factory import store_from_url
 from graph.store import FIRST_EVENT, ReadViews
 from identity.rules import Rules
 from service.blocking import start_with_blocking_index
+from service.models import live_rules, make_live
 from streams.batch import BatchReport, resolve_history
 
 PAGE = 2000
@@ -42,5 +43,10 @@ async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Pat
 
 
 async def copy_history(live_url: str, sandbox_url: str, rules: Rules) -> None:
-    """A snapshot of a live store that is no SQLite file (Neo4j): its history replayed under the live rules."""
+    """A snapshot of a live store that is no SQLite file (Neo4j): its history replayed under its
+    live model (``rules`` while none is live), which becomes the sandbox store's live model."""
+    async with store_from_url(live_url) as live:
+        rules = await live_rules(live, rules)
     await replay(live_url, sandbox_url, rules)
+    async with store_from_url(sandbox_url) as sandbox:
+        await make_live(sandbox, rules, by="sandbox", reason=f"snapshot of {live_url}")

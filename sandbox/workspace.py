@@ -20,6 +20,7 @@ from api.auth import issue
 from graph.factory import store_from_url
 from graph.sqlite import SQLiteStore
 from identity.rules import Rules
+from service.models import live_rules
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 
@@ -128,11 +129,13 @@ async def create(root: Path, name: str, live_url: str | None, rules: Rules, *, e
             await copy_history(live_url or "", sandbox.store_url, rules)
         else:
             raise SandboxError(f"cannot snapshot {live_url!r}: no way to copy its history")
+        async with store_from_url(sandbox.store_url) as baseline:  # a snapshot holds the live registry
+            live_version = (await live_rules(baseline, rules)).model_version
         token, entry = issue(["admin"], f"sandbox:{name}")
         sandbox.tokens.write_bytes(orjson.dumps([entry.model_dump(exclude_none=True)], option=orjson.OPT_INDENT_2))
         manifest = {"name": name, "created_at": datetime.now(timezone.utc).isoformat(),
                     "source": "empty" if empty else "live snapshot", "live_store": live_url,
-                    "live_rules_version": rules.model_version, "topic_namespace": sandbox.topic_namespace}
+                    "live_rules_version": live_version, "topic_namespace": sandbox.topic_namespace}
         (sandbox.path / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     except BaseException:
         shutil.rmtree(sandbox.path, ignore_errors=True)

@@ -112,11 +112,17 @@ async def start_with_registry(store: ModelRegistry, configured: Rules, *, explic
             return configured
         except StoreConflict:  # another worker starting at once made its rules live first
             live = await store.live_model()
-    if live is None or live == configured.model_version:
-        return configured
-    if explicit:
+    if explicit and live is not None and live != configured.model_version:
         log.warning("IDGRAPH_RULES is not the live model; resolving with the live one", configured=configured.model_version,
                     live=live, to_use_the_file=f"idgraph rules register FILE && idgraph rules promote {configured.model_version}")
+    return await live_rules(store, configured)
+
+
+async def live_rules(store: ModelRegistry, fallback: Rules) -> Rules:
+    """The registry's live model, only read; ``fallback`` (the rule file) while none is live."""
+    live = await store.live_model()
+    if live is None or live == fallback.model_version:
+        return fallback
     model = await store.model(live)
     if model is None:
         raise StoreError(f"the live model {live} is not registered in the store")

@@ -243,3 +243,11 @@ async def test_a_snapshot_holds_the_live_history_in_acceptance_order_with_its_pr
     async with store_from_url(sandbox.store_url) as copy:
         profiles = dict(await copy.assignments())
     assert profiles["a1"] == profiles["a2"] != profiles["a3"]
+
+
+def test_a_sandbox_takes_the_live_model_its_snapshot_holds(idgraph):
+    strict = load_rules(idgraph.strict_rules()).model_version
+    assert idgraph("rules", "register", str(idgraph.strict_rules())).exit_code == 0
+    assert idgraph("rules", "promote", strict, "--by", "ana").exit_code == 0
+    assert idgraph("sandbox", "create", "trial").exit_code == 0
+    assert f"live rules {strict}" in idgraph("sandbox", "list").output
