@@ -222,8 +222,9 @@ def worker_command(name: str = NameArgument,
         typer.echo(f"sandbox {name}: {tried.model_version} is live in its store")
     env = sandbox.worker_env(url)
     typer.echo(f"sandbox {name}: topics {sandbox.topic_namespace}*, store {url}")
-    os.execve(sys.executable, [sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel],
-              {**os.environ, **env})
+    # The live worker's subscription file names live webhooks: a sandbox takes those registered in its own store.
+    inherited = {k: v for k, v in os.environ.items() if k != "IDGRAPH_SUBSCRIPTIONS"}
+    os.execve(sys.executable, [sys.executable, "-m", "cli.main", "worker", "--loglevel", loglevel], {**inherited, **env})
 
 
 @sandbox_app.command("simulate")

@@ -447,12 +447,16 @@ WITH row.field AS field, before, before + row.add AS after
 # (``writer``/``shard`` 'folded', where erasure leaves what it keeps). Without this every writer
 # run (a worker restart, a CLI command) left one more node per term it counted, and every read
 # summed them all. A chunk per transaction; the writer's nodes are indexed, so each is a seek.
+# Each counter is locked before it is read: a batch still committing may add to it meanwhile.
 # A writer that crashed leaves its shard as it was: still counted, only not compacted.
 FOLD_TERM_COUNTS = Statement(
     "fold_term_counts",
     """
 MATCH (c:TermCount {writer: $writer})
 WITH c LIMIT $chunk
+SET c._lock = true
+REMOVE c._lock
+WITH c
 OPTIONAL MATCH (f:TermCount {key: c.key, writer: 'folded'})
 WITH c, head(collect(f)) AS f
 FOREACH (_ IN CASE WHEN f IS NULL THEN [1] ELSE [] END | CREATE (:TermCount {key: c.key, writer: 'folded', n: c.n}))

@@ -349,9 +349,11 @@ class Neo4jStore(GraphStore):
 
     async def close(self) -> None:
         if self._driver is not None:
-            await self._fold_term_counts()
-            await self._driver.close()
-            self._driver = None
+            try:
+                await self._fold_term_counts()
+            finally:
+                await self._driver.close()
+                self._driver = None
 
     async def _fold_term_counts(self) -> None:
         """Hand this writer's term counters over to the shared ones (cypher.FOLD_TERM_COUNTS).
@@ -360,7 +362,7 @@ class Neo4jStore(GraphStore):
             while (await self._write(cypher.FOLD_TERM_COUNTS, writer=self._writer, chunk=FOLD_CHUNK))[0]["folded"]:
                 pass
             await self._write(cypher.FOLD_TERM_TOTALS, writer=self._writer)
-        except StoreError as exc:
+        except (StoreError, Neo4jError) as exc:
             log.warning("term counters not folded at close; they stay counted in this writer's shard",
                         writer=self._writer, reason=str(exc))
 

@@ -35,6 +35,8 @@ async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Pat
     The source is only read; an event the target already holds is a duplicate, not applied twice."""
     async with store_from_url(source_url) as source, store_from_url(target_url) as target:
         await start_with_blocking_index(target, rules)
+        # A worker on the target (sandbox worker --candidate) resolves under what built it.
+        await make_live(target, rules, by="sandbox", reason=f"replay of {source_url}")
         if rejects is None:
             return await resolve_history(history(source), target, rules, batch_size=batch_size, progress=progress)
         with rejects.open("wb") as bad:
@@ -44,9 +46,7 @@ async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Pat
 
 async def copy_history(live_url: str, sandbox_url: str, rules: Rules) -> None:
     """A snapshot of a live store that is no SQLite file (Neo4j): its history replayed under its
-    live model (``rules`` while none is live), which becomes the sandbox store's live model."""
+    live model (``rules`` while none is live), which :func:`replay` makes the sandbox store's."""
     async with store_from_url(live_url) as live:
         rules = await live_rules(live, rules)
     await replay(live_url, sandbox_url, rules)
-    async with store_from_url(sandbox_url) as sandbox:
-        await make_live(sandbox, rules, by="sandbox", reason=f"snapshot of {live_url}")

@@ -19,6 +19,7 @@ import orjson
 from api.auth import issue
 from graph.factory import store_from_url
 from graph.sqlite import SQLiteStore
+from graph.store import SubscriptionRegistry
 from identity.rules import Rules
 from service.models import live_rules
 
@@ -131,16 +132,30 @@ async def create(root: Path, name: str, live_url: str | None, rules: Rules, *, e
             raise SandboxError(f"cannot snapshot {live_url!r}: no way to copy its history")
         async with store_from_url(sandbox.store_url) as baseline:  # a snapshot holds the live registry
             live_version = (await live_rules(baseline, rules)).model_version
+            dropped = await drop_live_webhooks(baseline)
         token, entry = issue(["admin"], f"sandbox:{name}")
         sandbox.tokens.write_bytes(orjson.dumps([entry.model_dump(exclude_none=True)], option=orjson.OPT_INDENT_2))
         manifest = {"name": name, "created_at": datetime.now(timezone.utc).isoformat(),
                     "source": "empty" if empty else "live snapshot", "live_store": live_url,
-                    "live_rules_version": live_version, "topic_namespace": sandbox.topic_namespace}
+                    "live_rules_version": live_version, "webhooks_dropped": dropped, "topic_namespace": sandbox.topic_namespace}
         (sandbox.path / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     except BaseException:
         shutil.rmtree(sandbox.path, ignore_errors=True)
         raise
     return sandbox, token
+
+
+async def drop_live_webhooks(store: SubscriptionRegistry) -> list[str]:
+    """Remove the snapshot's webhook subscriptions: their URLs are live endpoints, and a sandbox
+    worker would POST the sandbox's deltas (and the copied outbox) to them. Kafka subscriptions
+    stay; a sandbox worker delivers them to its own namespaced topics. A scenario team registers
+    its sandbox webhook in the sandbox (``idgraph subscribe`` with the sandbox's IDGRAPH_STORE)."""
+    dropped = []
+    for name, document in (await store.subscription_documents()).items():
+        if document.get("sink", {}).get("type") == "webhook":
+            await store.delete_subscription(name)
+            dropped.append(name)
+    return sorted(dropped)
 
 
 def backup_sqlite(live: Path, target: Path) -> None:

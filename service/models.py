@@ -48,8 +48,10 @@ def rules_of(model: RegisteredModel) -> Rules:
     return rules
 
 
-async def promote(store: RegistryStore, version: str, *, by: str, reason: str, action: str = "promote") -> Promotion:
-    """Make ``version`` live for every worker from its next batch (see the module docstring)."""
+async def promote(store: RegistryStore, version: str, *, by: str, reason: str, action: str = "promote",
+                  replacing: str | None = None) -> Promotion:
+    """Make ``version`` live for every worker from its next batch (see the module docstring);
+    only while ``replacing`` is live, when given (a rollback undoes the promotion it read)."""
     model = await store.model(version)
     if model is None:
         raise PromotionRefused(f"no model {version!r} is registered (idgraph rules list shows those that are)")
@@ -58,6 +60,9 @@ async def promote(store: RegistryStore, version: str, *, by: str, reason: str, a
     except RulesError as exc:
         raise PromotionRefused(f"model {version} cannot be used: {exc}") from None
     live = await store.live_model()
+    if replacing is not None and live != replacing:
+        raise PromotionRefused(f"model {live} was made live meanwhile, not {replacing}; see idgraph rules history, "
+                               f"then {action} again")
     if live == version:
         raise PromotionRefused(f"model {version} is live already")
     stored = await store.blocking_signature()
@@ -93,10 +98,11 @@ def rollback_target(history: list[Promotion]) -> str | None:
 
 async def rollback(store: RegistryStore, *, by: str, reason: str) -> Promotion:
     """Return to the version live before the current one, the same way a promotion does."""
-    target = rollback_target(await store.promotions())
+    history = await store.promotions()
+    target = rollback_target(history)
     if target is None:
         raise PromotionRefused("nothing to roll back to: no model was live before the live one")
-    return await promote(store, target, by=by, reason=reason, action="rollback")
+    return await promote(store, target, by=by, reason=reason, action="rollback", replacing=history[-1].version)
 
 
 async def start_with_registry(store: ModelRegistry, configured: Rules, *, explicit: bool) -> Rules:

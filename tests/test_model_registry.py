@@ -79,3 +79,12 @@ async def test_rules_a_sandbox_worker_tries_become_its_stores_live_model_once(st
     assert await make_live(store, stricter(rules), by="sandbox", reason="try") is True
     assert await make_live(store, stricter(rules), by="sandbox", reason="try") is False
     assert await start_with_registry(store, rules, explicit=False) == stricter(rules)
+
+
+async def test_a_rollback_is_refused_when_another_model_was_made_live_since_it_read_the_log(store, rules):
+    await start_with_registry(store, rules, explicit=False)
+    await register(store, stricter(rules), "ana")
+    await promote(store, stricter(rules).model_version, by="ana", reason="")
+    with pytest.raises(PromotionRefused, match="made live meanwhile"):
+        await promote(store, rules.model_version, by="bo", reason="", action="rollback", replacing="someone-else@0")
+    assert await store.live_model() == stricter(rules).model_version

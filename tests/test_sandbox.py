@@ -251,3 +251,23 @@ def test_a_sandbox_takes_the_live_model_its_snapshot_holds(idgraph):
     assert idgraph("rules", "promote", strict, "--by", "ana").exit_code == 0
     assert idgraph("sandbox", "create", "trial").exit_code == 0
     assert f"live rules {strict}" in idgraph("sandbox", "list").output
+
+
+def subscriptions(db: Path) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        return sorted(name for (name,) in connection.execute("SELECT name FROM subscriptions"))
+
+
+def test_a_snapshot_keeps_no_live_webhook_so_a_sandbox_worker_posts_nothing_live(idgraph):
+    assert idgraph("subscribe", "--name", "crm", "--field", "traits.*", "--webhook", "http://crm.example/hook").exit_code == 0
+    assert idgraph("subscribe", "--name", "service", "--field", "traits.*").exit_code == 0
+    assert idgraph("sandbox", "create", "trial").exit_code == 0
+    assert subscriptions(idgraph.sandbox("trial") / "baseline.db") == ["service"]
+    assert subscriptions(idgraph.live) == ["crm", "service"]
+
+
+def test_a_replayed_candidate_store_has_the_candidate_rules_live_for_its_worker(idgraph):
+    replayed_diff(idgraph)
+    with sqlite3.connect(idgraph.sandbox("trial") / "candidate.db") as connection:
+        (live,) = connection.execute("SELECT value FROM meta WHERE name = 'live_model'").fetchone()
+    assert live == load_rules(idgraph.strict_rules()).model_version
