@@ -8,10 +8,12 @@ consumer can measure propagation.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, cast, get_args
+from typing import Any, Literal, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
+
+from identity.jsonform import JsonOnce
 
 DeltaKind = Literal["profile.created", "profile.updated", "profile.merged", "profile.split", "profile.erased"]
 DELTA_KINDS: tuple[DeltaKind, ...] = get_args(DeltaKind)
@@ -47,7 +49,7 @@ class DeltaTimes(BaseModel):
     emitted_at: str | None = None
 
 
-class IdentityDelta(BaseModel):
+class IdentityDelta(JsonOnce):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = 1
@@ -64,41 +66,12 @@ class IdentityDelta(BaseModel):
     cause: Cause
     times: DeltaTimes
 
-    #: The JSON form, dumped once: the outbox, ``identity.deltas`` and every subscription's
-    #: projection read it, and a pydantic dump per reader was most of a delta's encoding cost.
-    _json: dict[str, Any] | None = PrivateAttr(default=None)
-
-    def as_json(self) -> dict[str, Any]:
-        """The delta as JSON values; shared, so readers copy what they change (``emit`` is the one writer)."""
-        # Through pydantic's private-attribute dict: ``self._json`` costs ~15 µs a read in pydantic 2.14.
-        cache = cast(dict[str, Any], self.__pydantic_private__)  # a dict: private attributes are declared
-        found: dict[str, Any] | None = cache["_json"]
-        if found is None:
-            found = cache["_json"] = self.model_dump(mode="json")
-        return found
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.as_json())
-
-    def __eq__(self, other: object) -> bool:
-        # By value: the JSON cache is no part of it (pydantic would compare private attributes too).
-        if not isinstance(other, IdentityDelta):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "IdentityDelta":
-        copy = super().model_copy(update=update, deep=deep)
-        # The copy may differ: its JSON form is dumped afresh.
-        cast(dict[str, Any], copy.__pydantic_private__)["_json"] = None
-        return copy
-
     def emit(self, at: str) -> None:
-        """Stamp ``times.emitted_at``: the one change a delta sees after planning."""
+        """Stamp ``times.emitted_at``: the one change a delta sees after its JSON form is read."""
         self.times.emitted_at = at
-        cache = cast(dict[str, Any], self.__pydantic_private__)  # a dict: private attributes are declared
-        if (found := cache["_json"]) is not None:
+        if (found := self._kept()["_json"]) is not None:
             # A new dict, not an update: projections built before keep the times they were given.
-            cache["_json"] = {**found, "times": {**found["times"], "emitted_at": at}}
+            self.replace_json({**found, "times": {**found["times"], "emitted_at": at}})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "IdentityDelta":

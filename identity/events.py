@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, Mapping, cast
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from identity.jsonform import JsonOnce
 
 SCHEMA_VERSION: Final = 1
 MAX_EVENT_BYTES = 256 * 1024
@@ -77,10 +79,11 @@ class Causation(BaseModel):
     profile_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class TouchpointEvent(BaseModel):
+class TouchpointEvent(JsonOnce):
     """One touchpoint as produced by a platform."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    json_exclude_none = True
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(min_length=1, max_length=128)
@@ -136,34 +139,6 @@ class TouchpointEvent(BaseModel):
             for value in raw if isinstance(raw, list) else [raw]:
                 pairs.append((type_, value))
         return pairs
-
-    #: The JSON form, dumped once: the store keeps it and the digest hashes it (a pydantic dump each
-    #: was two of a resolved event's ~7 dumps).
-    _json: dict[str, Any] | None = PrivateAttr(default=None)
-
-    def as_json(self) -> dict[str, Any]:
-        """The event as JSON values (no nulls); shared, so readers copy what they change."""
-        # Through pydantic's private-attribute dict: ``self._json`` costs ~15 µs a read in pydantic 2.14.
-        cache = cast(dict[str, Any], self.__pydantic_private__)  # a dict: private attributes are declared
-        found: dict[str, Any] | None = cache["_json"]
-        if found is None:
-            found = cache["_json"] = self.model_dump(mode="json", exclude_none=True)
-        return found
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.as_json())
-
-    def __eq__(self, other: object) -> bool:
-        # By value: the JSON cache is no part of it (pydantic would compare private attributes too).
-        if not isinstance(other, TouchpointEvent):
-            return NotImplemented
-        return self.__dict__ == other.__dict__
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "TouchpointEvent":
-        copy = super().model_copy(update=update, deep=deep)
-        # The copy may differ: its JSON form is dumped afresh.
-        cast(dict[str, Any], copy.__pydantic_private__)["_json"] = None
-        return copy
 
     def digest(self) -> str:
         """A fingerprint of the event's content, equal for equal events however they were encoded.
