@@ -1,16 +1,27 @@
-"""What every command module shares: one-line errors and the progress bar."""
+"""What every command module shares: one-line errors, loading a rule file, and the progress bar."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import typer
+
+from identity.rules import Rules, RulesError, load_rules
 
 
 def fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+def rules_or_fail(path: Path | None) -> Rules:
+    """The rule file at ``path`` (the bundled one if None), or a one-line error naming what is wrong."""
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        raise fail(str(exc)) from None
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import typer
 
 from cli.api import api_command, review_app, run_on_store, token_command
 from cli.common import fail as _fail
+from cli.common import rules_or_fail
 from cli.common import progress as _progress
 from cli.rules import rules_app
 from cli.sandbox import sandbox_app
@@ -23,7 +24,7 @@ from identity.explain import render_decision
 from identity.features import Features, prepare
 from identity.learning import DEFAULT_SAMPLE, StreamLearner
 from identity.model import DecisionRecord
-from identity.rules import Rules, RulesError, load_rules
+from identity.rules import Rules
 from identity.topics import TopicNames
 from service.models import start_with_registry
 from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
@@ -42,13 +43,6 @@ StoreOption = typer.Option(None, "--store", envvar="IDGRAPH_STORE", help="Store 
 RulesOption = typer.Option(None, "--rules", envvar="IDGRAPH_RULES", help="Rule file (YAML); the bundled default if unset")
 
 
-def _rules(path: Optional[Path]) -> Rules:
-    try:
-        return load_rules(path)
-    except RulesError as exc:
-        raise _fail(str(exc)) from None
-
-
 @app.command()
 def resolve(
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False, help="Events, one JSON per line"),
@@ -62,7 +56,7 @@ def resolve(
                                     "cold start), or keep the rules' model throughout"),
 ) -> None:
     """Resolve a file of events in order and write each event's profile."""
-    ruleset = _rules(rules)
+    ruleset = rules_or_fail(rules)
     rejects = rejects or output.with_name(output.name + ".rejects.jsonl")
     learner = StreamLearner(ruleset) if learn else None
     total = sum(1 for _ in read_lines(input))
@@ -127,7 +121,7 @@ def estimate_command(
 ) -> None:
     """Learn m, u and the prior by unsupervised EM, from a file of events or from the graph
     itself (a random sample of its touchpoints); write a new model version."""
-    base = _rules(rules)
+    base = rules_or_fail(rules)
     if input is None:
         features = run_on_store(lambda graph: graph.sample_features(sample), store)
         source = f"{len(features)} stored touchpoints"
@@ -228,7 +222,7 @@ def _refuse_an_unusable_blocking_index(settings: Settings) -> None:
     """The worker's own start check, made before Faust starts, so a refusal is one line."""
     async def check() -> None:
         async with store_from_url(settings.store) as store:
-            rules = await start_with_registry(store, _rules(settings.rules), explicit=settings.rules is not None)
+            rules = await start_with_registry(store, rules_or_fail(settings.rules), explicit=settings.rules is not None)
             await start_with_blocking_index(store, rules)
     try:
         asyncio.run(check())
@@ -289,7 +283,7 @@ def send(
     from cli.console import check_lines, send_records
 
     bootstrap, topic = _broker_bootstrap(), _settings().topics.touchpoints
-    checked = check_lines(_input_lines(source), _rules(rules))
+    checked = check_lines(_input_lines(source), rules_or_fail(rules))
     for number, reason in checked.refused:
         typer.secho(f"line {number} refused: {reason}", err=True, fg=typer.colors.YELLOW)
     if checked.refused and not skip_invalid:
@@ -423,7 +417,7 @@ def growth(
 def reindex(rules: Optional[Path] = RulesOption) -> None:
     """Rebuild the blocking index from every record's stored features under the rules given (the
     workers' IDGRAPH_RULES): after blocking rules were added, or a store from before rule ids."""
-    running = _rules(rules)
+    running = rules_or_fail(rules)
 
     async def rebuild(store: GraphStore) -> tuple[str, int]:
         mismatch = await check_blocking_index(store, running)

@@ -13,12 +13,12 @@ import orjson
 import typer
 
 from cli.api import run_on_store
-from cli.common import fail, progress
+from cli.common import fail, progress, rules_or_fail
 from devstack.simulate import COST_MARK, sample_line, simulate_on_stack
 from graph.store import StoreError
 from identity.decision_diff import DecisionDiff
 from identity.explain import render_decision
-from identity.rules import Rules, RulesError, load_rules
+from identity.rules import Rules
 from service.models import make_live
 from sandbox.diff import both_decisions, sandbox_diff
 from sandbox.load import Format, load, parse_mapping, read_rejects
@@ -46,13 +46,6 @@ def _root() -> Path:
         raise fail(str(exc)) from None
 
 
-def _rules(path: Optional[Path]) -> Rules:
-    try:
-        return load_rules(path)
-    except RulesError as exc:
-        raise fail(str(exc)) from None
-
-
 def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
@@ -73,7 +66,7 @@ def _sandbox(name: str) -> Sandbox:
 def create_command(name: str = NameArgument, empty: bool = typer.Option(False, "--empty", help="Start with no data"),
                    store: Optional[str] = StoreOption, rules: Optional[Path] = LiveRulesOption) -> None:
     """Make a sandbox: a snapshot of the live store (or empty), its own topics and API token."""
-    sandbox, token = _run(create(_root(), name, store, _rules(rules), empty=empty, copy_history=copy_history))
+    sandbox, token = _run(create(_root(), name, store, rules_or_fail(rules), empty=empty, copy_history=copy_history))
     typer.echo(f"sandbox {name} at {sandbox.path}")
     typer.echo(f"store: {sandbox.store_url}")
     typer.echo(f"topics: {sandbox.topic_namespace}* (its worker: idgraph sandbox worker {name})")
@@ -113,7 +106,7 @@ def load_command(
     file_format: Format = "csv" if kind == "csv" else "jsonl"
     total = max(sum(1 for _ in read_lines(file)) - (kind == "csv"), 0)
     with progress("loading", total) as advance:
-        report = _run(load(sandbox, file, _rules(rules), fmt=file_format, mapping=mapping, label_column=label,
+        report = _run(load(sandbox, file, rules_or_fail(rules), fmt=file_format, mapping=mapping, label_column=label,
                            scenario=scenario, progress=advance))
     _summary(report)
     for number, reason in read_rejects(sandbox)[:SHOWN_REJECTS]:
@@ -134,7 +127,7 @@ def replay_command(name: str = NameArgument,
                    batch_size: int = typer.Option(200, min=1, help="Events per store transaction")) -> None:
     """Replay every event the sandbox accepted, in order, through candidate rules into a fresh store."""
     sandbox = _sandbox(name)
-    candidate = _rules(rules)
+    candidate = rules_or_fail(rules)
     total = _run(accepted_count(sandbox.store_url))
     sandbox.discard_candidate()
     try:
@@ -216,7 +209,7 @@ def worker_command(name: str = NameArgument,
         raise fail(f"sandbox {name} has no candidate store yet: run `idgraph sandbox replay {name} --rules FILE`")
     url = sandbox.candidate_url if candidate else sandbox.store_url
     if rules is not None:
-        tried = _rules(rules)
+        tried = rules_or_fail(rules)
         # Workers resolve under their store's live model: the sandbox's own registry takes the rules.
         run_on_store(lambda store: make_live(store, tried, by="sandbox", reason=f"idgraph sandbox worker {name}"), url)
         typer.echo(f"sandbox {name}: {tried.model_version} is live in its store")
