@@ -132,7 +132,7 @@ def estimate_command(
         result = estimate(features, base)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    updated = result.rules.with_updates(version=version or f"{base.version.split('+em')[0]}+em")
+    updated = result.rules.model_copy(update=dict(version=version or f"{base.version.split('+em')[0]}+em"))
     output.write_text(updated.to_yaml(), encoding="utf-8")
     typer.echo(
         f"{source}, {result.pairs} candidate pairs ({result.patterns} patterns), "

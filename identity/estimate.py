@@ -206,5 +206,5 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
         {**c.model_dump(), "levels": {level: (_figures(m[i][j]), _figures(u[i][j])) for j, level in enumerate(c.level_names)}}
         for i, c in enumerate(rules.comparisons)
     ]
-    updated = rules.with_updates(comparisons=comparisons, prior=_figures(prior))
+    updated = rules.model_copy(update=dict(comparisons=comparisons, prior=_figures(prior)))
     return Estimate(updated, sum(len(p) for p in per_rule), distinct, done, prior)

@@ -88,5 +88,5 @@ class StreamLearner:
         size = len(self._sample)
         if result.match_share * size * (size - 1) / 2 < self._min_matches:
             return None
-        rules = result.rules.with_updates(version=f"{self._base.version}+em{self._seen}")
+        rules = result.rules.model_copy(update=dict(version=f"{self._base.version}+em{self._seen}"))
         return Fit(rules, self._seen, len(self._sample), result.pairs, result.match_share)

@@ -27,6 +27,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from identity.derived import DerivedModel
 from identity.model import TraitValue
 
 Rule = Literal["owner_wins", "most_recent", "highest_confidence"]
@@ -88,7 +89,7 @@ class Verdict:
     declared: bool
 
 
-class Policy(BaseModel):
+class Policy(DerivedModel):
     """A versioned sovereignty policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

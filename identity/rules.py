@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from identity.derived import DerivedModel
 from identity.normalize import NormalizationRules
 
 #: Validates a rule file's ``normalization`` section (lists become frozensets).
@@ -52,7 +53,7 @@ class MU(BaseModel):
         return math.log2(self.m / self.u)
 
 
-class Comparison(BaseModel):
+class Comparison(DerivedModel):
     """How one trait is compared: the comparator kind and the m/u of each of its levels."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,7 +151,7 @@ class TermFrequency(BaseModel):
     min_u: float = Field(default=1e-5, gt=0, lt=1)
 
 
-class Rules(BaseModel):
+class Rules(DerivedModel):
     """A complete, versioned rule set."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,10 +196,6 @@ class Rules(BaseModel):
         """What every decision names: the version plus the content hash, so changing any level,
         threshold or probability changes it even if the version line was left alone."""
         return f"{self.version}@{self.fingerprint}"
-
-    def with_updates(self, **changes: object) -> "Rules":
-        """A copy with some top-level fields replaced, validated again."""
-        return Rules.model_validate({**self.model_dump(), **changes})
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json")

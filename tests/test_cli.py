@@ -74,7 +74,7 @@ def test_reindex_rebuilds_the_blocking_index_under_the_rules_given_and_says_what
     resolve(tmp_path, "run", sample_events_path())
     rules = load_rules()
     fewer = tmp_path / "fewer.yaml"
-    fewer.write_text(rules.with_updates(blocking=rules.blocking[1:]).to_yaml())
+    fewer.write_text(rules.model_copy(update=dict(blocking=rules.blocking[1:])).to_yaml())
     result = idgraph("reindex", "--rules", str(fewer), store=tmp_path / "run.db")
     assert result.returncode == 0, result.stderr
     records = len((tmp_path / "run.csv").read_text().splitlines()) - 1

@@ -27,7 +27,7 @@ def rules_cli(tmp_path):
 
 def rule_file(tmp_path: Path, name: str, **changes: object) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(load_rules().with_updates(version=name, **changes).to_yaml(), encoding="utf-8")
+    path.write_text(load_rules().model_copy(update=dict(version=name, **changes)).to_yaml(), encoding="utf-8")
     return path
 
 

@@ -68,7 +68,7 @@ def test_namesakes_with_different_birth_dates_score_below_review_under_a_learned
 
 def test_an_estimated_model_names_a_new_version_by_its_content(learned, rules):
     assert learned.rules.model_version != rules.model_version
-    assert learned.rules.fingerprint == learned.rules.with_updates().fingerprint
+    assert learned.rules.fingerprint == learned.rules.model_copy().fingerprint
 
 
 def test_a_sample_without_candidate_pairs_is_refused_with_the_reason(rules):

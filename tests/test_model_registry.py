@@ -16,7 +16,7 @@ async def store(tmp_path):
 
 
 def stricter(rules):
-    return rules.with_updates(version="stricter", thresholds={"link": 0.99, "review": 0.5})
+    return rules.model_copy(update=dict(version="stricter", thresholds={"link": 0.99, "review": 0.5}))
 
 
 async def test_first_worker_on_an_empty_registry_makes_its_rules_the_first_live_model(store, rules):

@@ -129,7 +129,7 @@ async def merge_a_shop_phone_holder(run, rules, *, old_id_sorts, holder):
 
 @pytest.fixture
 def one_holder_is_generic(rules):
-    return rules.with_updates(identifiers={**rules.identifiers.model_dump(), "generic_after_profiles": 1})
+    return rules.model_copy(update=dict(identifiers={**rules.identifiers.model_dump(), "generic_after_profiles": 1}))
 
 
 async def test_merge_of_a_listed_holder_of_a_generic_value_rereads_a_longer_holder_list(tmp_path, one_holder_is_generic):

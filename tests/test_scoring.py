@@ -2,11 +2,12 @@ import hashlib
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from identity.compare import match_probability, score_pair
 from identity.events import parse_event
 from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, blocking_rule_id, blocking_signature, extract_features
-from identity.rules import RulesError, load_rules
+from identity.rules import Rules, RulesError, load_rules
 
 
 def features(rules, **traits):
@@ -72,21 +73,33 @@ def test_a_level_a_comparison_leaves_out_counts_as_the_next_weaker_it_keeps(rule
     for c in comparisons:
         if c["field"] == "birth_date":
             del c["levels"]["transposed"]
-    pruned = rules.with_updates(comparisons=comparisons)
+    pruned = rules.model_copy(update=dict(comparisons=comparisons))
     assert date_level(pruned, "1985-04-12", "1985-12-04") == "one_part"
 
 
 def test_comparator_thresholds_come_from_the_rule_file(rules):
     a, b = features(rules, family_name="neumann"), features(rules, family_name="neuman")
     assert levels(score_pair(a, b, rules))["family_name"] == "close"
-    strict = rules.with_updates(comparators={**rules.comparators.model_dump(), "name": {"close": 0.99, "similar": 0.98}})
+    strict = rules.model_copy(update=dict(comparators={**rules.comparators.model_dump(), "name": {"close": 0.99, "similar": 0.98}}))
     assert levels(score_pair(a, b, strict))["family_name"] == "other"
 
 
 def test_changing_a_threshold_changes_the_model_version(rules):
-    changed = rules.with_updates(comparators={**rules.comparators.model_dump(), "text": {"close": 0.95, "similar": 0.75}})
+    changed = rules.model_copy(update=dict(comparators={**rules.comparators.model_dump(), "text": {"close": 0.95, "similar": 0.75}}))
     assert changed.version == rules.version
     assert changed.model_version != rules.model_version
+
+
+def test_a_copy_derives_its_model_version_afresh_after_the_original_cached_its_own(rules):
+    cached = rules.model_version
+    stricter = rules.model_copy(update={"thresholds": {**rules.thresholds.model_dump(), "link": 0.99}})
+    assert stricter.model_version != cached
+    assert stricter.model_version == Rules.model_validate(stricter.model_dump()).model_version
+
+
+def test_a_copy_is_validated_like_a_loaded_rule_file(rules):
+    with pytest.raises(ValidationError, match="prior"):
+        rules.model_copy(update={"prior": 2.0})
 
 
 def test_a_full_name_is_compared_with_given_and_family_names_when_one_side_has_only_the_full_name(rules):
@@ -166,15 +179,15 @@ def test_blocking_key_is_named_by_a_digest_of_its_rules_components():
 def test_blocking_keys_keep_their_names_when_rules_are_reordered_inserted_or_deleted(rules):
     features = {"company": "acme", "city": "shanghai", "postcode": "200000",
                 "family_name": {"phonetic": "ZN", "tokens": "zhang"}}
-    reordered = rules.with_updates(blocking=[("family_name.phonetic", "postcode"), *reversed(rules.blocking)])
-    fewer = rules.with_updates(blocking=[("company", "city")])
+    reordered = rules.model_copy(update=dict(blocking=[("family_name.phonetic", "postcode"), *reversed(rules.blocking)]))
+    fewer = rules.model_copy(update=dict(blocking=[("company", "city")]))
     assert set(blocking_keys(features, reordered)) == set(blocking_keys(features, rules))
     assert set(blocking_keys(features, fewer)) <= set(blocking_keys(features, rules))
 
 
 def test_blocking_signature_is_the_rule_set_not_its_order(rules):
-    assert blocking_signature(rules.with_updates(blocking=list(reversed(rules.blocking)))) == blocking_signature(rules)
-    assert blocking_signature(rules.with_updates(blocking=rules.blocking[1:])) != blocking_signature(rules)
+    assert blocking_signature(rules.model_copy(update=dict(blocking=list(reversed(rules.blocking))))) == blocking_signature(rules)
+    assert blocking_signature(rules.model_copy(update=dict(blocking=rules.blocking[1:]))) != blocking_signature(rules)
 
 
 def test_candidates_come_from_the_rarest_blocking_key_first_up_to_the_cap_per_event():
@@ -231,4 +244,4 @@ def test_a_field_without_term_frequency_or_counts_keeps_the_levels_weight(rules)
 
 def test_declaring_term_frequency_changes_the_model_version(rules):
     comparisons = [c.model_copy(update={"term_frequency": False}) for c in rules.comparisons]
-    assert rules.with_updates(comparisons=comparisons).model_version != rules.model_version
+    assert rules.model_copy(update=dict(comparisons=comparisons)).model_version != rules.model_version
