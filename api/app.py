@@ -19,6 +19,7 @@ from api.access import caller
 from api.auth import TokenRegistry
 from api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from api.models import Health
+from api.sandboxes import SandboxDiffs
 from api.state import ApiState
 from graph.factory import store_from_url
 from graph.store import GraphStore
@@ -39,9 +40,10 @@ class OrjsonResponse(JSONResponse):
 
 def create_app(*, store: GraphStore | None = None, store_url: str | None = None, tokens: TokenRegistry,
                rules: Rules | None = None, policy: Policy | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, sandboxes: SandboxDiffs | None = None) -> FastAPI:
     """The API over ``store`` (kept open by the caller) or the store at ``store_url`` (opened here);
-    request bodies over ``max_body_bytes`` are refused (api/limits.py)."""
+    request bodies over ``max_body_bytes`` are refused (api/limits.py); the console shows the
+    decision diffs of ``sandboxes`` when given."""
 
     rules, policy = rules or load_rules(), policy or load_policy()
 
@@ -52,7 +54,7 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
             return
         graph = store_from_url(store_url)
         await graph.open()
-        app.state.idgraph = ApiState(graph, rules, policy, tokens)
+        app.state.idgraph = ApiState(graph, rules, policy, tokens, sandboxes)
         try:
             yield
         finally:
@@ -63,7 +65,7 @@ def create_app(*, store: GraphStore | None = None, store_url: str | None = None,
                   description="Customer data sovereignty (view, export, rectify, erase, consent, timeline) "
                               "and human review of identity decisions. See docs/api.md.")
     if store is not None:
-        app.state.idgraph = ApiState(store, rules, policy, tokens)
+        app.state.idgraph = ApiState(store, rules, policy, tokens, sandboxes)
     problems.install(app)
     app.include_router(profiles.router)
     app.include_router(operator.router)

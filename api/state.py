@@ -1,4 +1,4 @@
-"""What one API application holds: its store, rules, policy, tokens and metrics (no module globals)."""
+"""What one API application holds: its store, rules, policy, tokens, sandboxes and metrics (no module globals)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter
 
 from api.auth import TokenRegistry
+from api.sandboxes import SandboxDiffs
 from graph.store import GraphStore
 from identity.policy import Policy
 from identity.rules import Rules
@@ -29,6 +30,8 @@ class ApiState:
     rules: Rules
     policy: Policy
     tokens: TokenRegistry
+    #: The sandboxes whose decision diffs the console shows; None when the API was given none.
+    sandboxes: SandboxDiffs | None = None
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     #: One writer at a time: the embedded store shares one connection, and a second transaction
     #: begun on it while one is open would fail (or commit with the first).

@@ -42,6 +42,8 @@ def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on
     import uvicorn
 
     from api import create_app
+    from cli.sandbox import sandbox_root
+    from sandbox.diff import SandboxDiffs
 
     try:
         tokens = TokenRegistry.from_env()
@@ -55,7 +57,9 @@ def api_command(host: str = typer.Option("127.0.0.1", help="Address to listen on
     # The pages mark the session cookie Secure when the request's scheme is https. Behind a proxy
     # that ends TLS, only the proxy knows it was: its X-Forwarded-Proto is taken from the proxies
     # named here and no one else (uvicorn otherwise believes 127.0.0.1 by default, named or not).
-    uvicorn.run(create_app(store_url=_store_url(), tokens=tokens, max_body_bytes=max_body_bytes),
+    app = create_app(store_url=_store_url(), tokens=tokens, max_body_bytes=max_body_bytes,
+                     sandboxes=SandboxDiffs(sandbox_root()))
+    uvicorn.run(app,
                 host=host, port=port, log_level="warning",
                 proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or "")
 

@@ -39,7 +39,8 @@ NameArgument = typer.Argument(..., help="The sandbox's name")
 SHOWN_REJECTS = 20
 
 
-def _root() -> Path:
+def sandbox_root() -> Path:
+    """Where sandboxes live: DATA_DIR/sandboxes (the worker's data directory, IDGRAPH_DATA_DIR)."""
     try:
         return Settings.from_env().data_dir / "sandboxes"
     except SettingsError as exc:
@@ -55,7 +56,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 def _sandbox(name: str) -> Sandbox:
     try:
-        sandbox = Sandbox.at(_root(), name)
+        sandbox = Sandbox.at(sandbox_root(), name)
         sandbox.manifest()
     except SandboxError as exc:
         raise fail(str(exc)) from None
@@ -66,7 +67,7 @@ def _sandbox(name: str) -> Sandbox:
 def create_command(name: str = NameArgument, empty: bool = typer.Option(False, "--empty", help="Start with no data"),
                    store: Optional[str] = StoreOption, rules: Optional[Path] = LiveRulesOption) -> None:
     """Make a sandbox: a snapshot of the live store (or empty), its own topics and API token."""
-    sandbox, token = _run(create(_root(), name, store, rules_or_fail(rules), empty=empty, copy_history=copy_history))
+    sandbox, token = _run(create(sandbox_root(), name, store, rules_or_fail(rules), empty=empty, copy_history=copy_history))
     typer.echo(f"sandbox {name} at {sandbox.path}")
     typer.echo(f"store: {sandbox.store_url}")
     typer.echo(f"topics: {sandbox.topic_namespace}* (its worker: idgraph sandbox worker {name})")
@@ -76,7 +77,7 @@ def create_command(name: str = NameArgument, empty: bool = typer.Option(False, "
 @sandbox_app.command("list")
 def list_command() -> None:
     """The sandboxes, with where each came from."""
-    found = sandboxes(_root())
+    found = sandboxes(sandbox_root())
     if not found:
         typer.echo("no sandboxes")
     for sandbox in found:
@@ -262,7 +263,7 @@ def drop_command(name: str = NameArgument) -> None:
         deleted = _run(delete_topics_with_prefix(broker.removeprefix("kafka://"), sandbox.topic_namespace))
         typer.echo(f"deleted {len(deleted)} topics named {sandbox.topic_namespace}*")
     try:
-        drop(_root(), name)
+        drop(sandbox_root(), name)
     except SandboxError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"dropped sandbox {name} ({sandbox.path})")

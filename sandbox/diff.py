@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from api.sandboxes import SandboxSummary, SandboxUnavailable
 from graph.factory import store_from_url
 from graph.store import ReadViews
 from identity.decision_diff import DecisionDiff, diff_decisions
 from identity.model import DecisionRecord
 from sandbox.load import read_labels
-from sandbox.workspace import Sandbox, SandboxError
+from sandbox.workspace import Sandbox, SandboxError, sandboxes
 
 
 async def _side(store: ReadViews) -> tuple[dict[str, str], dict[str, DecisionRecord]]:
@@ -41,3 +44,30 @@ async def both_decisions(sandbox: Sandbox, event_id: str) -> tuple[DecisionRecor
     candidate_url = _candidate(sandbox)
     async with store_from_url(sandbox.store_url) as baseline, store_from_url(candidate_url) as candidate:
         return await baseline.decision(event_id), await candidate.decision(event_id)
+
+
+class SandboxDiffs:
+    """The sandboxes under ``root`` as the operator console reads them (api/sandboxes.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def summaries(self) -> list[SandboxSummary]:
+        found = []
+        for sandbox in sandboxes(self._root):
+            m = sandbox.manifest()
+            found.append(SandboxSummary(sandbox.name, m["created_at"], m["source"], m["live_rules_version"],
+                                        sandbox.candidate_file.is_file()))
+        return found
+
+    async def diff(self, name: str) -> DecisionDiff:
+        try:
+            return await sandbox_diff(Sandbox.at(self._root, name))
+        except SandboxError as exc:
+            raise SandboxUnavailable(str(exc)) from None
+
+    async def decisions(self, name: str, event_id: str) -> tuple[DecisionRecord | None, DecisionRecord | None]:
+        try:
+            return await both_decisions(Sandbox.at(self._root, name), event_id)
+        except SandboxError as exc:
+            raise SandboxUnavailable(str(exc)) from None

@@ -8,9 +8,14 @@ through a second connection to the same file (tests/conftest.py's Engine on a SQ
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from api import create_app
 from api.auth import TokenEntry, TokenRegistry, hash_token
+from devstack.broker import free_port, terminate
 from graph.sqlite import SQLiteStore
 from graph.store import Outcome
 from identity.deltas import IdentityDelta
@@ -115,3 +121,42 @@ def serve_api(path: Path, callers: dict[str, dict[str, Any]], **options: Any) ->
         server.should_exit = True
         thread.join(10)
         listening.close()
+
+
+PROXIED_HTTPS = {"X-Forwarded-Proto": "https"}
+
+
+@contextmanager
+def idgraph_api(tmp_path: Path, token_entry: str, **env: str) -> Iterator[str]:
+    """`idgraph api` as a child process on a port of its own; yields its base address."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)],
+                            env={**os.environ, "IDGRAPH_STORE": f"sqlite:///{tmp_path / 'g.db'}",
+                                 "IDGRAPH_API_TOKENS": token_entry, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/signin")
+                break
+            except httpx.ConnectError:
+                assert proc.poll() is None and time.monotonic() < deadline, f"idgraph api did not start ({proc.poll()})"
+                time.sleep(0.1)
+        yield base
+    finally:
+        terminate(proc, 10)
+
+
+def session_cookie_set_by_signing_in(base: str, token: str) -> str:
+    """The Set-Cookie of the session, signing in through the proxy's headers as a browser would."""
+    form = httpx.get(f"{base}/signin", headers=PROXIED_HTTPS)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None, form.text
+    nonce = form.cookies["idgraph_signin"]
+    signed_in = httpx.post(f"{base}/signin", data={"token": token, "csrf": csrf[1]},
+                           headers={**PROXIED_HTTPS, "Cookie": f"idgraph_signin={nonce}"})
+    assert signed_in.status_code == 303, signed_in.text
+    (session,) = [c for c in signed_in.headers.get_list("set-cookie") if c.startswith("idgraph_session=")]
+    return session

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from cli.main import app
 from graph.factory import store_from_url
 from graph.sqlite import SQLiteStore
 from graph.store import GraphStore
@@ -19,48 +18,12 @@ from identity.rules import load_rules
 from sandbox.replay import copy_history
 from sandbox.workspace import create
 from service.resolver import Resolver
-
-RULES = Path(load_rules.__code__.co_filename).with_name("rules.yaml")
-
-
-def event(event_id: str, email: str, name: str, birth_date: str, city: str, minute: int) -> dict[str, object]:
-    return {"event_id": event_id, "scenario": "sales.crm", "type": "lead", "occurred_at": f"2026-01-01T00:{minute:02d}:00Z",
-            "identifiers": {"email": email}, "traits": {"name": name, "birth_date": birth_date, "city": city}}
-
-
-# The live rules link a1 and a2 (same name, birth date and city); the strict candidate keeps them apart.
-HISTORY = [event("a1", "a@example.com", "Zhang Wei", "1985-04-12", "Shanghai", 0),
-           event("a2", "b@example.com", "Zhang Wei", "1985-04-12", "Shanghai", 1),
-           event("a3", "c@example.com", "Li Na", "1990-01-01", "Beijing", 2)]
-
-
-class Idgraph:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.live = tmp / "live.db"
-        self.env = {"IDGRAPH_DATA_DIR": str(tmp / "data"), "IDGRAPH_STORE": f"sqlite:///{self.live}"}
-
-    def __call__(self, *args: str) -> Result:
-        return CliRunner().invoke(app, list(args), env=self.env)
-
-    def sandbox(self, name: str) -> Path:
-        return self.tmp / "data" / "sandboxes" / name
-
-    def strict_rules(self) -> Path:
-        path = self.tmp / "strict.yaml"
-        path.write_text(RULES.read_text().replace("thresholds: {link: 0.95, review: 0.5}",
-                                                  "thresholds: {link: 0.999999, review: 0.99999}"))
-        return path
+from tests.sandbox_support import CSV, HISTORY, MAP, Idgraph, with_live_history
 
 
 @pytest.fixture
 def idgraph(tmp_path: Path) -> Idgraph:
-    cli = Idgraph(tmp_path)
-    history = tmp_path / "history.jsonl"
-    history.write_bytes(b"\n".join(orjson.dumps(e) for e in HISTORY) + b"\n")
-    result = cli("resolve", "-i", str(history), "-o", str(tmp_path / "out.csv"), "--no-learn")
-    assert result.exit_code == 0, result.output
-    return cli
+    return with_live_history(tmp_path)
 
 
 def accepted(db: Path) -> list[str]:
@@ -104,16 +67,6 @@ def test_sandboxes_are_listed_with_their_source(idgraph):
     lines = idgraph("sandbox", "list").output.splitlines()
     assert [line.split()[0] for line in lines] == ["blank", "trial"]
     assert "live snapshot" in lines[1] and "empty" in lines[0]
-
-
-CSV = """id,when,kind,full_name,mail,entity,note
-u1,2026-02-01T00:00:00Z,signup,Wang Fang,wf@example.com,e7,first
-u2,not a time,signup,Wang Fang,wf@example.com,e7,second
-u3,2026-02-01T00:02:00Z,signup,Wang Fang,wf@example.com,e7,third,extra
-u4,2026-02-01T00:03:00Z,signup,Wang Fang,wf@example.com,e7,fourth
-"""
-MAP = ["--map", "event_id=id", "--map", "occurred_at=when", "--map", "type=kind", "--map", "traits.name=full_name",
-       "--map", "identifiers.email=mail", "--label", "entity"]
 
 
 def load_csv(idgraph: Idgraph, name: str = "trial") -> Result:

@@ -21,7 +21,7 @@ from devstack.jvm import ApacheKafka
 from devstack.stack import WorkerProcess
 from streams.admin import end_offsets
 from tests.streaming_support import produce, read_topic, touchpoint
-from tests.test_sandbox import CSV, MAP
+from tests.sandbox_support import CSV, MAP, strict_rules
 
 SERVICE = {"name": "service", "fields": ["traits.*"]}
 #: Kafka refuses sessions shorter than its group.min.session.timeout.ms (6 s).
@@ -61,10 +61,7 @@ class Cli:
         assert result.returncode == 0, result.stdout + result.stderr
 
     def strict_rules(self) -> Path:
-        path = self.tmp / "strict.yaml"
-        rules = (Path(__file__).resolve().parents[1] / "identity" / "rules.yaml").read_text()
-        path.write_text(rules.replace("thresholds: {link: 0.95, review: 0.5}", "thresholds: {link: 0.999999, review: 0.99999}"))
-        return path
+        return strict_rules(self.tmp)
 
 
 async def test_a_full_sandbox_session_leaves_the_live_store_and_every_live_topic_as_they_were(kafka, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.pages import console, customer
+from api.pages import console, customer, sandboxes
 from api.pages.counters import Counters
 
 __all__ = ["install"]
@@ -19,4 +19,5 @@ def install(app: FastAPI, worker_metrics_url: str | None = None) -> None:
     app.state.idgraph_counters = Counters(worker_metrics_url)
     app.include_router(customer.router)
     app.include_router(console.router)
+    app.include_router(sandboxes.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
