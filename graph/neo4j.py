@@ -485,6 +485,10 @@ class Neo4jStore(GraphStore):
         return [OpenReview(id=r["id"], event_id=r["event_id"], profile_ids=list(r["profile_ids"]), reason=r["reason"],
                            confidence=r["confidence"], created_at=r["created_at"]) for r in rows]
 
+    async def open_review_count(self) -> int:
+        (row,) = await self._read(cypher.OPEN_REVIEW_COUNT)
+        return int(row["open"])
+
     async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
         (over,) = await self._read(cypher.PROFILES_OVER, threshold=threshold)
         largest = await self._read(cypher.LARGEST_PROFILES, limit=limit)

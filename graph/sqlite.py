@@ -416,6 +416,10 @@ class SQLiteStore(GraphStore):
         return [OpenReview(id=i, event_id=e, profile_ids=orjson.loads(p), reason=r, confidence=c, created_at=t)
                 for i, e, p, r, c, t in rows]
 
+    async def open_review_count(self) -> int:
+        (count,) = self.db.execute("SELECT COUNT(*) FROM reviews WHERE status = 'open'").fetchone()
+        return int(count)
+
     async def profile_growth(self, threshold: int, limit: int = 10) -> ProfileGrowth:
         # Both walk the profile_records_largest index (graph/sqlite_schema.py, 8): a retired
         # profile holds no records, so the largest are live ones unless nothing has any.

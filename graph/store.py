@@ -330,6 +330,11 @@ class ReadViews(Protocol):
     async def open_reviews(self) -> list[OpenReview]: ...
 
     @abstractmethod
+    async def open_review_count(self) -> int:
+        """How many reviews are open, read from the status index: what the queue gauge samples,
+        at a cost that does not grow with the queue."""
+
+    @abstractmethod
     async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
         """Reviews (of one status if given) by id, with their verdicts."""
 

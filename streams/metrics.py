@@ -586,7 +586,7 @@ async def install_metrics(app: Any, metrics: WorkerMetrics, port: int, *, addr: 
     @app.timer(review_interval_s, name="idgraph.metrics.reviews")
     async def reviews() -> None:
         try:
-            metrics.set_review_queue(len(await app.store.open_reviews()))
+            metrics.set_review_queue(await app.store.open_review_count())
         except Exception as exc:  # noqa: BLE001
             log.warning("review queue sampling failed", error=repr(exc))
 

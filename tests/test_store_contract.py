@@ -250,6 +250,18 @@ async def test_open_reviews_name_the_profiles_reason_and_confidence_in_creation_
 async def test_no_reviews_without_doubt(engine, store):
     await engine.resolve(make_event({"crm_id": "c-1"}))
     assert await store.open_reviews() == []
+    assert await store.open_review_count() == 0
+
+
+async def test_the_open_review_count_leaves_out_decided_reviews(engine, store, rules):
+    from service.operations import Operations
+    await engine.resolve(make_event({"phone": "13800138000", "national_id": cn_national_id(451)}))
+    for n in (671, 672):
+        await engine.resolve(make_event({"phone": "13800138000", "national_id": cn_national_id(n)}))
+    assert await store.open_review_count() == 2
+    first = (await store.open_reviews())[0]
+    await Operations(store, rules).decide_review(first["id"], False, actor="op", reason="different")
+    assert await store.open_review_count() == 1
 
 
 async def test_generic_identifier_report_counts_holders_most_shared_first(engine, store, rules):
