@@ -62,5 +62,14 @@ class TopicNames:
         return (self.touchpoints, self.deltas, self.notices, self.dead_letter, self.subscriptions)
 
 
+#: Every sandbox's namespace is ``sandbox.NAME.``, and dropping a sandbox deletes its topics by
+#: that prefix; so no live topic may start with it (sinks/subscriptions.py refuses one).
+SANDBOX_PREFIX = "sandbox."
+
+
+def sandbox_namespace(name: str) -> str:
+    return f"{SANDBOX_PREFIX}{name}."
+
+
 #: The live topics: what platforms and scenarios produce to and consume from.
 LIVE = TopicNames()

@@ -21,6 +21,7 @@ from graph.factory import store_from_url
 from graph.sqlite import SQLiteStore
 from graph.store import SubscriptionRegistry
 from identity.rules import Rules
+from identity.topics import sandbox_namespace
 from service.models import live_rules
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
@@ -71,7 +72,7 @@ class Sandbox:
 
     @property
     def topic_namespace(self) -> str:
-        return f"sandbox.{self.name}."
+        return sandbox_namespace(self.name)
 
     def worker_env(self, store_url: str) -> dict[str, str]:
         """What makes ``idgraph worker`` this sandbox's: its topics, consumer group (the

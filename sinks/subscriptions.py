@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from identity.deltas import DELTA_KINDS, DeltaKind, IdentityDelta
 from identity.notices import TouchpointNotice
+from identity.topics import SANDBOX_PREFIX
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 _FIELD = re.compile(r"^(traits|identifiers)\.([a-z][a-z0-9_]*(:[a-z0-9_.-]+)?|\*)$")
@@ -30,6 +31,14 @@ class KafkaSink(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["kafka"] = "kafka"
     topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
+
+    @field_validator("topic")
+    @classmethod
+    def _not_a_sandbox_topic(cls, topic: str | None) -> str | None:
+        if topic is not None and topic.startswith(SANDBOX_PREFIX):
+            raise ValueError(f"topic {topic!r}: names starting with {SANDBOX_PREFIX!r} belong to sandboxes, and "
+                             "'idgraph sandbox drop' deletes them; choose another name")
+        return topic
 
 
 class WebhookSink(BaseModel):

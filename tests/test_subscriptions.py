@@ -90,6 +90,8 @@ def test_kafka_sink_is_the_default_with_a_topic_per_scenario():
     ({"name": "sales", "fields": []}, "fields"),
     ({"name": "sales", "fields": ["traits.name"], "kinds": ["profile.deleted"]}, "kinds"),
     ({"name": "sales", "fields": ["traits.name"], "sink": {"type": "webhook", "url": "not a url"}}, "url"),
+    ({"name": "sales", "fields": ["traits.name"], "sink": {"type": "kafka", "topic": "sandbox.trial.sales"}},
+     "names starting with 'sandbox.' belong to sandboxes"),
 ])
 def test_bad_declarations_are_refused_naming_the_problem(bad, message):
     with pytest.raises(SubscriptionError) as caught:
