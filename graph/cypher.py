@@ -841,15 +841,20 @@ MODEL_KNOWN = Statement(
 # The log entry, written only while the live version is still the one the promoter read
 # (no row back means it changed). Its seq is the next number: a second promotion racing this one
 # takes the same number and fails on the promotion_seq constraint.
+# The live-model node is write-locked before it is read (the SET), so two promotions take turns:
+# the second reads what the first committed and conflicts, instead of both reading the same
+# live version under read-committed isolation and both succeeding.
 RECORD_PROMOTION = Statement(
     "record_promotion",
     """
 MATCH (m:Model {version: $version})
-OPTIONAL MATCH (live:Meta {name: 'live_model'})
-WITH live.value AS previous, COUNT { (:Promotion) } + 1 AS seq
+MERGE (live:Meta {name: 'live_model'})
+SET live.locked = true
+WITH live, live.value AS previous, COUNT { (:Promotion) } + 1 AS seq
 WHERE previous = $expected OR (previous IS NULL AND $expected IS NULL)
 CREATE (p:Promotion {seq: seq, version: $version, action: $action, by: $by, at: $at, reason: $reason})
 SET p.previous = previous
+REMOVE live.locked
 RETURN p.seq AS seq
 """,
     ("version", "expected", "action", "by", "at", "reason"),

@@ -1,7 +1,7 @@
 """What a candidate rule set would change: two resolutions of the same events compared. Pure.
 
 Both sides are given as event id → profile id (the stores' assignments) and event id → decision
-record. Profile ids differ between two stores, so profiles are compared by their members:
+summary. Profile ids differ between two stores, so profiles are compared by their members:
 a candidate profile holding events of several baseline profiles is a merge, a baseline profile
 whose events land in several candidate profiles is a split, and one whose events form exactly
 one candidate profile stays.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from identity.model import DecisionRecord
 from identity.pairwise import pairwise_scores, true_links
@@ -61,21 +61,37 @@ def _members(assignments: Mapping[str, str]) -> dict[str, frozenset[str]]:
     return {profile_id: frozenset(events) for profile_id, events in clusters.items()}
 
 
-def count_decisions(records: Mapping[str, DecisionRecord]) -> SideCounts:
+@dataclass(frozen=True, slots=True)
+class DecisionSummary:
+    """What the diff keeps of one decision: its action, the protection rules it met and the
+    (field, level)s of its best candidate. A whole record (its evidence) is kilobytes, and a
+    sandbox's diff holds one per event on both sides."""
+
+    action: str
+    rules: tuple[str, ...]
+    levels: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record: DecisionRecord) -> "DecisionSummary":
+        candidates = record.get("evidence", {}).get("candidates", [])
+        # The best candidate's fields are what the decision rested on.
+        levels = tuple(f"{f['field']}:{f['level']}" for f in candidates[0]["fields"]) if candidates else ()
+        return cls(record["action"], tuple(p["kind"] for p in record.get("protections", [])), levels)
+
+
+def count_decisions(summaries: Iterable[DecisionSummary]) -> SideCounts:
     actions: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     levels: Counter[str] = Counter()
-    for record in records.values():
-        actions[record["action"]] += 1
-        rules.update(p["kind"] for p in record.get("protections", []))
-        candidates = record.get("evidence", {}).get("candidates", [])
-        if candidates:  # the best candidate's fields are what the decision rested on
-            levels.update(f"{f['field']}:{f['level']}" for f in candidates[0]["fields"])
+    for summary in summaries:
+        actions[summary.action] += 1
+        rules.update(summary.rules)
+        levels.update(summary.levels)
     return SideCounts(dict(sorted(actions.items())), dict(sorted(rules.items())), dict(sorted(levels.items())))
 
 
 def diff_decisions(baseline: Mapping[str, str], candidate: Mapping[str, str],
-                   baseline_records: Mapping[str, DecisionRecord], candidate_records: Mapping[str, DecisionRecord],
+                   baseline_decisions: Mapping[str, DecisionSummary], candidate_decisions: Mapping[str, DecisionSummary],
                    labels: Mapping[str, str] | None = None) -> DecisionDiff:
     """Compare the versions over the events both resolved (an event only one side holds is left out)."""
     events = [e for e in baseline if e in candidate]
@@ -88,7 +104,7 @@ def diff_decisions(baseline: Mapping[str, str], candidate: Mapping[str, str],
     stays = sum(1 for members in before.values() if after[candidate[next(iter(members))]] == members)
     moved = [e for e in events if before[baseline[e]] != after[candidate[e]]]
     moved_set = set(moved)
-    changed = [e for e in events if e in moved_set or _action(baseline_records, e) != _action(candidate_records, e)]
+    changed = [e for e in events if e in moved_set or _action(baseline_decisions, e) != _action(candidate_decisions, e)]
     accuracy: dict[str, dict[str, float]] = {}
     labelled = [e for e in events if e in (labels or {})]
     if labels and labelled:  # scored over the labelled events only: the others' truth is unknown
@@ -96,10 +112,10 @@ def diff_decisions(baseline: Mapping[str, str], candidate: Mapping[str, str],
         accuracy = {"baseline": pairwise_scores({e: baseline[e] for e in labelled}, links),
                     "candidate": pairwise_scores({e: candidate[e] for e in labelled}, links)}
     return DecisionDiff(len(events), merges, splits, stays, moved, changed,
-                        count_decisions({e: r for e, r in baseline_records.items() if e in shared}),
-                        count_decisions({e: r for e, r in candidate_records.items() if e in shared}), accuracy)
+                        count_decisions(d for e, d in baseline_decisions.items() if e in shared),
+                        count_decisions(d for e, d in candidate_decisions.items() if e in shared), accuracy)
 
 
-def _action(records: Mapping[str, DecisionRecord], event_id: str) -> str | None:
-    record = records.get(event_id)
-    return None if record is None else record["action"]
+def _action(decisions: Mapping[str, DecisionSummary], event_id: str) -> str | None:
+    decision = decisions.get(event_id)
+    return None if decision is None else decision.action

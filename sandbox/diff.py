@@ -7,20 +7,20 @@ from pathlib import Path
 from api.sandboxes import SandboxSummary, SandboxUnavailable
 from graph.factory import store_from_url
 from graph.store import ReadViews
-from identity.decision_diff import DecisionDiff, diff_decisions
+from identity.decision_diff import DecisionDiff, DecisionSummary, diff_decisions
 from identity.model import DecisionRecord
 from sandbox.load import read_labels
 from sandbox.workspace import Sandbox, SandboxError, sandboxes
 
 
-async def _side(store: ReadViews) -> tuple[dict[str, str], dict[str, DecisionRecord]]:
+async def _side(store: ReadViews) -> tuple[dict[str, str], dict[str, DecisionSummary]]:
     assignments = dict(await store.assignments())
-    records = {}
+    decisions = {}
     for event_id in assignments:
         record = await store.decision(event_id)
         if record is not None:
-            records[event_id] = record
-    return assignments, records
+            decisions[event_id] = DecisionSummary.of(record)
+    return assignments, decisions
 
 
 def _candidate(sandbox: Sandbox) -> str:

@@ -1,6 +1,6 @@
 """The decision diff compares two resolutions of the same events by their members, not their ids."""
 
-from identity.decision_diff import diff_decisions
+from identity.decision_diff import DecisionSummary, diff_decisions
 from identity.model import DecisionRecord
 
 
@@ -9,8 +9,8 @@ def record(event_id: str, action: str, profile_id: str) -> DecisionRecord:
             "rule_version": "v", "evidence": {}, "protections": [], "review": None}
 
 
-def records(assignments: dict[str, str], actions: dict[str, str]) -> dict[str, DecisionRecord]:
-    return {e: record(e, actions.get(e, "create"), p) for e, p in assignments.items()}
+def records(assignments: dict[str, str], actions: dict[str, str]) -> dict[str, DecisionSummary]:
+    return {e: DecisionSummary.of(record(e, actions.get(e, "create"), p)) for e, p in assignments.items()}
 
 
 def test_profiles_the_candidate_joins_are_a_merge_and_their_events_move():
@@ -40,3 +40,15 @@ def test_accuracy_counts_only_the_labelled_events():
     diff = diff_decisions(before, after, records(before, {}), records(after, {}), {"e1": "a", "e2": "a"})
     assert diff.accuracy["baseline"]["precision"] == 1.0 and diff.accuracy["baseline"]["recall"] == 1.0
     assert diff.accuracy["candidate"]["recall"] == 0.0
+
+
+def test_a_decision_counts_its_protection_rules_and_its_best_candidates_field_levels_only():
+    best = {"fields": [{"field": "name", "level": "exact"}, {"field": "city", "level": "other"}]}
+    second = {"fields": [{"field": "name", "level": "close"}]}
+    kept = {**record("e1", "review", "p1"), "evidence": {"candidates": [best, second]},
+            "protections": [{"kind": "generic_value"}, {"kind": "kept_apart"}]}
+    diff = diff_decisions({"e1": "p1"}, {"e1": "q1"}, {"e1": DecisionSummary.of(kept)},  # type: ignore[arg-type]
+                          records({"e1": "q1"}, {}))
+    assert diff.baseline.rules == {"generic_value": 1, "kept_apart": 1}
+    assert diff.baseline.field_levels == {"city:other": 1, "name:exact": 1}
+    assert diff.candidate.as_dict() == {"actions": {"create": 1}, "rules": {}, "field_levels": {}}

@@ -651,6 +651,24 @@ async def test_a_promotion_from_a_live_version_that_changed_meanwhile_conflicts_
     assert await store.live_model() == second and len(await store.promotions()) == 2
 
 
+async def test_of_two_promotions_racing_from_one_live_version_one_wins_and_the_other_conflicts(store, second_worker, rules):
+    racers = [rules.model_copy(update={"version": f"racer-{n}"}) for n in range(6)]
+    for r in (rules, *racers):
+        await store.register_model(r.model_version, r.to_yaml(), "ana")
+    live = rules.model_version
+    await store.promote_model(live, expected=None, action="promote", by="ana", reason="")
+    for a, b in zip(racers[::2], racers[1::2]):
+        results = await asyncio.gather(
+            store.promote_model(a.model_version, expected=live, action="promote", by="ana", reason=""),
+            second_worker.promote_model(b.model_version, expected=live, action="promote", by="bo", reason=""),
+            return_exceptions=True)
+        (winner,) = [r for r in results if not isinstance(r, BaseException)]
+        assert [type(r) for r in results if isinstance(r, BaseException)] == [StoreConflict]
+        assert (await store.live_model(), winner.previous) == (winner.version, live)
+        live = winner.version
+    assert [p.seq for p in await store.promotions()] == [1, 2, 3, 4]
+
+
 async def test_a_promotion_failing_part_way_leaves_the_live_model_and_its_log_as_they_were(store, rules,
                                                                                           promotion_fails_part_way):
     first, second = rules.model_version, stricter(rules).model_version
