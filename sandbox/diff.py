@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from api.sandboxes import SandboxSummary, SandboxUnavailable
@@ -62,7 +63,10 @@ class SandboxDiffs:
 
     async def diff(self, name: str) -> DecisionDiff:
         try:
-            return await sandbox_diff(Sandbox.at(self._root, name))
+            sandbox = Sandbox.at(self._root, name)
+            # The embedded store reads block, and a big sandbox's diff takes a while: in a thread
+            # of its own (with its own loop and connections) the API answers others meanwhile.
+            return await asyncio.to_thread(asyncio.run, sandbox_diff(sandbox))
         except SandboxError as exc:
             raise SandboxUnavailable(str(exc)) from None
 
