@@ -46,7 +46,10 @@ class Sample:
     elapsed_s: float
     sent: int
     resolved: int
+    #: Sent per second over the period: the offered rate, as the producer kept it.
     events_per_s: float
+    #: Resolved per second over the period: below ``events_per_s`` while the worker falls behind.
+    resolved_per_s: float
     p50_ms: float | None
     p99_ms: float | None
     rss_mb: float
@@ -68,6 +71,9 @@ class Simulation:
     store_mb: float | None
     cost_ms_at_mark: float | None
     cost_ms_at_end: float | None
+    #: CPU per event over the last tenth of the events alone: what an event costs at the run's
+    #: largest store, where ``cost_ms_at_end`` averages over the whole run.
+    cost_ms_last_tenth: float | None = None
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -145,8 +151,9 @@ class _Meter:
         self.rss_max = max(self.rss_max, rss)
         period = now - (previous.elapsed_s if previous else 0.0)
         done = sent - (previous.sent if previous else 0)
+        resolved = self.resolved - (previous.resolved if previous else 0)
         return Sample(round(now, 1), sent, self.resolved, done / period if period > 0 else 0.0,
-                      percentile(window, 50), percentile(window, 99), rss, store_megabytes(self._store_path), self.cpu_s())
+                      resolved / period if period > 0 else 0.0, percentile(window, 50), percentile(window, 99), rss, store_megabytes(self._store_path), self.cpu_s())
 
 
 async def simulate(bootstrap: str, topics: TopicNames, watch: Sequence[str], worker_pid: int, *, events: int,
@@ -186,8 +193,17 @@ async def simulate(bootstrap: str, topics: TopicNames, watch: Sequence[str], wor
         cost_ms_at_mark=round(meter.cost_at_mark * 1000, 3) if meter.cost_at_mark is not None else None,
         # Every event sent is resolved by now (the worker went quiet), delta or not.
         cost_ms_at_end=round(final.cpu_s / probe.sent * 1000, 3) if probe.sent else None,
+        cost_ms_last_tenth=_last_tenth_cost(samples, final),
         samples=[*samples, final],
     )
+
+
+def _last_tenth_cost(samples: Sequence[Sample], final: Sample) -> float | None:
+    """CPU ms per event from the first sample past nine tenths of the events resolved to the end."""
+    start = next((s for s in samples if s.resolved >= 0.9 * final.resolved), None)
+    if start is None or final.resolved <= start.resolved:
+        return None
+    return round((final.cpu_s - start.cpu_s) / (final.resolved - start.resolved) * 1000, 3)
 
 
 def sample_line(s: Sample) -> str:
@@ -196,7 +212,8 @@ def sample_line(s: Sample) -> str:
     p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
     store = f"{s.store_mb:.0f} MB" if s.store_mb is not None else "-"
     cost = f" ({s.cpu_s / s.resolved * 1000:.2f} ms/event)" if s.resolved else ""
-    return (f"{s.elapsed_s:>7.0f} s  sent {s.sent:>8,}  resolved {s.resolved:>8,}  {s.events_per_s:>6.0f}/s  "
+    return (f"{s.elapsed_s:>7.0f} s  sent {s.sent:>8,} ({s.events_per_s:>4.0f}/s)  resolved {s.resolved:>8,} "
+            f"({s.resolved_per_s:>4.0f}/s)  "
             f"p50 {p50:>5} ms  p99 {p99:>5} ms  rss {s.rss_mb:>5.0f} MB  store {store}  cpu {s.cpu_s:.0f} s{cost}")
 
 

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"worker RSS at most {result.rss_mb_max:.0f} MB; store {result.store_mb or 0:.0f} MB; "
           f"load average {figures['load_average']}")
     print(f"cost per event: {result.cost_ms_at_mark} ms CPU at {COST_MARK:,}, {result.cost_ms_at_end} ms at the end "
-          f"(ratio {figures['cost_ratio']}; the issue's limit {COST_RATIO_LIMIT})")
+          f"(ratio {figures['cost_ratio']}; the issue's limit {COST_RATIO_LIMIT}); "
+          f"{result.cost_ms_last_tenth} ms over the last tenth of the events")
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
 
 

@@ -43,5 +43,7 @@ async def test_a_simulation_resolves_every_event_through_the_namespace_and_repor
     assert decided == 400 and samples[-1].sent == 400 and result.deltas > 0
     assert result.p50_ms is not None and result.p99_ms is not None and result.p50_ms <= result.p99_ms
     assert result.cost_ms_at_mark is not None and result.cost_ms_at_end is not None and result.rss_mb_max > 0
+    assert result.cost_ms_last_tenth is not None and result.cost_ms_last_tenth > 0
+    assert min(s.resolved_per_s for s in samples) >= 0 and max(s.resolved_per_s for s in samples) > 0
     assert len(samples) >= 2 and samples[0].store_mb is not None and result.store_mb is not None
     assert result.store_mb > samples[0].store_mb
