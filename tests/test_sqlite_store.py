@@ -108,7 +108,7 @@ async def test_worker_start_rebuilds_a_file_keyed_by_rule_position_and_says_so(t
 
 async def test_worker_start_warns_of_changed_blocking_rules_naming_the_command(tmp_path, rules):
     async with SQLiteStore(tmp_path / "g.db") as store:
-        await start_with_blocking_index(store, rules.with_updates(blocking=rules.blocking[1:]))
+        await start_with_blocking_index(store, rules.model_copy(update=dict(blocking=rules.blocking[1:])))
         with capture_logs() as logs:
             await start_with_blocking_index(store, rules)
     (warning,) = logs

@@ -345,8 +345,8 @@ def candidates(outcome) -> set[str]:
 
 def namesakes(rules):
     """Rules blocking only on company and city, then the same with name and city added."""
-    before = rules.with_updates(blocking=[("company", "city")])
-    return before, before.with_updates(blocking=[("company", "city"), ("name.phonetic", "city")])
+    before = rules.model_copy(update=dict(blocking=[("company", "city")]))
+    return before, before.model_copy(update=dict(blocking=[("company", "city"), ("name.phonetic", "city")]))
 
 
 def colleague(company: str):
@@ -583,7 +583,7 @@ async def test_erasure_takes_back_the_erased_records_counts(engine, store, rules
 
 def stricter(rules):
     """The same rules with a higher link threshold: another model, blocking alike."""
-    return rules.with_updates(version="stricter", thresholds={"link": 0.99, "review": 0.5})
+    return rules.model_copy(update=dict(version="stricter", thresholds={"link": 0.99, "review": 0.5}))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def decided_versions(worker: WorkerProcess) -> list[tuple[str, str]]:
 
 async def test_events_before_a_promotion_are_decided_under_the_old_model_after_it_under_the_new_none_lost_or_twice(tmp_path):
     v1 = load_rules()
-    v2 = v1.with_updates(version="stricter", thresholds={"link": 0.99, "review": 0.5})
+    v2 = v1.model_copy(update=dict(version="stricter", thresholds={"link": 0.99, "review": 0.5}))
     events = [touchpoint(f"e{i:03d}", {"crm_id": f"c-{i}"}, {"name": f"Customer {i}"}, minute=i % 60)
               for i in range(EVENTS)]
     with EmbeddedBroker() as broker:
