@@ -152,8 +152,9 @@ class _Meter:
         period = now - (previous.elapsed_s if previous else 0.0)
         done = sent - (previous.sent if previous else 0)
         resolved = self.resolved - (previous.resolved if previous else 0)
-        return Sample(round(now, 1), sent, self.resolved, done / period if period > 0 else 0.0,
-                      resolved / period if period > 0 else 0.0, percentile(window, 50), percentile(window, 99), rss, store_megabytes(self._store_path), self.cpu_s())
+        per_s = (lambda count: count / period) if period > 0 else (lambda count: 0.0)
+        return Sample(round(now, 1), sent, self.resolved, per_s(done), per_s(resolved), percentile(window, 50),
+                      percentile(window, 99), rss, store_megabytes(self._store_path), self.cpu_s())
 
 
 async def simulate(bootstrap: str, topics: TopicNames, watch: Sequence[str], worker_pid: int, *, events: int,

@@ -838,12 +838,11 @@ MODELS = Statement("models", f"MATCH (m:Model) RETURN {_MODEL_FIELDS} ORDER BY m
 MODEL_KNOWN = Statement(
     "model_known", "OPTIONAL MATCH (m:Model {version: $version}) RETURN m IS NOT NULL AS known", ("version",))
 
-# The log entry, written only while the live version is still the one the promoter read
-# (no row back means it changed). Its seq is the next number: a second promotion racing this one
-# takes the same number and fails on the promotion_seq constraint.
-# The live-model node is write-locked before it is read (the SET), so two promotions take turns:
-# the second reads what the first committed and conflicts, instead of both reading the same
-# live version under read-committed isolation and both succeeding.
+# The log entry, written only while the live version is still the one the promoter read (no row
+# back means it changed). The live-model node is write-locked (the SET) before it is read, so two
+# promotions take turns: the second reads what the first committed and conflicts, where under
+# read-committed isolation both could have read the same live version. Its seq is the next
+# number; the promotion_seq constraint stays as a backstop.
 RECORD_PROMOTION = Statement(
     "record_promotion",
     """
