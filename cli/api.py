@@ -5,21 +5,17 @@ cli/main.py mounts these (see docs/api.md, "Wiring")."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Optional
 
 import orjson
 import typer
 
 from api.auth import AuthConfigError, TokenRegistry, issue
 from api.limits import LimitConfigError, max_body_bytes_from_env
-from graph.factory import store_from_url
-from graph.store import GraphStore, StoreError
+from cli.common import run_on_store
 from identity.rules import load_rules
-from service.operations import OperationError, Operations
-
-T = TypeVar("T")
+from service.operations import Operations
 
 review_app = typer.Typer(help="The review queue: list, approve, reject.", no_args_is_help=True)
 ENV_API_PORT = "IDGRAPH_API_PORT"
@@ -72,19 +68,6 @@ def token_command(scope: list[str] = typer.Option(..., "--scope", help="customer
     typer.echo(f"token: {token}")
     typer.echo("add to IDGRAPH_API_TOKENS_FILE:")
     typer.echo(f"- {orjson.dumps(entry.model_dump(exclude_none=True)).decode()}")
-
-
-def run_on_store(action: Callable[[GraphStore], Awaitable[T]], url: str | None = None) -> T:
-    """Run ``action(store)`` on the store ``url`` names (default: IDGRAPH_STORE); an operation
-    refused or a store that cannot be used is a one-line error and exit code 2, not a traceback."""
-    async def run() -> T:
-        async with store_from_url(url if url is not None else _store_url()) as store:
-            return await action(store)
-    try:
-        return asyncio.run(run())
-    except (OperationError, StoreError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
 
 
 @review_app.command("list")

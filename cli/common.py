@@ -1,14 +1,22 @@
-"""What every command module shares: one-line errors, loading a rule file, and the progress bar."""
+"""What every command module shares: one-line errors, loading a rule file, running on a store, and
+the progress bar."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 import typer
 
+from graph.factory import store_from_url
+from graph.store import GraphStore, StoreError
 from identity.rules import Rules, RulesError, load_rules
+from service.operations import OperationError
+
+T = TypeVar("T")
 
 
 def fail(message: str) -> typer.Exit:
@@ -41,3 +49,15 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
             bar.update(task, rate=f"{speed:,.0f}" if speed else "-")
 
         yield advance
+
+
+def run_on_store(action: Callable[[GraphStore], Awaitable[T]], url: str | None = None) -> T:
+    """Run ``action(store)`` on the store ``url`` names (default: IDGRAPH_STORE); an operation
+    refused or a store that cannot be used is a one-line error and exit code 2, not a traceback."""
+    async def run() -> T:
+        async with store_from_url(url if url is not None else os.environ.get("IDGRAPH_STORE")) as store:
+            return await action(store)
+    try:
+        return asyncio.run(run())
+    except (OperationError, StoreError) as exc:
+        raise fail(str(exc)) from None

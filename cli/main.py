@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Optional
 import orjson
 import typer
 
-from cli.api import api_command, review_app, run_on_store, token_command
+from cli.api import api_command, review_app, token_command
 from cli.common import fail as _fail
-from cli.common import rules_or_fail
 from cli.common import progress as _progress
+from cli.common import rules_or_fail, run_on_store
 from cli.rules import rules_app
 from cli.sandbox import sandbox_app
 from graph.factory import store_from_url

@@ -1,25 +1,22 @@
 """``idgraph rules ...``: the model registry kept in the store (service/models.py).
 
 register a rule file, list and show what is held, promote one to live, roll back, and read the
-promotion log. A refusal is one line on standard error and exit code 1; the live model is unchanged.
+promotion log. A refusal is one line on standard error and exit code 2; the live model is unchanged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Optional
 
 import typer
 
-from graph.factory import store_from_url
-from graph.store import GraphStore, StoreError
+from cli.common import fail, run_on_store
+from graph.store import GraphStore
 from identity.rules import RulesError, load_rules
 from service.models import promote, register, rollback
-
-T = TypeVar("T")
 
 rules_app = typer.Typer(help="The model registry: register, list, show, promote, rollback, history.",
                         no_args_is_help=True)
@@ -27,21 +24,6 @@ rules_app = typer.Typer(help="The model registry: register, list, show, promote,
 StoreOption = typer.Option(None, "--store", envvar="IDGRAPH_STORE", help="Store URL, e.g. sqlite:///data/idgraph.db")
 ByOption = typer.Option(None, "--by", help="Who does it (default: $USER)")
 ReasonOption = typer.Option("", "--reason", help="Why, for the promotion log")
-
-
-def _refuse(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=1)
-
-
-def _on_store(url: Optional[str], action: Callable[[GraphStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        async with store_from_url(url) as store:
-            return await action(store)
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        raise _refuse(str(exc)) from None
 
 
 def _who(by: Optional[str]) -> str:
@@ -55,9 +37,9 @@ def register_command(file: Path = typer.Argument(..., help="Rule file (YAML)"), 
     try:
         rules = load_rules(file)
     except RulesError as exc:
-        raise _refuse(str(exc)) from None
+        raise fail(str(exc)) from None
     text = file.read_text(encoding="utf-8")
-    created = _on_store(store, lambda graph: register(graph, rules, _who(by), text))
+    created = run_on_store(lambda graph: register(graph, rules, _who(by), text), store)
     typer.echo(rules.model_version)
     if not created:
         typer.secho("already registered; nothing changed", err=True, fg=typer.colors.YELLOW)
@@ -69,7 +51,7 @@ def list_command(store: Optional[str] = StoreOption) -> None:
     async def read(graph: GraphStore) -> tuple[list[tuple[str, str, str]], str | None]:
         return [(m.version, m.registered_at, m.registered_by) for m in await graph.models()], await graph.live_model()
 
-    models, live = _on_store(store, read)
+    models, live = run_on_store(read, store)
     if not models:
         typer.echo("no models registered")
     for version, at, by in models:
@@ -80,9 +62,9 @@ def list_command(store: Optional[str] = StoreOption) -> None:
 def show_command(version: str = typer.Argument(..., help="A model version, as decisions name it"),
                  store: Optional[str] = StoreOption) -> None:
     """The rules of a registered model, as YAML."""
-    model = _on_store(store, lambda graph: graph.model(version))
+    model = run_on_store(lambda graph: graph.model(version), store)
     if model is None:
-        raise _refuse(f"no model {version!r} is registered")
+        raise fail(f"no model {version!r} is registered")
     typer.echo(model.rules_yaml, nl=not model.rules_yaml.endswith("\n"))
 
 
@@ -91,7 +73,7 @@ def promote_command(version: str = typer.Argument(..., help="The model version t
                     store: Optional[str] = StoreOption, by: Optional[str] = ByOption,
                     reason: str = ReasonOption) -> None:
     """Make a registered model live: every worker takes it up before its next batch."""
-    done = _on_store(store, lambda graph: promote(graph, version, by=_who(by), reason=reason))
+    done = run_on_store(lambda graph: promote(graph, version, by=_who(by), reason=reason), store)
     typer.echo(f"{done.version} is live (was {done.previous or 'none'})")
 
 
@@ -99,14 +81,14 @@ def promote_command(version: str = typer.Argument(..., help="The model version t
 def rollback_command(store: Optional[str] = StoreOption, by: Optional[str] = ByOption,
                      reason: str = ReasonOption) -> None:
     """Make the version live before the current one live again, as a promotion does."""
-    done = _on_store(store, lambda graph: rollback(graph, by=_who(by), reason=reason))
+    done = run_on_store(lambda graph: rollback(graph, by=_who(by), reason=reason), store)
     typer.echo(f"{done.version} is live again (was {done.previous or 'none'})")
 
 
 @rules_app.command("history")
 def history_command(store: Optional[str] = StoreOption) -> None:
     """Every change of the live model, oldest first: who, when, what, why."""
-    promotions = _on_store(store, lambda graph: graph.promotions())
+    promotions = run_on_store(lambda graph: graph.promotions(), store)
     if not promotions:
         typer.echo("no model was ever promoted")
     for p in promotions:

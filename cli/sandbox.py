@@ -12,8 +12,7 @@ from typing import Any, Coroutine, Optional, TypeVar
 import orjson
 import typer
 
-from cli.api import run_on_store
-from cli.common import fail, progress, rules_or_fail
+from cli.common import fail, progress, rules_or_fail, run_on_store
 from devstack.simulate import COST_MARK, sample_line, simulate_on_stack
 from graph.store import StoreError
 from identity.decision_diff import DecisionDiff

@@ -51,7 +51,7 @@ def test_an_invalid_rule_file_is_refused_with_its_reason_in_one_line(tmp_path, r
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: x\nprior: 2\n", encoding="utf-8")
     result = rules_cli("register", str(bad))
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and "invalid rules in" in result.stderr
     assert rules_cli("list").stdout.strip() == "no models registered"
 
@@ -63,12 +63,12 @@ def test_show_gives_the_registered_rules(tmp_path, rules_cli):
 
 def test_show_of_an_unknown_version_is_refused_in_one_line(rules_cli):
     result = rules_cli("show", "nope@000000000000")
-    assert result.returncode == 1 and result.stderr.strip() == "error: no model 'nope@000000000000' is registered"
+    assert result.returncode == 2 and result.stderr.strip() == "error: no model 'nope@000000000000' is registered"
 
 
 def test_promoting_an_unknown_version_is_refused_with_the_reason_in_one_line(rules_cli):
     result = rules_cli("promote", "nope@000000000000")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: no model 'nope@000000000000' is registered "
                                                   "(idgraph rules list shows those that are)"]
 
@@ -97,7 +97,7 @@ def test_rollback_returns_to_each_earlier_live_version_in_turn_then_refuses(tmp_
     assert rules_cli("rollback").stdout.strip() == f"{versions[1]} is live again (was {versions[2]})"
     assert rules_cli("rollback").stdout.strip() == f"{versions[0]} is live again (was {versions[1]})"
     refused = rules_cli("rollback")
-    assert refused.returncode == 1 and "nothing to roll back to" in refused.stderr
+    assert refused.returncode == 2 and "nothing to roll back to" in refused.stderr
     assert [line.split()[2] for line in rules_cli("history").stdout.splitlines()] == [
         "promote", "promote", "promote", "rollback", "rollback"]
 
@@ -111,6 +111,6 @@ def test_a_model_blocking_otherwise_than_the_index_is_refused_naming_the_reindex
     wider = rule_file(tmp_path, "wide", blocking=[*load_rules().blocking, ("company", "city")])
     v2 = registered(rules_cli, wider)
     result = rules_cli("promote", v2)
-    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert f"idgraph rules show {v2} > rules.yaml && idgraph reindex --rules rules.yaml" in result.stderr
     assert rules_cli("list").stdout.splitlines()[0].startswith(f"* {v1}")
