@@ -10,7 +10,7 @@ from graph.store import FIRST_EVENT, ReadViews
 from identity.rules import Rules
 from service.blocking import start_with_blocking_index
 from service.models import live_rules, make_live
-from streams.batch import BatchReport, resolve_history
+from streams.batch import BatchReport, resolve_lines
 
 PAGE = 2000
 
@@ -38,9 +38,9 @@ async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Pat
         # A worker on the target (sandbox worker --candidate) resolves under what built it.
         await make_live(target, rules, by="sandbox", reason=f"replay of {source_url}")
         if rejects is None:
-            return await resolve_history(history(source), target, rules, batch_size=batch_size, progress=progress)
+            return await resolve_lines(history(source), target, rules, batch_size=batch_size, progress=progress)
         with rejects.open("wb") as bad:
-            return await resolve_history(history(source), target, rules, batch_size=batch_size, rejects=bad,
+            return await resolve_lines(history(source), target, rules, batch_size=batch_size, rejects=bad,
                                          progress=progress)
 
 

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, AsyncIterable, Callable, Iterable, Iterator
+from typing import IO, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 
 import orjson
 
@@ -44,7 +44,7 @@ def write_reject(rejects: IO[bytes] | None, number: int, line: bytes, error: Eve
 
 
 async def resolve_lines(
-    lines: Iterable[tuple[int, bytes]],
+    lines: Iterable[tuple[int, bytes]] | AsyncIterable[tuple[int, bytes]],
     store: ResolutionStore,
     rules: Rules,
     *,
@@ -55,32 +55,24 @@ async def resolve_lines(
 ) -> BatchReport:
     """Resolve events in file order; bad lines go to ``rejects`` with their reason, never dropped silently.
 
-    With a ``learner`` the model is learned from the events themselves: the first events wait
-    until it has seen enough of them to fit one, and each later fit takes over at the next
-    batch. ``progress`` is told how many lines each batch settled."""
+    ``lines`` may be read page by page (another store's accepted history, numbered by its seq)
+    rather than held in memory. With a ``learner`` the model is learned from the events
+    themselves: the first events wait until it has seen enough of them to fit one, and each
+    later fit takes over at the next batch. ``progress`` is told how many lines each batch settled."""
     run = _FileRun(store, rules, batch_size, rejects, learner, progress)
-    for number, line in lines:
+    async for number, line in _each(lines):
         await run.add(number, line)
     await run.finish()
     return run.report
 
 
-async def resolve_history(
-    lines: AsyncIterable[tuple[int, bytes]],
-    store: ResolutionStore,
-    rules: Rules,
-    *,
-    batch_size: int = 200,
-    rejects: IO[bytes] | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> BatchReport:
-    """As :func:`resolve_lines` under the given rules throughout, for events read page by page
-    (another store's accepted history, numbered by its seq) rather than held in memory."""
-    run = _FileRun(store, rules, batch_size, rejects, None, progress)
-    async for number, line in lines:
-        await run.add(number, line)
-    await run.finish()
-    return run.report
+async def _each(lines: Iterable[tuple[int, bytes]] | AsyncIterable[tuple[int, bytes]]) -> AsyncIterator[tuple[int, bytes]]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line
 
 
 class _FileRun:
