@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import types
 
-from devstack.simulate import simulate, workload
+from devstack.simulate import Sample, simulate, stretch_cost, workload
 from devstack.stack import LocalStack
 from identity.topics import TopicNames
 
@@ -47,3 +47,16 @@ async def test_a_simulation_resolves_every_event_through_the_namespace_and_repor
     assert min(s.resolved_per_s for s in samples) >= 0 and max(s.resolved_per_s for s in samples) > 0
     assert len(samples) >= 2 and samples[0].store_mb is not None and result.store_mb is not None
     assert result.store_mb > samples[0].store_mb
+
+
+def sample(resolved: int, cpu_s: float) -> Sample:
+    return Sample(0.0, resolved, resolved, 0.0, 0.0, None, None, 0.0, None, cpu_s)
+
+
+def test_the_cost_of_a_stretch_leaves_out_what_came_before_it():
+    # A cheap burst of 100 events first (0.01 s each), then 0.04 s each.
+    samples = [sample(0, 0.0), sample(100, 1.0), sample(150, 3.0), sample(200, 5.0), sample(400, 13.0)]
+    assert stretch_cost(samples, 100, 200) == 40.0
+    assert stretch_cost(samples, 360, 400) == 40.0
+    assert stretch_cost(samples, 500, 600) is None
+
