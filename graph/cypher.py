@@ -532,30 +532,23 @@ POSITIONAL_KEYS = Statement(
     "RETURN EXISTS { MATCH (b:BlockingKey) WHERE b.key >= 'b0' AND b.key < 'b:' } AS found",
 )
 
-# The next page of touchpoints after ($seq, $event_id), in that order: the Touchpoint.seq index
-# seeks, and the event id orders touchpoints of two workers' batches that share a seq.
-TOUCHPOINT_FEATURES = Statement(
-    "touchpoint_features",
-    """
-MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
-RETURN t.seq AS seq, t.event_id AS event_id, t.features AS features
-ORDER BY t.seq, t.event_id
-LIMIT $chunk
-""",
-    ("seq", "event_id", "chunk"),
-)
 
-# The same paging, with each touchpoint's event as received: history for a replay.
-ACCEPTED_EVENTS = Statement(
-    "accepted_events",
-    """
+def _touchpoint_page(column: str) -> str:
+    """The next page of touchpoints after ($seq, $event_id), in that order, with one column of
+    each: the Touchpoint.seq index seeks, and the event id orders touchpoints of two workers'
+    batches that share a seq."""
+    return f"""
 MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
-RETURN t.seq AS seq, t.event_id AS event_id, t.event AS event
+RETURN t.seq AS seq, t.event_id AS event_id, t.{column} AS {column}
 ORDER BY t.seq, t.event_id
 LIMIT $chunk
-""",
-    ("seq", "event_id", "chunk"),
-)
+"""
+
+
+TOUCHPOINT_FEATURES = Statement("touchpoint_features", _touchpoint_page("features"), ("seq", "event_id", "chunk"))
+
+# Each touchpoint's event as received: history for a replay.
+ACCEPTED_EVENTS = Statement("accepted_events", _touchpoint_page("event"), ("seq", "event_id", "chunk"))
 
 # Each touchpoint's blocking relationships replaced by those of its new keys.
 REBLOCK_TOUCHPOINTS = Statement(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -37,11 +38,9 @@ async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Pat
         await start_with_blocking_index(target, rules)
         # A worker on the target (sandbox worker --candidate) resolves under what built it.
         await make_live(target, rules, by="sandbox", reason=f"replay of {source_url}")
-        if rejects is None:
-            return await resolve_lines(history(source), target, rules, batch_size=batch_size, progress=progress)
-        with rejects.open("wb") as bad:
+        with rejects.open("wb") if rejects is not None else nullcontext() as bad:
             return await resolve_lines(history(source), target, rules, batch_size=batch_size, rejects=bad,
-                                         progress=progress)
+                                       progress=progress)
 
 
 async def copy_history(live_url: str, sandbox_url: str, rules: Rules) -> None:

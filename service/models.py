@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from graph.store import BlockingIndex, ModelRegistry, Promotion, RegisteredModel, StoreConflict, StoreError
+from graph.store import BlockingIndex, ModelRegistry, Promotion, RegisteredModel, StoreConflict, StoreError, UnknownModel
 from identity.features import blocking_signature
 from identity.rules import Rules, RulesError, parse_rules
 from service.blocking import BlockingMismatch
@@ -129,9 +129,13 @@ async def live_rules(store: ModelRegistry, fallback: Rules) -> Rules:
     live = await store.live_model()
     if live is None or live == fallback.model_version:
         return fallback
-    model = await store.model(live)
+    return await _registered_rules(store, live)
+
+
+async def _registered_rules(store: ModelRegistry, version: str) -> Rules:
+    model = await store.model(version)
     if model is None:
-        raise StoreError(f"the live model {live} is not registered in the store")
+        raise UnknownModel(f"the live model {version} is not registered in the store")
     return rules_of(model)
 
 
@@ -147,12 +151,9 @@ class LiveRules:
         live = await self._store.live_model()
         if live is None or live == self.rules.model_version:
             return None
-        model = await self._store.model(live)
         try:
-            if model is None:
-                raise RulesError(f"the live model {live} is not registered")
-            rules = rules_of(model)
-        except RulesError as exc:
+            rules = await _registered_rules(self._store, live)
+        except (RulesError, UnknownModel) as exc:
             # Promotions check this; keep resolving under the rules held rather than stop the stream.
             log.error("live model unusable; keeping the rules held", live=live, held=self.rules.model_version,
                       reason=str(exc))
