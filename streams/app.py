@@ -107,7 +107,7 @@ class IdgraphApp(faust.App):
         self.settings = settings
         #: The rules configured (IDGRAPH_RULES, else bundled); at start, the registry's live model
         #: replaces them, and the pipeline follows it from then on (service/models.py).
-        self.rules = rules or load_rules(settings.rules)
+        self._configured_rules = rules or load_rules(settings.rules)
         self._rules_explicit = rules is not None or settings.rules is not None
         self.policy = load_policy(settings.policy)
         self.scenarios = scenarios or []
@@ -127,18 +127,18 @@ class IdgraphApp(faust.App):
         await super().on_start()
         self.store = store_from_url(self.settings.store)
         await self.store.open()
-        self.rules = await start_with_registry(self.store, self.rules, explicit=self._rules_explicit)
-        await start_with_blocking_index(self.store, self.rules)
+        rules = await start_with_registry(self.store, self._configured_rules, explicit=self._rules_explicit)
+        await start_with_blocking_index(self.store, rules)
         declared = load_subscriptions(self.settings.subscriptions) if self.settings.subscriptions else []
         for subscription in [*declared, *(s.subscription() for s in self.scenarios)]:
             await self.store.put_subscription(subscription.name, subscription.model_dump(mode="json"))
         self._http = httpx.AsyncClient()
         self.sink_router = Router(self.publish, self._http, self.metrics, topics=self.settings.topics)
-        self.pipeline = ResolutionPipeline(self.store, self.rules, self.publish, policy=self.policy,
+        self.pipeline = ResolutionPipeline(self.store, LiveRules(self.store, rules), self.publish, policy=self.policy,
                                            max_hops=self.settings.max_hops, metrics=self.metrics,
                                            max_event_bytes=self.settings.max_event_bytes,
                                            notice_wanted=self.notice_wanted, route=self.sink_router.route,
-                                           topics=self.settings.topics, follow=LiveRules(self.store, self.rules))
+                                           topics=self.settings.topics)
         self.pipeline.warm_up()
         await self.refresh_subscriptions()
         self._metrics_server = await install_metrics(self, self.metrics, self.settings.metrics_port)

@@ -98,17 +98,16 @@ class WorkerStore(ResolutionStore, Outbox, Protocol):
 
 
 class ResolutionPipeline:
-    def __init__(self, store: WorkerStore, rules: Rules, publish: Publisher, *, max_event_bytes: int,
+    def __init__(self, store: WorkerStore, rules: Rules | LiveRules, publish: Publisher, *, max_event_bytes: int,
                  policy: Policy | None = None, max_hops: int = 8, metrics: WorkerMetrics | None = None,
                  notice_wanted: Callable[[str], bool] = lambda event_type: True,  # by default every type
                  retry_delay_s: float = 0.5, max_in_flight: int = 4,
-                 on_result: OnDurable | None = None, route: Route | None = None, topics: TopicNames = LIVE,
-                 follow: LiveRules | None = None) -> None:
+                 on_result: OnDurable | None = None, route: Route | None = None, topics: TopicNames = LIVE) -> None:
         self.store = store
-        self.rules = rules
-        self.resolver = Resolver(store, rules, policy=policy)
-        #: The registry's live model, checked before each batch (None: ``rules`` throughout).
-        self._follow = follow
+        #: Given LiveRules, the registry's live model is checked before each batch; given Rules,
+        #: those are used throughout. The resolver holds the rules in use (:attr:`rules`).
+        self._follow = rules if isinstance(rules, LiveRules) else None
+        self.resolver = Resolver(store, rules.rules if isinstance(rules, LiveRules) else rules, policy=policy)
         self.metrics = metrics or WorkerMetrics(process_collectors=False)
         self._max_hops = max_hops
         self._notice_wanted = notice_wanted
@@ -129,6 +128,11 @@ class ResolutionPipeline:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def rules(self) -> Rules:
+        """The rules the next batch is resolved under."""
+        return self.resolver.rules
 
     async def handle(self, batch: Sequence[Incoming]) -> BatchResult:
         """Resolve a batch and return once all its effects are durable."""
@@ -250,7 +254,6 @@ class ResolutionPipeline:
             log.warning("live model not checked: store unavailable", error=str(exc))
             return
         if rules is not None:
-            self.rules = rules
             self.resolver = Resolver(self.store, rules, policy=self.resolver.policy)
 
     async def _enter(self) -> None:

@@ -14,6 +14,7 @@ from faust.types import TP
 
 from identity.events import parse_event
 from identity.features import prepare
+from service.models import LiveRules, promote, register, start_with_registry
 from service.resolver import Resolver
 from sinks.router import Router
 from sinks.subscriptions import parse_subscriptions
@@ -405,3 +406,20 @@ async def test_a_batch_is_durable_only_once_its_subscriptions_sink_acknowledged(
         broker.acknowledge(topic="scenario.crm")
         assert (await relay).published and await store.unpublished_deltas() == []
         await router.stop()
+
+
+async def test_a_pipeline_following_the_live_model_resolves_the_next_batch_under_a_promoted_one(store, rules):
+    await start_with_registry(store, rules, explicit=False)
+    broker = Broker()
+    pipeline = ResolutionPipeline(store, LiveRules(store, rules), broker, max_event_bytes=4096)
+    first = await pipeline.begin([incoming("e1", "13800000001", 0)])
+    broker.acknowledge()
+    await first
+    stricter = rules.model_copy(update=dict(version="stricter", thresholds={"link": 0.99, "review": 0.5}))
+    await register(store, stricter, "ana")
+    await promote(store, stricter.model_version, by="ana", reason="")
+    second = await pipeline.begin([incoming("e2", "13800000002", 1)])
+    broker.acknowledge()
+    outcomes = [o for result in (await first, await second) for o in result.outcomes]
+    assert [o.decision["rule_version"] for o in outcomes] == [rules.model_version, stricter.model_version]
+    assert pipeline.rules == stricter
