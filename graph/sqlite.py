@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Collection, Sequence
@@ -53,7 +54,16 @@ from identity.features import (
     rarest_first,
     split_key,
 )
-from identity.model import DecisionRecord, ErasedMatch, MatchRecord, ProfileState, ResolutionContext, TraitValue, consent_from_json
+from identity.model import (
+    ConsentValue,
+    DecisionRecord,
+    ErasedMatch,
+    MatchRecord,
+    ProfileState,
+    ResolutionContext,
+    TraitValue,
+    consent_from_json,
+)
 from identity.plan import ChangeSet
 from identity.rules import Rules
 
@@ -69,8 +79,29 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _traits_from_json(raw: str) -> dict[str, TraitValue]:
-    return {name: TraitValue(**t) for name, t in orjson.loads(raw).items()}
+#: Parsed forms kept of recently read JSON columns. The same candidates come back event after
+#: event (a common name's records, a returning customer's profile), and parsing them again was
+#: most of what reading them cost. Keyed by the stored text itself, so a change is a new entry.
+_PARSED_KEPT = 8192
+
+
+@lru_cache(maxsize=_PARSED_KEPT)
+def _features_from_json(raw: str) -> Features:
+    """A stored touchpoint's features; shared between readers, which never change them."""
+    features: Features = orjson.loads(raw)
+    return features
+
+
+@lru_cache(maxsize=_PARSED_KEPT)
+def _profile_fields(traits: str, consent: str) -> tuple[dict[str, TraitValue], dict[str, ConsentValue]]:
+    return ({name: TraitValue(**t) for name, t in orjson.loads(traits).items()},
+            consent_from_json(orjson.loads(consent)))
+
+
+def _profile_state(pid: str, version: int, created_at: str, traits: str, consent: str) -> ProfileState:
+    kept_traits, kept_consent = _profile_fields(traits, consent)
+    # Copies: a profile state is the planner's to change, the kept parse is everyone's.
+    return ProfileState(pid, version, created_at, set(), dict(kept_traits), dict(kept_consent))
 
 
 def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileState]:
@@ -79,8 +110,8 @@ def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileSta
         return {}
     marks = _placeholders(len(ids))
     profiles = {
-        pid: ProfileState(pid, version, created_at, set(), _traits_from_json(traits), consent_from_json(orjson.loads(consent)))
-        for pid, version, created_at, traits, consent in db.execute(
+        row[0]: _profile_state(*row)
+        for row in db.execute(
             f"SELECT id, version, created_at, traits, consent FROM profiles WHERE id IN ({marks})", tuple(ids)
         )
     }
@@ -111,6 +142,9 @@ class SQLiteTransaction(StoreTransaction):
         #: an event applied or refused in this transaction leaves it, so a repeat in the same
         #: batch is looked up like any redelivery.
         self._unseen: set[str] = set()
+        #: False once :meth:`prefetch` found no tombstone: until this transaction ends none can
+        #: appear (erasures write in transactions of their own), so events need not be hashed.
+        self._tombstones = True
 
     async def prefetch(self, batch: Sequence[PreparedEvent], rules: Rules) -> None:
         # Almost every event is new: one set-based query spares two lookups per event that find nothing.
@@ -123,6 +157,7 @@ class SQLiteTransaction(StoreTransaction):
                 f"SELECT event_id FROM decisions WHERE event_id IN ({marks}) "
                 f"UNION ALL SELECT event_id FROM refusals WHERE event_id IN ({marks})", (*chunk, *chunk)))
         self._unseen = set(ids) - seen
+        self._tombstones = self._db.execute("SELECT EXISTS (SELECT 1 FROM tombstone_keys)").fetchone()[0] == 1
 
     async def outcome(self, event_id: str) -> Outcome | None:
         if event_id in self._unseen:
@@ -153,7 +188,7 @@ class SQLiteTransaction(StoreTransaction):
             "SELECT t.event_id, t.profile_id, t.features FROM blocking b JOIN touchpoints t ON t.seq = b.seq "
             "WHERE b.key = ? ORDER BY b.seq DESC LIMIT ?", (key, rules.candidates_per_key)).fetchall())
             for key in prepared.blocking_keys]
-        records = {row[0]: MatchRecord(row[0], row[1], orjson.loads(row[2]))
+        records = {row[0]: MatchRecord(row[0], row[1], _features_from_json(row[2]))
                    for row in rarest_first(found, rules.candidates_per_event, lambda row: row[0])}
         strong = {p for ps in holders.values() if len(ps) <= generic_after for p in ps}
         for profile_id in strong:
@@ -161,13 +196,15 @@ class SQLiteTransaction(StoreTransaction):
                 "SELECT event_id, features FROM touchpoints WHERE profile_id = ? ORDER BY seq DESC LIMIT ?",
                 (profile_id, RECORDS_PER_PROFILE),
             ):
-                records.setdefault(event_id, MatchRecord(event_id, profile_id, orjson.loads(features)))
+                records.setdefault(event_id, MatchRecord(event_id, profile_id, _features_from_json(features)))
         profile_ids = strong | {r.profile_id for r in records.values()}
         terms = operations.read_terms(db, prepared.term_keys, rules.term_frequency_fields)
         return ResolutionContext(holders, tuple(records.values()), load_profiles(db, profile_ids),
                                  kept_apart(db, profile_ids), self._erased(prepared), terms)
 
     def _erased(self, prepared: PreparedEvent) -> tuple[ErasedMatch, ...]:
+        if not self._tombstones:
+            return ()
         hashes = event_hashes(self._erasure_key, prepared)
         rows = self._db.execute(
             "SELECT k.profile_id, t.erased_at, k.via FROM tombstone_keys k JOIN tombstones t ON t.profile_id = k.profile_id "

@@ -171,15 +171,14 @@ def _too_deep(event: dict[str, Any]) -> str | None:
     for field, value in event.items():
         if not isinstance(value, (dict, list)):
             continue  # most top-level fields are scalars: nothing to walk
-        stack: list[tuple[Any, int]] = [(value, 1)]
+        # Only containers go on the stack: a scalar is as deep as its container's children.
+        stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
         while stack:
             node, depth = stack.pop()
-            if depth > MAX_NESTING:
+            children = node.values() if isinstance(node, dict) else node
+            if depth > MAX_NESTING or (depth == MAX_NESTING and children):
                 return str(field)
-            if isinstance(node, dict):
-                stack.extend((child, depth + 1) for child in node.values())
-            elif isinstance(node, list):
-                stack.extend((child, depth + 1) for child in node)
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return None
 
 

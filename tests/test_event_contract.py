@@ -112,6 +112,19 @@ def test_an_event_nesting_up_to_the_limit_is_accepted():
     assert parse_event({"event_id": "e", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "payload": deep})
 
 
+@pytest.mark.parametrize("containers, accepted", [(MAX_NESTING - 1, True), (MAX_NESTING, False)])
+def test_a_scalar_counts_as_one_level_below_its_container(containers, accepted):
+    deep: object = "leaf"
+    for _ in range(containers):
+        deep = {"x": deep}
+    event = {"event_id": "e", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "payload": deep}
+    if accepted:
+        assert parse_event(event)
+    else:
+        with pytest.raises(EventRejected, match="nested more than"):
+            parse_event(event)
+
+
 def test_the_same_event_stamped_at_another_time_has_the_same_digest_but_other_content_does_not():
     """A scenario acting again on a redelivered delta emits its event (same id) with a new time."""
     first = dict(VALID)

@@ -537,6 +537,19 @@ async def test_split_pair_stays_apart_when_the_next_event_links_them_again(engin
     assert await store.survivor(ann.profile_id) == ann.profile_id
 
 
+async def test_a_profile_read_for_one_event_is_that_readers_own_to_change(engine, store, rules):
+    """The planner changes the profile states it is given; another reader must not see that."""
+    await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
+    prepared = prepare(make_event({"phone": "13800138000"}), rules)
+    async with store.transaction() as tx:
+        await tx.prefetch([prepared], rules)
+        (first,) = (await tx.context(prepared, rules)).profiles.values()
+        first.traits.clear()
+        first.consent.clear()
+        (second,) = (await tx.context(prepared, rules)).profiles.values()
+    assert second.traits["name"].value == "张伟"
+
+
 # --- term frequencies ---------------------------------------------------------------------
 
 async def stored_terms(store, rules, traits):
