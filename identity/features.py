@@ -105,6 +105,15 @@ def _full_name(traits: dict[str, Any]) -> str | None:
     return None
 
 
+def _workplace(traits: dict[str, Any]) -> str | None:
+    """Employer and city as one value: colleagues share both, so agreeing on the two together
+    is one piece of evidence, not two; where both records have it, ``when_missing`` skips the parts."""
+    company, city = traits.get("company"), traits.get("city")
+    if isinstance(company, str) and isinstance(city, str) and company.strip() and city.strip():
+        return f"{company.strip()} {city.strip()}"
+    return None
+
+
 def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, list[FieldError]]:
     features: Features = {}
     errors: list[FieldError] = []
@@ -112,6 +121,8 @@ def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, li
         raw = event.traits.get(comparison.field)
         if raw is None and comparison.field == "name":
             raw = _full_name(event.traits)
+        if raw is None and comparison.field == "workplace":
+            raw = _workplace(event.traits)
         if raw is None or isinstance(raw, bool):
             continue
         try:

@@ -127,6 +127,23 @@ def test_full_name_is_not_compared_when_both_sides_have_given_and_family_names(r
     assert set(levels(score_pair(a, b, rules))) == {"given_name", "family_name"}
 
 
+def test_employer_and_city_are_one_piece_of_evidence_when_both_sides_have_both(rules):
+    a = features(rules, company="Acme GmbH", city="Köln")
+    assert set(levels(score_pair(a, features(rules, company="Acme GmbH", city="Köln"), rules))) == {"workplace"}
+
+
+def test_employer_and_city_are_compared_apart_when_one_side_lacks_one(rules):
+    a = features(rules, company="Acme GmbH", city="Köln")
+    assert set(levels(score_pair(a, features(rules, city="Köln"), rules))) == {"city"}
+
+
+def test_colleagues_sharing_a_given_name_are_not_linked_on_their_workplace(rules):
+    # Colleagues share employer and city; counted as two agreements, they outweighed another family name.
+    anna = dict(given_name="Anna", company="Acme GmbH", city="Köln")
+    score = score_pair(features(rules, **anna, family_name="Schmidt"), features(rules, **anna, family_name="Okafor"), rules)
+    assert score.probability < rules.thresholds.link
+
+
 def test_weight_is_prior_plus_log2_m_over_u_of_each_level(rules):
     score = score_pair(features(rules, birth_date="1985-04-12"), features(rules, birth_date="1985-04-12"), rules)
     m, u = next(c for c in rules.comparisons if c.field == "birth_date").levels["exact"]
