@@ -460,6 +460,10 @@ class Neo4jStore(GraphStore):
     async def assignments(self) -> list[tuple[str, str]]:
         return [(r["event_id"], r["profile_id"]) for r in await self._read(cypher.ASSIGNMENTS)]
 
+    async def applied_count(self) -> int:
+        (row,) = await self._read(cypher.APPLIED_COUNT)
+        return int(row["applied"])
+
     async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
         rows = await self._read(cypher.ACCEPTED_EVENTS, seq=after[0], event_id=after[1], chunk=limit)
         return [AcceptedEvent(int(r["seq"]), r["event_id"], r["event"].encode()) for r in rows]

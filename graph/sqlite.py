@@ -413,6 +413,10 @@ class SQLiteStore(GraphStore):
     async def assignments(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT event_id, profile_id FROM touchpoints ORDER BY seq"))
 
+    async def applied_count(self) -> int:
+        (count,) = self.db.execute("SELECT COUNT(*) FROM touchpoints").fetchone()
+        return int(count)
+
     async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
         rows = self.db.execute("SELECT seq, event_id, event FROM touchpoints WHERE seq > ? ORDER BY seq LIMIT ?",
                                (after[0], limit))  # seq is the primary key here: unique, so it alone orders

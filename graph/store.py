@@ -316,6 +316,11 @@ class ReadViews(Protocol):
         """(event_id, live profile id) for every applied event, in arrival order."""
 
     @abstractmethod
+    async def applied_count(self) -> int:
+        """How many applied events the store holds (as many as :meth:`assignments` lists), counted
+        without reading them: what sizes a replay's progress."""
+
+    @abstractmethod
     async def accepted_events(self, after: tuple[int, str] = FIRST_EVENT, limit: int = 1000) -> list[AcceptedEvent]:
         """At most ``limit`` applied events after the cursor ``after`` (the last one read's
         :attr:`AcceptedEvent.cursor`), in acceptance order: a replay pages through history with it.

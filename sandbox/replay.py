@@ -27,7 +27,7 @@ async def history(store: ReadViews, page: int = PAGE) -> AsyncIterator[tuple[int
 
 async def accepted_count(url: str) -> int:
     async with store_from_url(url) as store:
-        return len(await store.assignments())
+        return await store.applied_count()
 
 
 async def replay(source_url: str, target_url: str, rules: Rules, *, rejects: Path | None = None,

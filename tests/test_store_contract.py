@@ -162,6 +162,13 @@ async def test_assignments_give_each_event_its_live_profile_in_arrival_order(eng
         (older.event_id, older.profile_id), (newer.event_id, older.profile_id), (bridge.event_id, older.profile_id)]
 
 
+async def test_the_applied_count_is_the_number_of_assignments_redeliveries_apart(engine, store):
+    assert await store.applied_count() == 0
+    older, _, _ = await merged_pair(engine)
+    await engine.resolve(make_event({"phone": "13800138000"}, event_id=older.event_id))  # a redelivery
+    assert await store.applied_count() == len(await store.assignments()) == 3
+
+
 async def test_accepted_events_page_through_history_in_acceptance_order_as_received(engine, store):
     older, newer, bridge = await merged_pair(engine)
     await engine.resolve(make_event({"phone": "13800138000"}, event_id=older.event_id))  # a redelivery
