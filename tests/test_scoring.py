@@ -33,6 +33,16 @@ def test_one_letter_typo_in_a_name_is_close_not_exact(rules):
     assert levels(score)["family_name"] == "close"
 
 
+def test_a_wrong_first_letter_in_a_name_is_as_close_as_any_other_typo(rules):
+    score = score_pair(features(rules, family_name="Meyer"), features(rules, family_name="Neyer"), rules)
+    assert levels(score)["family_name"] == "close"
+
+
+def test_one_letter_of_a_short_name_is_not_a_typo_but_likely_another_name(rules):
+    score = score_pair(features(rules, given_name="Wei"), features(rules, given_name="Wen"), rules)
+    assert levels(score)["given_name"] != "close"
+
+
 def date_level(rules, a, b):
     return levels(score_pair(features(rules, birth_date=a), features(rules, birth_date=b), rules))["birth_date"]
 
@@ -78,7 +88,7 @@ def test_a_level_a_comparison_leaves_out_counts_as_the_next_weaker_it_keeps(rule
 
 
 def test_comparator_thresholds_come_from_the_rule_file(rules):
-    a, b = features(rules, family_name="neumann"), features(rules, family_name="neuman")
+    a, b = features(rules, family_name="hoffmann"), features(rules, family_name="hofman")  # two typos
     assert levels(score_pair(a, b, rules))["family_name"] == "close"
     strict = rules.model_copy(update=dict(comparators={**rules.comparators.model_dump(), "name": {"close": 0.99, "similar": 0.98}}))
     assert levels(score_pair(a, b, strict))["family_name"] == "other"
