@@ -11,14 +11,13 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from identity.rules import load_rules
 
-RULES = Path(load_rules.__code__.co_filename).with_name("rules.yaml")
 
 
 def strict_rules(directory: Path) -> Path:
     """The bundled rules with thresholds no namesake pair reaches: the candidate a sandbox tries."""
     path = directory / "strict.yaml"
-    path.write_text(RULES.read_text().replace("thresholds: {link: 0.95, review: 0.5}",
-                                              "thresholds: {link: 0.999999, review: 0.99999}"))
+    strict = load_rules().model_copy(update=dict(thresholds={"link": 0.999999, "review": 0.99999}))
+    path.write_text(strict.to_yaml())
     return path
 
 
