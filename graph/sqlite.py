@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, AsyncIterator, Collection, Sequence
 
