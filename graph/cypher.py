@@ -404,11 +404,11 @@ FOREACH (review IN row.reviews |
 FOREACH (delta IN row.deltas |
   CREATE (d)-[:EMITTED]->(:Delta:Unpublished {
     delta_id: delta.delta_id, seq: base + row.pos, index: delta.index, event_id: row.event_id,
-    profile_id: delta.profile_id, delta: delta.json, published: false
+    profile_id: delta.profile_id, delta: delta.json, published: false, claimed_until: timestamp() + $claim_ms
   }))
 RETURN count(*) AS written, max(last) AS last
 """,
-    ("events", "after", "floor"),
+    ("events", "after", "floor", "claim_ms"),
 )
 
 # Term frequencies (identity/compare.py term_weights), counted in the batch's own transaction:
@@ -682,6 +682,20 @@ MATCH (t:Touchpoint)
 WITH t ORDER BY rand()
 LIMIT $limit
 RETURN t.features AS features
+""",
+    ("limit",),
+)
+
+# Deltas no writer is sending (graph/store.py, Outbox.orphaned_deltas): the server's clock is
+# every worker's. Deltas written before claims existed have none.
+ORPHANED_DELTAS = Statement(
+    "orphaned_deltas",
+    """
+MATCH (d:Delta:Unpublished)
+WHERE coalesce(d.claimed_until, 0) <= timestamp()
+RETURN d.delta_id AS delta_id, d.delta AS delta
+ORDER BY d.seq, d.event_id, d.index
+LIMIT $limit
 """,
     ("limit",),
 )
@@ -1193,7 +1207,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,
         RECORD_TOMBSTONE, TOMBSTONE, OPERATIONS_FOR, REVIEWS, IDENTIFIER_HOLDERS,
         SURVIVOR, PROFILE, DECISION, DECISIONS_FOR, TIMELINE, SEARCH_TIMELINE, ASSIGNMENTS, APPLIED_COUNT, SAMPLE_FEATURES,
-        UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, MARK_PUBLISHED, OPEN_REVIEWS, OPEN_REVIEW_COUNT, GENERIC_IDENTIFIERS,
+        UNPUBLISHED_DELTAS, UNPUBLISHED_DELTAS_OF, ORPHANED_DELTAS, MARK_PUBLISHED, OPEN_REVIEWS, OPEN_REVIEW_COUNT, GENERIC_IDENTIFIERS,
         SUBSCRIPTIONS, PUT_SUBSCRIPTION, DELETE_SUBSCRIPTION,
         REGISTER_MODEL, MODEL, MODELS, MODEL_KNOWN, RECORD_PROMOTION, SET_LIVE_MODEL, PROMOTIONS,
         DELETE_EVERYTHING,

@@ -189,7 +189,7 @@ def _check_written(statement: Statement, result: Rows, sent: int) -> None:
 
 
 async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: QueryStats, clock: _Clock,
-                       writer: str) -> None:
+                       writer: str, claim_ms: int) -> None:
     """The batch's write, in statement order; raising here rolls all of it back."""
     stats.transactions += 1
     stats.round_trips += 2  # BEGIN, COMMIT
@@ -213,7 +213,7 @@ async def _write_batch(tx: AsyncManagedTransaction, plan: WritePlan, stats: Quer
         await _run(tx, cypher.COUNT_TERMS, stats, "terms", plan.terms, writer=writer)
     if plan.events:
         written = await _run(tx, cypher.RECORD_EVENTS, stats, "events", plan.events,
-                             after=[lock["id"] for lock in plan.locks], floor=clock.last)
+                             after=[lock["id"] for lock in plan.locks], floor=clock.last, claim_ms=claim_ms)
         _check_written(cypher.RECORD_EVENTS, written, len(plan.events))
         clock.last = max(clock.last, int(written[0]["last"]))
     if plan.events or plan.merges:
@@ -401,18 +401,18 @@ class Neo4jStore(GraphStore):
         return snapshot_from_row(row, request)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+    async def transaction(self, *, claim_s: float = 0.0) -> AsyncIterator[StoreTransaction]:
         tx = Neo4jTransaction(self._read_neighbourhood, self._erasure_key)
         yield tx
         plan = tx.write_plan()
         if not plan.empty:
-            await self._commit(plan)
+            await self._commit(plan, int(claim_s * 1000))
 
-    async def _commit(self, plan: WritePlan) -> None:
+    async def _commit(self, plan: WritePlan, claim_ms: int) -> None:
         with _outages_as_unavailable(self.settings.url):
             try:
                 async with self.driver.session(database=self.settings.database, bookmark_manager=self._bookmarks) as session:
-                    await session.execute_write(_write_batch, plan, self.stats, self._clock, self._writer)
+                    await session.execute_write(_write_batch, plan, self.stats, self._clock, self._writer, claim_ms)
             except StoreConflict:
                 self.stats.conflicts += 1
                 raise
@@ -478,6 +478,10 @@ class Neo4jStore(GraphStore):
         else:
             rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids or ()),
                                     profile_ids=list(profile_ids), limit=limit)
+        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows if r["delta_id"] not in known]
+
+    async def orphaned_deltas(self, limit: int = 1000, *, known: Collection[str] = ()) -> list[IdentityDelta]:
+        rows = await self._read(cypher.ORPHANED_DELTAS, limit=limit)
         return [IdentityDelta.model_validate_json(r["delta"]) for r in rows if r["delta_id"] not in known]
 
     async def mark_published(self, delta_ids: list[str]) -> None:

@@ -8,8 +8,10 @@ second process sharing the file waits for it rather than interleaving.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
+import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -75,9 +77,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def _epoch_ms(ahead_s: float = 0.0) -> int:
+    """Milliseconds since the epoch, ``ahead_s`` from now: every process on the file shares the clock."""
+    return int((time.time() + ahead_s) * 1000)
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
+
+#: How long a write waits for another process's transaction before the store counts as busy.
+BUSY_TIMEOUT_S = 30.0
 
 #: Parsed forms kept of recently read JSON columns. The same candidates come back event after
 #: event (a common name's records, a returning customer's profile), and parsing them again was
@@ -135,9 +145,10 @@ def kept_apart(db: sqlite3.Connection, ids: set[str]) -> frozenset[frozenset[str
 
 
 class SQLiteTransaction(StoreTransaction):
-    def __init__(self, db: sqlite3.Connection, erasure_key: bytes) -> None:
+    def __init__(self, db: sqlite3.Connection, erasure_key: bytes, claimed_until_ms: int = 0) -> None:
         self._db = db
         self._erasure_key = erasure_key
+        self._claimed_until_ms = claimed_until_ms  # the outbox rows it writes are its caller's to send until then
         #: Event ids of the batch with no stored outcome, read at once by :meth:`prefetch`;
         #: an event applied or refused in this transaction leaves it, so a repeat in the same
         #: batch is looked up like any redelivery.
@@ -246,8 +257,8 @@ class SQLiteTransaction(StoreTransaction):
                  decision.review.confidence, now),
             )
         self._db.executemany(
-            "INSERT INTO outbox (delta_id, event_id, profile_id, delta) VALUES (?, ?, ?, ?)",
-            [(d.delta_id, prepared.event_id, d.profile_id, d.to_json()) for d in changes.deltas],
+            "INSERT INTO outbox (delta_id, event_id, profile_id, delta, claimed_until) VALUES (?, ?, ?, ?, ?)",
+            [(d.delta_id, prepared.event_id, d.profile_id, d.to_json(), self._claimed_until_ms) for d in changes.deltas],
         )
 
     def _upsert_profile(self, profile: ProfileState, now: str) -> None:
@@ -297,7 +308,7 @@ class SQLiteStore(GraphStore):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
             db.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only power loss can drop the
             # last commits, never tear one.
@@ -333,15 +344,40 @@ class SQLiteStore(GraphStore):
             raise StoreError("the SQLite store is not open; call open() or use 'async with'")
         return self._db
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[StoreTransaction]:
+    async def _begin_immediate(self) -> None:
+        """Take the write lock. While another process (a second worker, the profile API) holds
+        it, wait on the event loop, not in SQLite's busy handler, which would stop this
+        process's consuming, producing and acknowledging for as long as the other's transaction."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = 0.0005
+        while not self._try_begin_immediate():
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(f"SQLite store {self.path} is busy: another process held its write lock "
+                                       f"for {BUSY_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def _try_begin_immediate(self) -> bool:
+        """``BEGIN IMMEDIATE`` if the lock is free now. The busy handler is off for this one
+        statement only: other coroutines' statements on the connection keep waiting as before."""
         db = self.db
+        db.execute("PRAGMA busy_timeout = 0")
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:  # locked by another process past the busy timeout
-            raise StoreUnavailable(f"SQLite store {self.path} is busy: {exc}") from exc
+            return True
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+    @asynccontextmanager
+    async def transaction(self, *, claim_s: float = 0.0) -> AsyncIterator[StoreTransaction]:
+        db = self.db
+        await self._begin_immediate()
         try:
-            yield SQLiteTransaction(db, self._erasure_key)
+            yield SQLiteTransaction(db, self._erasure_key, _epoch_ms(claim_s) if claim_s else 0)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -443,11 +479,23 @@ class SQLiteStore(GraphStore):
         # Decoding is most of the cost, and a worker under load holds most of what it finds.
         return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
 
+    async def orphaned_deltas(self, limit: int = 1000, *, known: Collection[str] = ()) -> list[IdentityDelta]:
+        rows = self.db.execute("SELECT delta_id, delta FROM outbox WHERE published = 0 AND claimed_until <= ? "
+                               "ORDER BY seq LIMIT ?", (_epoch_ms(), limit))
+        return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
+
     async def mark_published(self, delta_ids: list[str]) -> None:
-        # One statement per chunk is one commit; a statement per delta would commit per delta.
-        for start in range(0, len(delta_ids), 500):
-            chunk = delta_ids[start:start + 500]
-            self.db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
+        if not delta_ids:
+            return
+        await self._begin_immediate()  # one commit for them all, taken without blocking the worker's loop
+        try:
+            for start in range(0, len(delta_ids), 500):
+                chunk = delta_ids[start:start + 500]
+                self.db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     async def open_reviews(self) -> list[OpenReview]:
         rows = self.db.execute(

@@ -7,10 +7,26 @@ Each migration is applied once, in order, inside a transaction, and recorded in
 from __future__ import annotations
 
 import sqlite3
+from typing import Callable
 
 from graph.store import POSITIONAL
 
-MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
+
+def _add_outbox_claims(db: sqlite3.Connection) -> None:
+    """11: outbox claims (``ResolutionStore.transaction``'s ``claim_s``): until ``claimed_until``
+    (epoch milliseconds) a worker's deltas are its own to send, and the outbox relay of every
+    other worker leaves them alone. Rows written before, and without a claim, hold 0.
+
+    ``ADD COLUMN`` has no ``IF NOT EXISTS``; the column is looked for first, so that running
+    this again changes nothing, as with the migrations before it."""
+    if "claimed_until" not in {row[1] for row in db.execute("PRAGMA table_info(outbox)")}:
+        db.execute("ALTER TABLE outbox ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0")
+
+
+#: Statements run in order (a string is split on ``;``), or a function given the connection.
+Migration = str | tuple[str, ...] | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: profiles, identifiers, touchpoints with their features and blocking keys,
     #    decisions, merge lineage, reviews and the delta outbox.
     """
@@ -232,6 +248,7 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         reason   TEXT NOT NULL
     );
     """,
+    _add_outbox_claims,
 )
 
 
@@ -251,12 +268,18 @@ def migrate(db: sqlite3.Connection) -> None:
             db.execute("COMMIT")
             continue
         try:
-            migration = MIGRATIONS[version - 1]
-            for statement in migration if isinstance(migration, tuple) else migration.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            _apply(db, MIGRATIONS[version - 1])
             db.execute(f"PRAGMA user_version = {version}")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+def _apply(db: sqlite3.Connection, migration: Migration) -> None:
+    if callable(migration):
+        migration(db)
+        return
+    for statement in migration if isinstance(migration, tuple) else migration.split(";"):
+        if statement.strip():
+            db.execute(statement)

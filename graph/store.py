@@ -278,8 +278,12 @@ class ResolutionStore(Protocol):
     """Resolving events: one transaction per batch (see :class:`StoreTransaction`)."""
 
     @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
-        """A transaction: committed when the block exits normally, rolled back on error."""
+    def transaction(self, *, claim_s: float = 0.0) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A transaction: committed when the block exits normally, rolled back on error.
+
+        With ``claim_s``, the caller sends the deltas it writes itself: for that long
+        :meth:`Outbox.orphaned_deltas` leaves them to it.
+        """
 
 
 class ReadViews(Protocol):
@@ -378,6 +382,13 @@ class Outbox(Protocol):
         With ``event_ids`` or ``profile_ids``, only the deltas of those events or about those
         profiles; otherwise all of them. Deltas whose ids are in ``known`` (the caller holds them
         already) are left out without being decoded; they still count towards ``limit``.
+        """
+
+    @abstractmethod
+    async def orphaned_deltas(self, limit: int = 1000, *, known: Collection[str] = ()) -> list[IdentityDelta]:
+        """Unpublished deltas that no writer is sending, oldest first: those written without a
+        claim (the profile API's, a batch CLI's) and those whose writer's claim ran out (a
+        worker that died or cannot reach the broker). ``known`` as for :meth:`unpublished_deltas`.
         """
 
     @abstractmethod

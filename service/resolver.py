@@ -40,11 +40,13 @@ log = structlog.get_logger("idgraph.resolver")
 
 class Resolver:
     def __init__(self, store: ResolutionStore, rules: Rules, *, policy: Policy | None = None,
-                 attempts: int = CONFLICT_ATTEMPTS) -> None:
+                 attempts: int = CONFLICT_ATTEMPTS, claim_s: float = 0.0) -> None:
+        """``claim_s``: the caller sends the deltas itself (ResolutionStore.transaction)."""
         self.store = store
         self.rules = rules
         self.policy = policy or load_policy()
         self.attempts = attempts
+        self.claim_s = claim_s
         self._jitter = random.Random()
 
     async def resolve(self, batch: Sequence[PreparedEvent], *, ingested_at: str | None = None) -> list[Outcome]:
@@ -63,7 +65,7 @@ class Resolver:
 
     async def _resolve_once(self, batch: Sequence[PreparedEvent], ingested_at: str | None) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(claim_s=self.claim_s) as tx:
             await tx.prefetch(batch, self.rules)
             for prepared in batch:
                 prior = await tx.outcome(prepared.event_id)

@@ -50,6 +50,12 @@ from streams.results import BatchResult
 log = structlog.get_logger("idgraph.pipeline")
 #: At most this many outbox deltas read back per batch: far more than a crash leaves unsent.
 _OUTBOX_READ_LIMIT = 10_000
+#: How long a batch's deltas are this worker's alone to send (Outbox.orphaned_deltas). It sends
+#: them right after the commit and marks them once the broker has them, well within this; before
+#: claims, every other worker's outbox relay sent them too (20-28% of deltas twice with two
+#: workers). Past it, whatever is left (a worker that cannot reach the broker, or died after its
+#: events were acknowledged elsewhere) is any relay's to send.
+DELTA_CLAIM_S = 30.0
 #: Exercises every normaliser (CJK and Latin names, phone, email) in :meth:`ResolutionPipeline.warm_up`.
 WARM_UP_EVENT = {"event_id": "idgraph-warm-up", "scenario": "idgraph.warm-up", "type": "warm_up",
                  "occurred_at": "2026-01-01T00:00:00+00:00",
@@ -107,7 +113,8 @@ class ResolutionPipeline:
         #: Given LiveRules, the registry's live model is checked before each batch; given Rules,
         #: those are used throughout. The resolver holds the rules in use (:attr:`rules`).
         self._follow = rules if isinstance(rules, LiveRules) else None
-        self.resolver = Resolver(store, rules.rules if isinstance(rules, LiveRules) else rules, policy=policy)
+        self.resolver = Resolver(store, rules.rules if isinstance(rules, LiveRules) else rules, policy=policy,
+                                 claim_s=DELTA_CLAIM_S)
         self.metrics = metrics or WorkerMetrics(process_collectors=False)
         self._max_hops = max_hops
         self._notice_wanted = notice_wanted
@@ -184,7 +191,7 @@ class ResolutionPipeline:
         return relay
 
     async def relay_outbox(self, limit: int = 500) -> int:
-        """Send outbox deltas that no batch is sending (those the profile API wrote); return how many.
+        """Send outbox deltas that no worker is sending (those the profile API wrote); return how many.
 
         The pipeline owns the map of deltas on their way to the broker, so this relay registers
         its deltas there as a batch does: neither sends a delta the other is sending, and a batch
@@ -194,7 +201,7 @@ class ResolutionPipeline:
         await self._enter()
         try:
             async with self._store_lock:
-                pending = await self.store.unpublished_deltas(limit=limit, known=self._in_flight.keys())
+                pending = await self.store.orphaned_deltas(limit=limit, known=self._in_flight.keys())
                 records = [r for d in pending for r in self._delta_records(d)]
                 acks = [await self._publish(*record) for record in records]
                 deliveries = [await self._deliver(d) for d in pending]
@@ -254,7 +261,7 @@ class ResolutionPipeline:
             log.warning("live model not checked: store unavailable", error=str(exc))
             return
         if rules is not None:
-            self.resolver = Resolver(self.store, rules, policy=self.resolver.policy)
+            self.resolver = Resolver(self.store, rules, policy=self.resolver.policy, claim_s=DELTA_CLAIM_S)
 
     async def _enter(self) -> None:
         if self._closing:

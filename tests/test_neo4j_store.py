@@ -67,8 +67,8 @@ class Rival:
         return getattr(self.store, name)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        async with self.store.transaction() as tx:
+    async def transaction(self, *, claim_s: float = 0.0) -> AsyncIterator[Any]:
+        async with self.store.transaction(claim_s=claim_s) as tx:
             yield tx
             if self.times > 0:
                 self.times -= 1

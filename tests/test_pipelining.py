@@ -12,6 +12,7 @@ import orjson
 
 from faust.types import TP
 
+from graph.sqlite import SQLiteStore
 from identity.events import parse_event
 from identity.features import prepare
 from service.models import LiveRules, promote, register, start_with_registry
@@ -251,6 +252,17 @@ async def test_the_outbox_relay_never_sends_a_delta_a_batch_is_still_sending(sto
     batch = await pipeline.begin([incoming("b1", "13800138012", 0)])
     assert await pipeline.relay_outbox() == 0
     assert len(broker.delta_ids()) == 1, "sent by the batch alone"
+    broker.acknowledge()
+    await asyncio.wait_for(batch, 1)
+
+
+async def test_another_workers_outbox_relay_leaves_a_batchs_deltas_to_the_worker_sending_them(store, rules):
+    broker, others = Broker(), Broker()
+    batch = await ResolutionPipeline(store, rules, broker, max_event_bytes=4096).begin([incoming("w1", "13800138014", 0)])
+    async with SQLiteStore(store.path) as same_file:  # a second worker process's handle
+        relaying = ResolutionPipeline(same_file, rules, others, max_event_bytes=4096).relay_outbox()
+        assert await asyncio.wait_for(relaying, 1) == 0
+    assert others.sent == [] and len(broker.delta_ids()) == 1
     broker.acknowledge()
     await asyncio.wait_for(batch, 1)
 

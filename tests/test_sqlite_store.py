@@ -1,5 +1,6 @@
 """The embedded store's own guarantees: schema, atomic batches, idempotency, crash consistency."""
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -12,10 +13,11 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+import graph.sqlite
 from devstack.workload import synthetic_events
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS, migrate
-from graph.store import POSITIONAL, StoreError
+from graph.store import POSITIONAL, StoreError, StoreUnavailable
 from identity.features import blocking_signature, prepare
 from service.blocking import start_with_blocking_index
 from service.resolver import Resolver
@@ -188,3 +190,34 @@ def test_store_killed_mid_batch_reopens_consistent_and_resumes_to_the_same_resul
 
     subprocess.run(_resolve_cmd(tmp_path, "crashed"), check=True, cwd=REPO, capture_output=True)
     assert (tmp_path / "crashed.csv").read_text() == (tmp_path / "clean.csv").read_text()
+
+
+def _held_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's open write transaction on the same file."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_a_batch_waiting_for_a_write_lock_another_process_holds_leaves_the_event_loop_running(engine, store, rules):
+    other = _held_write_lock(Path(store.path))
+    resolving = asyncio.ensure_future(engine.resolve(make_event({"crm_id": "c-1"})))
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+        ticks += 1
+    assert ticks == 20 and not resolving.done(), "the loop ran while the batch waited for the lock"
+    other.execute("COMMIT")
+    outcome = await asyncio.wait_for(resolving, 5)
+    assert await store.decision(outcome.event_id) is not None
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_makes_the_store_unavailable(store, monkeypatch):
+    monkeypatch.setattr(graph.sqlite, "BUSY_TIMEOUT_S", 0.2)
+    other = _held_write_lock(Path(store.path))
+    with pytest.raises(StoreUnavailable, match="another process held its write lock"):
+        async with store.transaction():
+            pass
+    other.execute("ROLLBACK")
+    async with store.transaction():
+        pass  # the lock is free again: the store is usable, nothing was left half-open

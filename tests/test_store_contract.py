@@ -226,6 +226,27 @@ async def test_outbox_leaves_out_the_deltas_the_reader_already_holds(engine, sto
     assert [d.delta_id for d in of_events] == [outcomes[1].deltas[0].delta_id]
 
 
+async def test_a_claimed_batchs_deltas_are_no_orphans_while_its_writer_sends_them(engine, store, rules):
+    unclaimed = await engine.resolve(make_event({"crm_id": "c-1"}))
+    await Resolver(store, rules, claim_s=60).resolve([prepare(make_event({"crm_id": "c-2"}), rules)])
+    assert [d.delta_id for d in await store.orphaned_deltas()] == [unclaimed.deltas[0].delta_id]
+    assert len(await store.unpublished_deltas()) == 2, "still unpublished: its writer sends it"
+
+
+async def test_a_claimed_delta_left_unsent_past_its_claim_is_an_orphan(store, rules):
+    (outcome,) = await Resolver(store, rules, claim_s=0.3).resolve([prepare(make_event({"crm_id": "c-1"}), rules)])
+    assert await store.orphaned_deltas() == []
+    await asyncio.sleep(0.5)
+    assert [d.delta_id for d in await store.orphaned_deltas()] == [outcome.deltas[0].delta_id]
+
+
+async def test_orphans_leave_out_published_deltas_and_those_the_reader_holds(engine, store):
+    outcomes = [await engine.resolve(make_event({"crm_id": f"c-{n}"})) for n in range(3)]
+    await store.mark_published([outcomes[0].deltas[0].delta_id])
+    held = {outcomes[1].deltas[0].delta_id}
+    assert [d.delta_id for d in await store.orphaned_deltas(known=held)] == [outcomes[2].deltas[0].delta_id]
+
+
 async def test_published_delta_is_the_one_that_was_written(engine, store):
     outcome = await engine.resolve(make_event({"phone": "13800138000"}, {"name": "张伟"}))
     (pending,) = await store.unpublished_deltas()
