@@ -107,11 +107,14 @@ def _full_name(traits: dict[str, Any]) -> str | None:
 
 def _workplace(traits: dict[str, Any]) -> str | None:
     """Employer and city as one value: colleagues share both, so agreeing on the two together
-    is one piece of evidence, not two; where both records have it, ``when_missing`` skips the parts."""
+    is one piece of evidence, not two; where both records have it, ``when_missing`` skips the parts.
+    The employer's legal form goes before the city is added: behind the city it would no longer
+    be at the end of the name, where it is dropped ('Acme Ltd' and 'ACME Limited' agree)."""
     company, city = traits.get("company"), traits.get("city")
-    if isinstance(company, str) and isinstance(city, str) and company.strip() and city.strip():
-        return f"{company.strip()} {city.strip()}"
-    return None
+    if not (isinstance(company, str) and isinstance(city, str) and city.strip()):
+        return None
+    employer = normalize_company(company)
+    return f"{employer} {city.strip()}" if employer else None
 
 
 def extract_features(event: TouchpointEvent, rules: Rules) -> tuple[Features, list[FieldError]]:

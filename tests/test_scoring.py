@@ -142,6 +142,13 @@ def test_employer_and_city_are_one_piece_of_evidence_when_both_sides_have_both(r
     assert set(levels(score_pair(a, features(rules, company="Acme GmbH", city="Köln"), rules))) == {"workplace"}
 
 
+def test_a_workplace_agrees_whatever_legal_form_the_employer_is_written_with(rules):
+    a = features(rules, company="Acme Ltd", city="Köln")
+    assert levels(score_pair(a, features(rules, company="ACME Limited", city="Köln"), rules)) == {"workplace": "exact"}
+    zh = features(rules, company="腾讯科技有限公司", city="深圳")
+    assert levels(score_pair(zh, features(rules, company="腾讯科技", city="深圳"), rules)) == {"workplace": "exact"}
+
+
 def test_employer_and_city_are_compared_apart_when_one_side_lacks_one(rules):
     a = features(rules, company="Acme GmbH", city="Köln")
     assert set(levels(score_pair(a, features(rules, city="Köln"), rules))) == {"city"}
