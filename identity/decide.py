@@ -87,10 +87,17 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
     records: dict[str, MatchRecord] = {}
     against: dict[str, MatchRecord] = {}
     terms = term_weights(prepared.features, ctx.terms, rules)
+    # A profile's records often repeat each other (a returning customer, an inventor's every
+    # patent at one employer): each distinct one is scored once. Stores hand out one features
+    # object per distinct stored value, so identity finds the repeats; a miss only costs a score.
+    scored: dict[tuple[str, int], PairScore] = {}
     for record in ctx.records:
         if record.profile_id not in ctx.profiles:
             continue
-        score = score_pair(prepared.features, record.features, rules, extras[record.profile_id], terms)
+        seen = (record.profile_id, id(record.features))
+        score = scored.get(seen)
+        if score is None:
+            score = scored[seen] = score_pair(prepared.features, record.features, rules, extras[record.profile_id], terms)
         if record.profile_id not in best or score.weight > best[record.profile_id].weight:
             best[record.profile_id], records[record.profile_id] = score, record
         if _contradicts(score, rules):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Sequence
 
+import orjson
+
 from identity.compare import comparator_level
 from identity.features import Features, blocking_keys, blocking_rule_id
 from identity.rules import Comparison, Rules
@@ -64,16 +66,45 @@ def _rule_blocks(samples: Sequence[Features], rules: Rules) -> list[set[tuple[in
     return per_rule
 
 
-def _pattern(a: Features, b: Features, rules: Rules) -> Pattern:
-    pattern: list[int | None] = []
-    for c in rules.comparisons:
-        present = c.field in a and c.field in b
-        skipped = c.when_missing and all(f in a and f in b for f in c.when_missing)
-        if not present or skipped:
-            pattern.append(None)
-        else:
-            pattern.append(c.level_names.index(comparator_level(c, a[c.field], b[c.field], rules)))
-    return tuple(pattern)
+class _Patterns:
+    """The comparison pattern of any pair of ``records``, each comparison's level worked out once
+    per distinct pair of values: a sample repeats its common names, cities and employers
+    thousands of times, and comparing them again was most of what a fit cost."""
+
+    def __init__(self, records: Sequence[Features], rules: Rules) -> None:
+        self._records = records
+        self._rules = rules
+        comparisons = rules.comparisons
+        #: Per record and comparison: the value's key, and whether the record has every field
+        #: the comparison gives way to (``when_missing``; skipped when both records have them).
+        self._values = [[_value_key(f[c.field]) if c.field in f else None for c in comparisons] for f in records]
+        self._covered = [[bool(c.when_missing) and all(w in f for w in c.when_missing) for c in comparisons]
+                         for f in records]
+        self._levels: list[dict[tuple[str | bytes, str | bytes], int]] = [{} for _ in comparisons]
+
+    def __call__(self, a: int, b: int) -> Pattern:
+        values_a, values_b = self._values[a], self._values[b]
+        covered_a, covered_b = self._covered[a], self._covered[b]
+        pattern: list[int | None] = []
+        for i, known in enumerate(self._levels):
+            value_a, value_b = values_a[i], values_b[i]
+            if value_a is None or value_b is None or (covered_a[i] and covered_b[i]):
+                pattern.append(None)
+                continue
+            level = known.get((value_a, value_b))
+            if level is None:
+                level = known[(value_a, value_b)] = self._level(i, a, b)
+            pattern.append(level)
+        return tuple(pattern)
+
+    def _level(self, i: int, a: int, b: int) -> int:
+        c = self._rules.comparisons[i]
+        return c.level_names.index(comparator_level(c, self._records[a][c.field], self._records[b][c.field], self._rules))
+
+
+def _value_key(value: object) -> str | bytes:
+    """A feature value as a dictionary key: equal values, equal keys."""
+    return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _clamp(p: float) -> float:
@@ -90,7 +121,8 @@ def _normalise(row: list[float]) -> list[float]:
     return [_clamp(x / total) for x in row]
 
 
-def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int) -> list[list[float] | None]:
+def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int,
+              pattern: _Patterns) -> list[list[float] | None]:
     """u per comparison level, counted on random pairs (one count added to every level);
     None for a comparison the sample never lets two records take part in."""
     rng = random.Random(seed)
@@ -99,7 +131,7 @@ def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int) 
     seen = [0] * len(rules.comparisons)
     for _ in range(min(pairs, n * (n - 1) // 2)):
         a, b = rng.sample(range(n), 2)
-        for i, level in enumerate(_pattern(samples[a], samples[b], rules)):
+        for i, level in enumerate(pattern(a, b)):
             if level is not None:
                 counts[i][level] += 1
                 seen[i] += 1
@@ -179,15 +211,17 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
     per_rule = _rule_blocks(records, rules)
     if not any(per_rule):
         raise ValueError("the sample yields no candidate pairs under the blocking rules; nothing to estimate from")
+    pattern = _Patterns(records, rules)
     cold_u = [[c.levels[level][1] for level in c.level_names] for c in rules.comparisons]
-    u = [row or cold_u[i] for i, row in enumerate(_random_u(records, rules, random_pairs, seed))]
+    u = [row or cold_u[i] for i, row in enumerate(_random_u(records, rules, random_pairs, seed, pattern))]
     start = [[c.levels[level][0] for level in c.level_names] for c in rules.comparisons]
     learned: list[list[list[float]]] = [[] for _ in rules.comparisons]
     matches, done, distinct = 0.0, 0, 0
+    of_pair = {pair: pattern(*pair) for pair in set().union(*per_rule)}  # a pair several rules find, once
     for rule, pairs in zip(rules.blocking, per_rule):
         if not pairs:
             continue
-        patterns = Counter(_pattern(records[a], records[b], rules) for a, b in pairs)
+        patterns = Counter(of_pair[pair] for pair in pairs)
         distinct += len(patterns)
         observed = {i for p in patterns for i, level in enumerate(p) if level is not None}
         active = [_learns_from(rule, c, rules) and i in observed for i, c in enumerate(rules.comparisons)]
@@ -199,7 +233,7 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
                 learned[i].append(m[i])
     m = [[sum(col) / len(col) for col in zip(*rows)] if rows else start[i] for i, rows in enumerate(learned)]
     all_pairs = len(records) * (len(records) - 1) / 2
-    union = Counter(_pattern(records[a], records[b], rules) for a, b in set().union(*per_rule))
+    union = Counter(of_pair.values())
     prior = _prior(union, m, u, _clamp(max(matches, 1.0) / all_pairs), all_pairs, iterations, tolerance)
     u = [_without_matches(u_row, m_row, prior) if learned[i] else u_row for i, (u_row, m_row) in enumerate(zip(u, m))]
     comparisons = [
