@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Collection, Sequence
 import orjson
 
 from graph import fulltext, sqlite_operations as operations
+from graph.sqlite_checkpoints import Checkpointer
 from graph.sqlite_schema import migrate
 from graph.store import (
     FIRST_EVENT,
@@ -303,6 +304,7 @@ class SQLiteStore(GraphStore):
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
         self._erasure_key = b""
+        self._checkpointer: Checkpointer | None = None
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -322,6 +324,10 @@ class SQLiteStore(GraphStore):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
         self._db = db
+        if self.path != ":memory:":  # graph/sqlite_checkpoints.py says why commits no longer checkpoint
+            db.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = Checkpointer(self.path)
+            self._checkpointer.start()
 
     @staticmethod
     def _secret(db: sqlite3.Connection, name: str) -> bytes:
@@ -334,8 +340,11 @@ class SQLiteStore(GraphStore):
         return self._erasure_key
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._db is not None:
-            self._db.close()
+            self._db.close()  # the last connection to close checkpoints the rest
             self._db = None
 
     @property

@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,3 +222,26 @@ async def test_a_write_lock_held_past_the_busy_timeout_makes_the_store_unavailab
     other.execute("ROLLBACK")
     async with store.transaction():
         pass  # the lock is free again: the store is usable, nothing was left half-open
+
+
+def _touchpoints_in_the_database_file_alone(path: Path, tmp_path: Path) -> int:
+    """What the database file holds without its write-ahead log: what checkpoints copied back."""
+    copy = tmp_path / "file-alone.db"
+    copy.write_bytes(path.read_bytes())
+    db = sqlite3.connect(copy)
+    try:
+        return db.execute("SELECT COUNT(*) FROM touchpoints").fetchone()[0]
+    finally:
+        db.close()
+
+
+async def test_writes_reach_the_database_file_within_a_second_without_a_commit_copying_them(engine, store, tmp_path):
+    await engine.resolve(make_event({"crm_id": "c-1"}))  # a commit far short of a 1,000-page log
+    await asyncio.sleep(1.2)  # two checkpoint intervals
+    assert _touchpoints_in_the_database_file_alone(Path(store.path), tmp_path) == 1
+
+
+async def test_closing_the_store_stops_its_checkpoint_thread(tmp_path):
+    async with SQLiteStore(tmp_path / "g.db"):
+        assert "idgraph-sqlite-checkpoints" in {t.name for t in threading.enumerate()}
+    assert "idgraph-sqlite-checkpoints" not in {t.name for t in threading.enumerate()}
