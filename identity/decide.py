@@ -88,8 +88,9 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
     against: dict[str, MatchRecord] = {}
     terms = term_weights(prepared.features, ctx.terms, rules)
     # A profile's records often repeat each other (a returning customer, an inventor's every
-    # patent at one employer): each distinct one is scored once. Stores hand out one features
-    # object per distinct stored value, so identity finds the repeats; a miss only costs a score.
+    # patent at one employer): each is scored once. A store that hands out one features object
+    # per distinct stored value lets identity find the repeats; from one that does not, a
+    # repeat is only scored again.
     scored: dict[tuple[str, int], PairScore] = {}
     for record in ctx.records:
         if record.profile_id not in ctx.profiles:
