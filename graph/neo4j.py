@@ -66,6 +66,7 @@ from graph.store import (
     TimelineEntry,
     TombstoneRecord,
     UnknownModel,
+    decode_deltas,
 )
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
@@ -478,11 +479,11 @@ class Neo4jStore(GraphStore):
         else:
             rows = await self._read(cypher.UNPUBLISHED_DELTAS_OF, event_ids=list(event_ids or ()),
                                     profile_ids=list(profile_ids), limit=limit)
-        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows if r["delta_id"] not in known]
+        return decode_deltas(((r["delta_id"], r["delta"]) for r in rows), known)
 
     async def orphaned_deltas(self, limit: int = 1000, *, known: Collection[str] = ()) -> list[IdentityDelta]:
         rows = await self._read(cypher.ORPHANED_DELTAS, limit=limit)
-        return [IdentityDelta.model_validate_json(r["delta"]) for r in rows if r["delta_id"] not in known]
+        return decode_deltas(((r["delta_id"], r["delta"]) for r in rows), known)
 
     async def mark_published(self, delta_ids: list[str]) -> None:
         if delta_ids:

@@ -45,6 +45,7 @@ from graph.store import (
     TimelineEntry,
     TombstoneRecord,
     UnknownModel,
+    decode_deltas,
 )
 from graph.tombstones import event_hashes
 from identity.deltas import IdentityDelta
@@ -486,25 +487,20 @@ class SQLiteStore(GraphStore):
                 (*events, *profiles, limit),
             )
         # Decoding is most of the cost, and a worker under load holds most of what it finds.
-        return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
+        return decode_deltas(rows, known)
 
     async def orphaned_deltas(self, limit: int = 1000, *, known: Collection[str] = ()) -> list[IdentityDelta]:
         rows = self.db.execute("SELECT delta_id, delta FROM outbox WHERE published = 0 AND claimed_until <= ? "
                                "ORDER BY seq LIMIT ?", (_epoch_ms(), limit))
-        return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
+        return decode_deltas(rows, known)
 
     async def mark_published(self, delta_ids: list[str]) -> None:
         if not delta_ids:
             return
-        await self._begin_immediate()  # one commit for them all, taken without blocking the worker's loop
-        try:
+        async with self._writing() as db:  # one commit for them all, the lock taken as a batch takes it
             for start in range(0, len(delta_ids), 500):
                 chunk = delta_ids[start:start + 500]
-                self.db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+                db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
 
     async def open_reviews(self) -> list[OpenReview]:
         rows = self.db.execute(

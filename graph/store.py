@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Collection, NotRequired, Protocol, Self, Sequence, TypedDict
+from typing import Any, Collection, Iterable, NotRequired, Protocol, Self, Sequence, TypedDict
 
 from graph.tombstones import Via
 from identity.deltas import IdentityDelta
@@ -369,6 +369,11 @@ class ReadViews(Protocol):
     @abstractmethod
     async def operations_for(self, profile_id: str) -> list[OperationDocument]:
         """Records of operations by people that concern the profile or one merged into it, oldest first."""
+
+
+def decode_deltas(rows: Iterable[tuple[str, str | bytes]], known: Collection[str]) -> list[IdentityDelta]:
+    """Outbox rows (delta id, stored JSON) as deltas, leaving out undecoded those in ``known``."""
+    return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
 
 
 class Outbox(Protocol):

@@ -49,6 +49,10 @@ class Resolver:
         self.claim_s = claim_s
         self._jitter = random.Random()
 
+    def under(self, rules: Rules) -> "Resolver":
+        """This resolver with other rules, everything else as it is (a promoted model)."""
+        return Resolver(self.store, rules, policy=self.policy, attempts=self.attempts, claim_s=self.claim_s)
+
     async def resolve(self, batch: Sequence[PreparedEvent], *, ingested_at: str | None = None) -> list[Outcome]:
         """Resolve a batch atomically: every event in it is applied, or none is."""
         for attempt in range(1, self.attempts + 1):

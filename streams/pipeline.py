@@ -261,7 +261,7 @@ class ResolutionPipeline:
             log.warning("live model not checked: store unavailable", error=str(exc))
             return
         if rules is not None:
-            self.resolver = Resolver(self.store, rules, policy=self.resolver.policy, claim_s=DELTA_CLAIM_S)
+            self.resolver = self.resolver.under(rules)
 
     async def _enter(self) -> None:
         if self._closing:
