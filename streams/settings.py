@@ -10,7 +10,7 @@
 | IDGRAPH_TOPIC_NAMESPACE | (empty) | prefix of every topic the worker reads or writes, e.g. ``sandbox.x.``; empty is live |
 | IDGRAPH_PARTITIONS | 4 | partitions of the topics the worker creates |
 | IDGRAPH_BATCH_MAX | 200 | events per store transaction at most |
-| IDGRAPH_BATCH_WAIT_MS | 5 | how long a partial batch may wait for events the consumer already fetched (never waits otherwise) |
+| IDGRAPH_BATCH_WAIT_MS | 50 | how long a partial batch may wait for events the consumer already fetched (never waits otherwise) |
 | IDGRAPH_FETCH_WAIT_MS | 10 | longest a consumer fetch waits for data (Faust's own default is 1500) |
 | IDGRAPH_MAX_EVENT_BYTES | 262144 | larger events are dead-lettered as oversized |
 | IDGRAPH_RAW_RETENTION_HOURS | 168 | how long touchpoints and dead letters stay on the broker (erasure) |
@@ -58,7 +58,7 @@ class Settings(BaseModel):
     topic_namespace: str = ""
     partitions: int = Field(default=4, ge=1, le=1024)
     batch_max: int = Field(default=200, ge=1, le=10_000)
-    batch_wait_ms: int = Field(default=5, ge=0, le=10_000)
+    batch_wait_ms: int = Field(default=50, ge=0, le=10_000)
     fetch_wait_ms: int = Field(default=10, ge=1, le=30_000)
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     session_timeout_s: float = Field(default=10.0, ge=1, le=300)
