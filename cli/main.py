@@ -30,6 +30,7 @@ from service.models import start_with_registry
 from service.blocking import BlockingIndexUnusable, check_blocking_index, start_with_blocking_index
 from service.models import register as register_model
 from streams.batch import BatchReport, read_lines, resolve_lines, write_assignments
+from streams.collector import tune_collector
 from streams.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ def resolve(
     rejects = rejects or output.with_name(output.name + ".rejects.jsonl")
     learner = StreamLearner(ruleset) if learn else None
     total = sum(1 for _ in read_lines(input))
+    tune_collector()  # a long run, as the worker's (streams/collector.py)
 
     async def run() -> BatchReport:
         async with store_from_url(store) as graph:

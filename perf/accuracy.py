@@ -37,6 +37,7 @@ from identity.pairwise import pairwise_scores
 from identity.rules import Rules, load_rules
 from perf.synthetic import generate
 from streams.batch import resolve_lines
+from streams.collector import tune_collector
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.blocking:
         sys.stdout.write(orjson.dumps(blocking_coverage(args.datasets)).decode() + "\n")
         return
+    tune_collector()  # resolving as `idgraph resolve` does
     rules = load_rules()
     if args.link is not None:
         try:

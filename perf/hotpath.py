@@ -29,6 +29,7 @@ from graph.sqlite import SQLiteStore
 from identity.rules import load_rules
 from sinks.router import Router
 from sinks.subscriptions import parse_subscriptions
+from streams.collector import tune_collector
 from streams.logging import configure_logging
 from streams.pipeline import Incoming, ResolutionPipeline
 from devstack.workload import synthetic_events
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=200)
     args = parser.parse_args(argv)
     configure_logging("info")  # as the worker runs in perf.propagation: decisions are debug lines
+    tune_collector()  # as the worker, once started
     work = batches(args.events, args.batch)
     with tempfile.TemporaryDirectory(prefix="idgraph-hotpath-") as tmp:
         cpu = asyncio.run(resolve_all(work, Path(tmp) / "timed"))

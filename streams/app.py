@@ -41,6 +41,7 @@ from sinks.subscriptions import Subscription, SubscriptionError, load_subscripti
 from streams import topics
 from streams.admin import ensure_topics
 from streams.batching import BacklogBatches
+from streams.collector import tune_collector
 from streams.metrics import WorkerMetrics, install_metrics
 from streams.pipeline import Incoming, OnDurable, ResolutionPipeline
 from streams.results import BatchResult
@@ -145,6 +146,7 @@ class IdgraphApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()
+        tune_collector()
         log.info("worker ready", app_id=self.settings.group_id, store=self.store.kind, broker=self.settings.broker)
 
     async def on_stop(self) -> None:
