@@ -158,6 +158,8 @@ class SQLiteTransaction(StoreTransaction):
         #: False once :meth:`prefetch` found no tombstone: until this transaction ends none can
         #: appear (erasures write in transactions of their own), so events need not be hashed.
         self._tombstones = True
+        #: The batch's term counts, kept in memory and written by :meth:`flush`.
+        self._terms = operations.BatchTerms(db)
 
     async def prefetch(self, batch: Sequence[PreparedEvent], rules: Rules) -> None:
         # Almost every event is new: one set-based query spares two lookups per event that find nothing.
@@ -171,6 +173,11 @@ class SQLiteTransaction(StoreTransaction):
                 f"UNION ALL SELECT event_id FROM refusals WHERE event_id IN ({marks})", (*chunk, *chunk)))
         self._unseen = set(ids) - seen
         self._tombstones = self._db.execute("SELECT EXISTS (SELECT 1 FROM tombstone_keys)").fetchone()[0] == 1
+        self._terms.load([key for prepared in batch for key in prepared.term_keys])
+
+    def flush(self) -> None:
+        """Write what the batch kept in memory; the store calls it before committing."""
+        self._terms.flush()
 
     async def outcome(self, event_id: str) -> Outcome | None:
         if event_id in self._unseen:
@@ -211,7 +218,7 @@ class SQLiteTransaction(StoreTransaction):
             ):
                 records.setdefault(event_id, MatchRecord(event_id, profile_id, _features_from_json(features)))
         profile_ids = strong | {r.profile_id for r in records.values()}
-        terms = operations.read_terms(db, prepared.term_keys, rules.term_frequency_fields)
+        terms = self._terms.read(prepared.term_keys, rules.term_frequency_fields)
         return ResolutionContext(holders, tuple(records.values()), load_profiles(db, profile_ids),
                                  kept_apart(db, profile_ids), self._erased(prepared), terms)
 
@@ -289,7 +296,7 @@ class SQLiteTransaction(StoreTransaction):
              event.occurred_at.isoformat(), now, event.to_json(), orjson.dumps(prepared.features),
              orjson.dumps(prepared.term_keys)),
         )
-        operations.count_terms(self._db, dict.fromkeys(prepared.term_keys, 1))
+        self._terms.add(prepared.term_keys)
         self._db.executemany(
             "INSERT OR IGNORE INTO blocking (key, seq) VALUES (?, ?)",
             [(key, cursor.lastrowid) for key in prepared.blocking_keys],
@@ -387,7 +394,9 @@ class SQLiteStore(GraphStore):
         db = self.db
         await self._begin_immediate()
         try:
-            yield SQLiteTransaction(db, self._erasure_key, _epoch_ms(claim_s) if claim_s else 0)
+            tx = SQLiteTransaction(db, self._erasure_key, _epoch_ms(claim_s) if claim_s else 0)
+            yield tx
+            tx.flush()
         except BaseException:
             db.execute("ROLLBACK")
             raise

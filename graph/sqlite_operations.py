@@ -54,16 +54,63 @@ def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
         [(f, records, squares) for f, (records, squares) in totals.items()])
 
 
-def read_terms(db: sqlite3.Connection, keys: Sequence[str], fields: Sequence[str]) -> TermCounts:
-    """The counts of ``keys`` (0 for a key no touchpoint carries) and the totals of ``fields``."""
-    if not keys:
-        return TermCounts()
-    values = dict.fromkeys(keys, 0)
-    values.update(db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({_marks(len(keys))})", tuple(keys)))
-    totals = {f: FieldTerms(r, sq) for f, r, sq in db.execute(
-        f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(fields))}) AND records > 0",
-        tuple(fields))}
-    return TermCounts(values, totals)
+class BatchTerms:
+    """A resolution batch's term counts, read once and counted in memory, written at its end.
+
+    Per event the counts took two reads and two or three upserts (~5% of the worker's CPU); the
+    batch's events now share one read of their keys and one write per key touched. Each event
+    still sees the counts with those of the events before it in the batch.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._values: dict[str, int] = {}
+        self._added: Counter[str] = Counter()  # not written yet
+        self._totals: dict[str, list[int]] = {}
+
+    def load(self, keys: Sequence[str]) -> None:
+        """Read the stored counts of ``keys`` not read yet (0 for a key no touchpoint carries),
+        and their fields' totals."""
+        self._load_totals([term_field(k) for k in keys])
+        missing = list(dict.fromkeys(k for k in keys if k not in self._values))
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            self._values.update(dict.fromkeys(chunk, 0))
+            self._values.update(self._db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({_marks(len(chunk))})",
+                                                 tuple(chunk)))
+
+    def _load_totals(self, fields: Sequence[str]) -> None:
+        missing = list(dict.fromkeys(f for f in fields if f not in self._totals))
+        if missing:
+            self._totals.update({f: [0, 0] for f in missing})
+            self._totals.update((f, [records, squares]) for f, records, squares in self._db.execute(
+                f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(missing))})", tuple(missing)))
+
+    def read(self, keys: Sequence[str], fields: Sequence[str]) -> TermCounts:
+        """The counts of ``keys`` and the totals of ``fields`` (those with records), this batch's counting included."""
+        if not keys:
+            return TermCounts()
+        self.load(keys)
+        self._load_totals(fields)
+        totals = {f: FieldTerms(*self._totals[f]) for f in fields if f in self._totals and self._totals[f][0] > 0}
+        return TermCounts({k: self._values[k] for k in keys}, totals)
+
+    def add(self, keys: Sequence[str]) -> None:
+        """One more touchpoint carries each of ``keys``."""
+        self.load(keys)
+        for key in dict.fromkeys(keys):
+            before = self._values[key]
+            self._values[key] = before + 1
+            self._added[key] += 1
+            totals = self._totals[term_field(key)]
+            totals[0] += 1
+            totals[1] += 2 * before + 1
+
+    def flush(self) -> None:
+        """Write what the batch counted; before its commit."""
+        if self._added:
+            count_terms(self._db, self._added)
+            self._added = Counter()
 
 
 def _check_versions(db: sqlite3.Connection, expected: dict[str, int]) -> None:

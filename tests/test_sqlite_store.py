@@ -247,3 +247,17 @@ async def test_closing_the_store_stops_its_checkpoint_thread(tmp_path):
     async with SQLiteStore(tmp_path / "g.db"):
         (mine,) = [t for t in threading.enumerate() if t not in before and t.name == "idgraph-sqlite-checkpoints"]
     assert not mine.is_alive()
+
+
+async def test_a_batch_writes_its_term_counts_once_per_key_at_its_end(store, rules):
+    """Counted in memory, the batch's term counts reach the file in one write per key, before its commit."""
+    events = [prepare(make_event({"phone": f"1380013801{i}"}, {"name": "Zhang Wei", "city": "上海"}), rules)
+              for i in range(3)]
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    await Resolver(store, rules).resolve(events)
+    store.db.set_trace_callback(None)
+    writes = [s for s in statements if s.startswith("INSERT INTO term_counts")]
+    assert len(writes) == len(set(events[0].term_keys))
+    key = next(k for k in events[0].term_keys if "上海" in k)
+    assert store.db.execute("SELECT n FROM term_counts WHERE key = ?", (key,)).fetchone() == (3,)
