@@ -57,7 +57,7 @@ def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
 class BatchTerms:
     """A resolution batch's term counts, read once and counted in memory, written at its end.
 
-    Per event the counts took two reads and two or three upserts (~5% of the worker's CPU); the
+    Per event the counts took two reads and two or three upserts (~5% of perf.hotpath's profile); the
     batch's events now share one read of their keys and one write per key touched. Each event
     still sees the counts with those of the events before it in the batch.
     """
