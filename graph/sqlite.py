@@ -105,15 +105,19 @@ def _features_from_json(raw: str) -> Features:
 
 
 @lru_cache(maxsize=_PARSED_KEPT)
-def _profile_fields(traits: str, consent: str) -> tuple[dict[str, TraitValue], dict[str, ConsentValue]]:
-    return ({name: TraitValue(**t) for name, t in orjson.loads(traits).items()},
-            consent_from_json(orjson.loads(consent)))
+def _traits_from_json(raw: str) -> dict[str, TraitValue]:
+    return {name: TraitValue(**t) for name, t in orjson.loads(raw).items()}
+
+
+@lru_cache(maxsize=_PARSED_KEPT)
+def _consent_from_json(raw: str) -> dict[str, ConsentValue]:
+    # Kept apart from the traits: most events change a profile's traits, few its consent.
+    return consent_from_json(orjson.loads(raw))
 
 
 def _profile_state(pid: str, version: int, created_at: str, traits: str, consent: str) -> ProfileState:
-    kept_traits, kept_consent = _profile_fields(traits, consent)
     # Copies: a profile state is the planner's to change, the kept parse is everyone's.
-    return ProfileState(pid, version, created_at, set(), dict(kept_traits), dict(kept_consent))
+    return ProfileState(pid, version, created_at, set(), dict(_traits_from_json(traits)), dict(_consent_from_json(consent)))
 
 
 def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileState]:
