@@ -216,12 +216,12 @@ async def test_records_announced_but_not_delivered_are_waited_for_only_max_wait(
 async def test_the_wait_for_announced_records_starts_when_the_caller_asks():
     """Events read while the caller works on its last batch do not use up the next batch's wait."""
     stream = FakeStream()
-    batches = BacklogBatches(stream, max_events=10, max_wait_s=0.05, highwater=lambda tp: 100).__aiter__()
+    batches = BacklogBatches(stream, max_events=10, max_wait_s=0.3, highwater=lambda tp: 100).__aiter__()
     stream.inbox.put_nowait(event(0))
     assert await next_batch(batches) == [0]
     stream.inbox.put_nowait(event(1))
-    await asyncio.sleep(0.2)  # the caller works on batch [0], far longer than max_wait
-    asyncio.get_running_loop().call_later(0.02, stream.inbox.put_nowait, event(2))
+    await asyncio.sleep(0.6)  # the caller works on batch [0], longer than max_wait
+    asyncio.get_running_loop().call_later(0.03, stream.inbox.put_nowait, event(2))
     assert await next_batch(batches) == [1, 2]
     await batches.aclose()
 
