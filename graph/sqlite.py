@@ -117,7 +117,8 @@ def _consent_from_json(raw: str) -> dict[str, ConsentValue]:
 
 def _profile_state(pid: str, version: int, created_at: str, traits: str, consent: str) -> ProfileState:
     # Copies: a profile state is the planner's to change, the kept parse is everyone's.
-    return ProfileState(pid, version, created_at, set(), dict(_traits_from_json(traits)), dict(_consent_from_json(consent)))
+    return ProfileState(pid, version, created_at, set(), dict(_traits_from_json(traits)),
+                        dict(_consent_from_json(consent)))
 
 
 def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileState]:

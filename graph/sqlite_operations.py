@@ -1,4 +1,5 @@
-"""The embedded store's writes for operations by people: merge, split, review verdicts, erasure.
+"""The embedded store's writes for operations by people (merge, split, review verdicts, erasure),
+and the term counts that resolution and erasure both keep (:func:`count_terms`, :class:`BatchTerms`).
 
 Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction, so an operation is
 written whole or not at all, and its deltas enter the same outbox the worker relays.
@@ -92,7 +93,7 @@ class BatchTerms:
             return TermCounts()
         self.load(keys)
         self._load_totals(fields)
-        totals = {f: FieldTerms(*self._totals[f]) for f in fields if f in self._totals and self._totals[f][0] > 0}
+        totals = {f: FieldTerms(*self._totals[f]) for f in fields if self._totals[f][0] > 0}
         return TermCounts({k: self._values[k] for k in keys}, totals)
 
     def add(self, keys: Sequence[str]) -> None:
