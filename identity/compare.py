@@ -164,29 +164,46 @@ def match_probability(weight: float) -> float:
     return 1.0 / (1.0 + math.pow(2.0, -weight))
 
 
-def _applies(comparison: Comparison, a: Features, b: Features) -> bool:
-    if comparison.field not in a or comparison.field not in b:
-        return False
-    return not comparison.when_missing or not all(f in a and f in b for f in comparison.when_missing)
-
-
-def compare_levels(a: Features, b: Features, rules: Rules) -> list[tuple[Comparison, str]]:
-    """The level of every comparison both sides can take part in; missing fields are neutral."""
-    return [
-        (comparison, comparator_level(comparison, a[comparison.field], b[comparison.field], rules))
-        for comparison in rules.comparisons
-        if _applies(comparison, a, b)
-    ]
-
-
 _NO_TERMS: Mapping[str, FieldEvidence] = {}
+
+
+class EventScorer:
+    """One side of many pairs, worked out once: an event is scored against every candidate
+    record, and which comparisons its features take part in does not change between them."""
+
+    __slots__ = ("_rules", "_terms", "_sides")
+
+    def __init__(self, features: Features, rules: Rules, terms: Mapping[str, FieldEvidence] = _NO_TERMS) -> None:
+        self._rules = rules
+        self._terms = terms
+        #: (comparison, the event's value, whether it applies whatever the other side holds).
+        #: A comparison with ``when_missing`` stands in for finer ones, so it is skipped only
+        #: when both sides hold every one of them.
+        self._sides = [
+            (c, features[c.field], not c.when_missing or not all(f in features for f in c.when_missing))
+            for c in rules.comparisons if c.field in features
+        ]
+
+    def levels(self, other: Features) -> list[tuple[Comparison, str]]:
+        """The level of every comparison both sides can take part in; missing fields are neutral."""
+        rules = self._rules
+        return [
+            (c, comparator_level(c, value, other[c.field], rules))
+            for c, value, always in self._sides
+            if c.field in other and (always or not all(f in other for f in c.when_missing))
+        ]
+
+    def score(self, other: Features, extra: tuple[FieldEvidence, ...] = ()) -> PairScore:
+        """The pair's score; ``extra`` carries identifier evidence computed elsewhere."""
+        terms = self._terms
+        fields = [terms[c.field] if level == "exact" and c.field in terms else FieldEvidence(c.field, level, c.weights[level])
+                  for c, level in self.levels(other)]
+        fields.extend(extra)
+        return PairScore(weight=self._rules.prior_weight + sum(f.weight for f in fields), fields=tuple(fields))
 
 
 def score_pair(a: Features, b: Features, rules: Rules, extra: tuple[FieldEvidence, ...] = (),
                terms: Mapping[str, FieldEvidence] = _NO_TERMS) -> PairScore:
     """Score two feature sets; ``extra`` carries identifier evidence computed elsewhere, ``terms``
     the exact levels of ``a``'s values adjusted for their frequency (:func:`term_weights`)."""
-    fields = [terms[c.field] if level == "exact" and c.field in terms else FieldEvidence(c.field, level, c.weights[level])
-              for c, level in compare_levels(a, b, rules)]
-    fields.extend(extra)
-    return PairScore(weight=rules.prior_weight + sum(f.weight for f in fields), fields=tuple(fields))
+    return EventScorer(a, rules, terms).score(b, extra)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from identity.compare import FieldEvidence, PairScore, score_pair, term_weights
+from identity.compare import EventScorer, FieldEvidence, PairScore, score_pair, term_weights
 from identity.events import PROFILE_ID_TYPE
-from identity.features import PreparedEvent, split_key
+from identity.features import PreparedEvent, key_type, split_key
 from identity.model import (
     Action,
     Decision,
@@ -64,11 +64,13 @@ def _classify_identifiers(prepared: PreparedEvent, ctx: ResolutionContext,
 
 def limit_conflicts(keys: set[str], rules: Rules) -> tuple[str, ...]:
     """Identifier types of which ``keys`` hold more distinct values than the rules allow."""
+    limits = rules.identifiers.limits
     counts: dict[str, int] = {}
     for key in keys:
-        type_, _ = split_key(key)
-        counts[type_] = counts.get(type_, 0) + 1
-    return tuple(sorted(t for t, n in counts.items() if (limit := rules.identifiers.limit(t)) is not None and n > limit))
+        type_ = key_type(key)
+        if type_ in limits:  # most keys' types have no limit: they need no count
+            counts[type_] = counts.get(type_, 0) + 1
+    return tuple(sorted(t for t, n in counts.items() if n > limits[t]))
 
 
 def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: list[str], rules: Rules) -> list[_Candidate]:
@@ -86,7 +88,7 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
         extras[profile_id] = tuple(extra)
     records: dict[str, MatchRecord] = {}
     against: dict[str, MatchRecord] = {}
-    terms = term_weights(prepared.features, ctx.terms, rules)
+    scorer = EventScorer(prepared.features, rules, term_weights(prepared.features, ctx.terms, rules))
     # A profile's records often repeat each other (a returning customer, an inventor's every
     # patent at one employer): each is scored once. A store that hands out one features object
     # per distinct stored value lets identity find the repeats; from one that does not, a
@@ -98,7 +100,7 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
         seen = (record.profile_id, id(record.features))
         score = scored.get(seen)
         if score is None:
-            score = scored[seen] = score_pair(prepared.features, record.features, rules, extras[record.profile_id], terms)
+            score = scored[seen] = scorer.score(record.features, extras[record.profile_id])
         if record.profile_id not in best or score.weight > best[record.profile_id].weight:
             best[record.profile_id], records[record.profile_id] = score, record
         if _contradicts(score, rules):

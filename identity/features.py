@@ -61,6 +61,12 @@ def split_key(key: str) -> tuple[str, str]:
     return f"{type_}:{name}", value
 
 
+def key_type(key: str) -> str:
+    """The type half of :func:`split_key`; the commonest keys' types are read without splitting."""
+    head = key.partition(":")[0]
+    return head if head in KNOWN_IDENTIFIER_TYPES else split_key(key)[0]
+
+
 def identifiers_by_type(keys: Iterable[str]) -> dict[str, list[str]]:
     """Identifier values grouped by type, as people and scenarios see them.
 

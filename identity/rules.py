@@ -126,9 +126,6 @@ class IdentifierRules(BaseModel):
     match: MU
     conflict: MU
 
-    def limit(self, type_: str) -> int | None:
-        return self.limits.get(type_)
-
 
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
