@@ -84,10 +84,6 @@ def _epoch_ms(ahead_s: float = 0.0) -> int:
     return int((time.time() + ahead_s) * 1000)
 
 
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
-
-
 #: How long a write waits for another process's transaction before the store counts as busy.
 BUSY_TIMEOUT_S = 30.0
 #: SQLite's page cache per connection, in KiB (negative: a size, not a page count). The
@@ -130,7 +126,7 @@ def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileSta
     """Live states of profiles by id, with their identifiers and consent."""
     if not ids:
         return {}
-    marks = _placeholders(len(ids))
+    marks = operations.placeholders(len(ids))
     profiles = {
         row[0]: _profile_state(*row)
         for row in db.execute(
@@ -146,7 +142,7 @@ def kept_apart(db: sqlite3.Connection, ids: set[str]) -> frozenset[frozenset[str
     """Pairs kept apart by people among ``ids``, each side followed to its live profile."""
     if len(ids) < 2:
         return frozenset()
-    marks = _placeholders(len(ids))
+    marks = operations.placeholders(len(ids))
     rows = db.execute(
         "SELECT COALESCE(pa.merged_into, k.a), COALESCE(pb.merged_into, k.b) FROM kept_apart k "
         "JOIN profiles pa ON pa.id = k.a JOIN profiles pb ON pb.id = k.b "
@@ -177,7 +173,7 @@ class SQLiteTransaction(StoreTransaction):
         seen: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            marks = _placeholders(len(chunk))
+            marks = operations.placeholders(len(chunk))
             seen.update(e for (e,) in self._db.execute(
                 f"SELECT event_id FROM decisions WHERE event_id IN ({marks}) "
                 f"UNION ALL SELECT event_id FROM refusals WHERE event_id IN ({marks})", (*chunk, *chunk)))
@@ -238,7 +234,7 @@ class SQLiteTransaction(StoreTransaction):
         hashes = event_hashes(self._erasure_key, prepared)
         rows = self._db.execute(
             "SELECT k.profile_id, t.erased_at, k.via FROM tombstone_keys k JOIN tombstones t ON t.profile_id = k.profile_id "
-            f"WHERE k.hash IN ({_placeholders(len(hashes))}) ORDER BY k.via, k.profile_id",
+            f"WHERE k.hash IN ({operations.placeholders(len(hashes))}) ORDER BY k.via, k.profile_id",
             hashes,
         )
         return tuple(ErasedMatch(p, at, via) for p, at, via in rows)
@@ -502,7 +498,8 @@ class SQLiteStore(GraphStore):
             events, profiles = list(event_ids or ()), list(profile_ids)
             rows = self.db.execute(
                 "SELECT delta_id, delta FROM outbox WHERE published = 0 AND "
-                f"(event_id IN ({_placeholders(len(events))}) OR profile_id IN ({_placeholders(len(profiles))})) "
+                f"(event_id IN ({operations.placeholders(len(events))}) "
+                f"OR profile_id IN ({operations.placeholders(len(profiles))})) "
                 "ORDER BY seq LIMIT ?",
                 (*events, *profiles, limit),
             )
@@ -520,7 +517,7 @@ class SQLiteStore(GraphStore):
         async with self._writing() as db:  # one commit for them all, the lock taken as a batch takes it
             for start in range(0, len(delta_ids), 500):
                 chunk = delta_ids[start:start + 500]
-                db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({_placeholders(len(chunk))})", chunk)
+                db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({operations.placeholders(len(chunk))})", chunk)
 
     async def open_reviews(self) -> list[OpenReview]:
         rows = self.db.execute(
@@ -626,7 +623,7 @@ class SQLiteStore(GraphStore):
         family = [live, *(r for (r,) in self.db.execute("SELECT retired_id FROM lineage WHERE survivor_id = ?", (live,)))]
         rows = self.db.execute(
             "SELECT DISTINCT o.seq, o.record FROM operations o JOIN operation_profiles p ON p.operation_id = o.id "
-            f"WHERE p.profile_id IN ({_placeholders(len(family))}) ORDER BY o.seq",
+            f"WHERE p.profile_id IN ({operations.placeholders(len(family))}) ORDER BY o.seq",
             family,
         )
         return [orjson.loads(record) for _, record in rows]
@@ -645,7 +642,7 @@ class SQLiteStore(GraphStore):
             return {}
         rows = self.db.execute(
             "SELECT DISTINCT i.key, COALESCE(p.merged_into, p.id) FROM identifiers i JOIN profiles p ON p.id = i.profile_id "
-            f"WHERE i.key IN ({_placeholders(len(keys))}) ORDER BY 1, 2",
+            f"WHERE i.key IN ({operations.placeholders(len(keys))}) ORDER BY 1, 2",
             tuple(keys),
         )
         holders: dict[str, list[str]] = {}

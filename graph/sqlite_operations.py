@@ -19,7 +19,8 @@ from identity.features import split_key, term_field
 from identity.model import FieldTerms, ProfileState, TermCounts
 
 
-def _marks(n: int) -> str:
+def placeholders(n: int) -> str:
+    """``?, ?, ...``: one parameter mark per value of an ``IN (...)`` list."""
     return ",".join("?" * n)
 
 
@@ -77,7 +78,7 @@ class BatchTerms:
         for start in range(0, len(missing), 500):
             chunk = missing[start:start + 500]
             self._values.update(dict.fromkeys(chunk, 0))
-            self._values.update(self._db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({_marks(len(chunk))})",
+            self._values.update(self._db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({placeholders(len(chunk))})",
                                                  tuple(chunk)))
 
     def _load_totals(self, fields: Sequence[str]) -> None:
@@ -85,7 +86,7 @@ class BatchTerms:
         if missing:
             self._totals.update({f: [0, 0] for f in missing})
             self._totals.update((f, [records, squares]) for f, records, squares in self._db.execute(
-                f"SELECT field, records, squares FROM term_totals WHERE field IN ({_marks(len(missing))})", tuple(missing)))
+                f"SELECT field, records, squares FROM term_totals WHERE field IN ({placeholders(len(missing))})", tuple(missing)))
 
     def read(self, keys: Sequence[str], fields: Sequence[str]) -> TermCounts:
         """The counts of ``keys`` and the totals of ``fields`` (those with records), this batch's counting included."""
@@ -135,7 +136,7 @@ def _record_operation(db: sqlite3.Connection, op: OperationRecord, deltas: Seque
 
 def _regroup_identifiers(db: sqlite3.Connection, write: OperationWrite, now: str) -> None:
     concerned = [*write.expected, *write.retired, *(p.id for p in write.profiles)]
-    db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({_marks(len(concerned))})", concerned)
+    db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({placeholders(len(concerned))})", concerned)
     rows = []
     for profile in write.profiles:
         for key in sorted(profile.identifiers):
@@ -178,10 +179,10 @@ def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
     """Everything personal of the family goes; what stays names no one (see docs/api.md)."""
     _check_versions(db, {write.profile_id: write.version})
     family = write.family
-    marks = _marks(len(family))
+    marks = placeholders(len(family))
     rows = db.execute(f"SELECT event_id, terms FROM touchpoints WHERE profile_id IN ({marks})", family).fetchall()
     events = [e for e, _ in rows]
-    emarks = _marks(len(events))
+    emarks = placeholders(len(events))
     # The counts of the family's values go with them (a value only they had leaves no row).
     count_terms(db, {key: -n for key, n in Counter(k for _, terms in rows for k in orjson.loads(terms)).items()})
     db.execute(f"DELETE FROM blocking WHERE seq IN (SELECT seq FROM touchpoints WHERE profile_id IN ({marks}))", family)
