@@ -4,7 +4,9 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from identity.compare import match_probability, score_pair
+from hypothesis import given, settings, strategies as st
+
+from identity.compare import EventScorer, match_probability, score_pair
 from identity.events import parse_event
 from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, blocking_rule_id, blocking_signature, extract_features
 from identity.rules import Rules, RulesError, load_rules
@@ -152,6 +154,21 @@ def test_a_workplace_agrees_whatever_legal_form_the_employer_is_written_with(rul
 def test_employer_and_city_are_compared_apart_when_one_side_lacks_one(rules):
     a = features(rules, company="Acme GmbH", city="Köln")
     assert set(levels(score_pair(a, features(rules, city="Köln"), rules))) == {"city"}
+
+
+_TRAITS = {"name": "anna smith", "given_name": "anna", "family_name": "smith", "company": "Acme GmbH",
+           "city": "Köln", "birth_date": "1980-01-02"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.sampled_from(sorted(_TRAITS))), st.sets(st.sampled_from(sorted(_TRAITS))))
+def test_which_comparisons_apply_does_not_depend_on_which_side_is_the_event(rules, a_traits, b_traits):
+    """An event's side is worked out once for all its candidates; a record's missing fields still count."""
+    a = features(rules, **{t: _TRAITS[t] for t in a_traits})
+    b = features(rules, **{t: _TRAITS[t] for t in b_traits})
+    applied = {c.field for c, _ in EventScorer(a, rules).levels(b)}
+    assert applied == {c.field for c, _ in EventScorer(b, rules).levels(a)}
+    assert applied <= a.keys() & b.keys()
 
 
 def test_colleagues_sharing_a_given_name_are_not_linked_on_their_workplace(rules):
