@@ -116,9 +116,9 @@ def _consent_from_json(raw: str) -> dict[str, ConsentValue]:
     return consent_from_json(orjson.loads(raw))
 
 
-def _profile_state(pid: str, version: int, created_at: str, traits: str, consent: str) -> ProfileState:
+def _profile_state(pid: str, version: int, created_at: str, traits: str, consent: str, keys: str) -> ProfileState:
     # Copies: a profile state is the planner's to change, the kept parse is everyone's.
-    return ProfileState(pid, version, created_at, set(), dict(_traits_from_json(traits)),
+    return ProfileState(pid, version, created_at, set(orjson.loads(keys)), dict(_traits_from_json(traits)),
                         dict(_consent_from_json(consent)))
 
 
@@ -126,16 +126,12 @@ def load_profiles(db: sqlite3.Connection, ids: set[str]) -> dict[str, ProfileSta
     """Live states of profiles by id, with their identifiers and consent."""
     if not ids:
         return {}
-    marks = operations.placeholders(len(ids))
-    profiles = {
-        row[0]: _profile_state(*row)
-        for row in db.execute(
-            f"SELECT id, version, created_at, traits, consent FROM profiles WHERE id IN ({marks})", tuple(ids)
-        )
-    }
-    for key, pid in db.execute(f"SELECT key, profile_id FROM identifiers WHERE profile_id IN ({marks})", tuple(ids)):
-        profiles[pid].identifiers.add(key)
-    return profiles
+    # One statement, identifiers gathered by SQLite: every event reads its candidates' profiles.
+    rows = db.execute(
+        "SELECT id, version, created_at, traits, consent, "
+        "(SELECT json_group_array(key) FROM identifiers WHERE profile_id = profiles.id) "
+        f"FROM profiles WHERE id IN ({operations.placeholders(len(ids))})", tuple(ids))
+    return {row[0]: _profile_state(*row) for row in rows}
 
 
 def kept_apart(db: sqlite3.Connection, ids: set[str]) -> frozenset[frozenset[str]]:
