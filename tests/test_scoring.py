@@ -2,9 +2,8 @@ import hashlib
 import math
 
 import pytest
-from pydantic import ValidationError
-
 from hypothesis import given, settings, strategies as st
+from pydantic import ValidationError
 
 from identity.compare import EventScorer, match_probability, score_pair
 from identity.events import parse_event
