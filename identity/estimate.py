@@ -5,7 +5,8 @@
 - ``m`` (how often one customer's records agree) comes from expectation–maximisation over
   the pairs each blocking rule finds, with ``u`` held fixed. A rule's own fields agree on all
   its pairs by construction, so they are left out of that rule's pass and learned from the
-  others; each comparison's ``m`` is the mean over the passes that could learn it.
+  others; each comparison's ``m`` is the mean over the passes that could learn it. A pass that
+  leaves a single comparison to learn teaches nothing (see :data:`MIN_ACTIVE`).
 - The prior is the share of matching pairs among all pairs of the sample: the matches expected
   among the pairs any rule finds, each judged on every field under that prior, over the number
   of pairs (a fixed point, started from the most matches any one pass finds).
@@ -39,6 +40,13 @@ _M_FLOOR = 1e-3
 _MAX_BLOCK = 50
 #: Random pairs counted for ``u``; past a few hundred thousand the estimate no longer moves.
 RANDOM_PAIRS = 100_000
+#: Comparisons a blocking rule's pass must leave to learn before it learns any. With one, the
+#: mixture is not identified: any split of its levels between matches and non-matches fits the
+#: pairs as well, and EM settles on calling the commonest level the match. Blocked on a full
+#: name, the one comparison left was the workplace, and EM learned that one person's records
+#: never name two employers (m 0.002 against ~0.26 in the data): every mention after a move
+#: counted 9 bits against its person.
+MIN_ACTIVE = 2
 
 Pattern = tuple[int | None, ...]
 
@@ -225,6 +233,8 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
         distinct += len(patterns)
         observed = {i for p in patterns for i, level in enumerate(p) if level is not None}
         active = [_learns_from(rule, c, rules) and i in observed for i, c in enumerate(rules.comparisons)]
+        if sum(active) < MIN_ACTIVE:
+            continue
         m, share, runs = _em_pass(patterns, start, u, active, iterations, tolerance)
         done += runs
         matches = max(matches, share * len(pairs))

@@ -66,6 +66,15 @@ def test_namesakes_with_different_birth_dates_score_below_review_under_a_learned
     assert score_pair(*features, model).probability < model.thresholds.review
 
 
+def test_a_blocking_pass_that_leaves_one_comparison_to_learn_teaches_it_nothing(rules):
+    # Mentions carry a name and a workplace only: the pass blocked on the name leaves the
+    # workplace alone, and EM there called every pair at one employer a match and the rest not,
+    # learning that one inventor never names two employers.
+    learned = estimate(sample_features(rules, "mentions"), rules, random_pairs=20_000).rules
+    assert [level(learned, "workplace", name)[0] for name in ("exact", "other")] == \
+        [level(rules, "workplace", name)[0] for name in ("exact", "other")]
+
+
 def test_an_estimated_model_names_a_new_version_by_its_content(learned, rules):
     assert learned.rules.model_version != rules.model_version
     assert learned.rules.fingerprint == learned.rules.model_copy().fingerprint
