@@ -75,6 +75,15 @@ def test_a_blocking_pass_that_leaves_one_comparison_to_learn_teaches_it_nothing(
         [level(rules, "workplace", name)[0] for name in ("exact", "other")]
 
 
+def test_inventors_who_moved_employer_stay_linkable_under_a_model_learned_from_mentions(rules):
+    model = estimate(sample_features(rules, "mentions"), rules, random_pairs=20_000).rules
+    a = {"given_name": "anna", "family_name": "müller", "city": "berlin", "company": "braun technik"}
+    b = {**a, "city": "essen", "company": "koch gmbh"}
+    features = [prepare(parse_event({"event_id": i, "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z",
+                                     "traits": t}), model).features for i, t in (("a", a), ("b", b))]
+    assert score_pair(*features, model).probability >= model.thresholds.review
+
+
 def test_an_estimated_model_names_a_new_version_by_its_content(learned, rules):
     assert learned.rules.model_version != rules.model_version
     assert learned.rules.fingerprint == learned.rules.model_copy().fingerprint
