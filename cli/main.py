@@ -418,16 +418,18 @@ def growth(
 @app.command()
 def reindex(rules: Optional[Path] = RulesOption) -> None:
     """Rebuild the blocking index from every record's stored features under the rules given (the
-    workers' IDGRAPH_RULES): after blocking rules were added, or a store from before rule ids."""
+    workers' IDGRAPH_RULES): after blocking rules were added, or a store from before rule ids.
+    Records stored before the store counted term frequencies are counted too, once."""
     running = rules_or_fail(rules)
 
-    async def rebuild(store: GraphStore) -> tuple[str, int]:
+    async def rebuild(store: GraphStore) -> tuple[str, int, int]:
         mismatch = await check_blocking_index(store, running)
         before = "it already matched them" if mismatch is None else mismatch.describe()
-        return before, await store.reindex_blocking(running)
+        return before, await store.reindex_blocking(running), await store.backfill_term_counts(running)
 
-    before, records = run_on_store(rebuild)
-    typer.echo(f"reindexed {records} records under {len(running.blocking)} blocking rules (before: {before})")
+    before, records, counted = run_on_store(rebuild)
+    typer.echo(f"reindexed {records} records under {len(running.blocking)} blocking rules (before: {before}); "
+               f"term frequencies counted for {counted} records that counted none")
 
 
 app.command("api")(api_command)

@@ -428,10 +428,8 @@ SET t.records = t.records + records, t.squares = t.squares + squares
 """
 
 
-COUNT_TERMS = Statement(
-    "count_terms",
-    """
-UNWIND $terms AS row
+# Counts ``row`` (key, field, add) into this writer's shard and the field's totals.
+_COUNT_TERM_ROW = """
 OPTIONAL MATCH (other:TermCount {key: row.key}) WHERE other.writer <> $writer
 WITH row, coalesce(sum(other.n), 0) AS elsewhere
 MERGE (c:TermCount {key: row.key, writer: $writer})
@@ -439,8 +437,37 @@ MERGE (c:TermCount {key: row.key, writer: $writer})
 WITH row, c, elsewhere + c.n AS before
 SET c.n = c.n + row.add
 WITH row.field AS field, before, before + row.add AS after
-""" + _add_to_totals("$writer"),
-    ("terms", "writer"),
+""" + _add_to_totals("$writer")
+
+COUNT_TERMS = Statement("count_terms", "UNWIND $terms AS row" + _COUNT_TERM_ROW, ("terms", "writer"))
+
+# --- term counts of touchpoints stored before counting began (Neo4jStore.backfill_term_counts) --
+
+# The next page of touchpoints that count no term: stored before counting, or with no counted field.
+UNCOUNTED_TOUCHPOINTS = Statement(
+    "uncounted_touchpoints",
+    """
+MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
+  AND size(coalesce(t.terms, [])) = 0
+RETURN t.seq AS seq, t.event_id AS event_id, t.features AS features
+ORDER BY t.seq, t.event_id
+LIMIT $chunk
+""",
+    ("seq", "event_id", "chunk"),
+)
+
+# Each touchpoint given the keys it now counts, and the counts added, in one transaction; one
+# another backfill counted meanwhile is left as it is, so nothing is counted twice.
+BACKFILL_TERMS = Statement(
+    "backfill_terms",
+    """
+UNWIND $rows AS touchpoint
+MATCH (t:Touchpoint {event_id: touchpoint.event_id}) WHERE size(coalesce(t.terms, [])) = 0
+SET t.terms = touchpoint.keys
+WITH touchpoint UNWIND touchpoint.keys AS key
+WITH key, count(*) AS add
+WITH {key: key, field: split(key, ':')[0], add: add} AS row""" + _COUNT_TERM_ROW,
+    ("rows", "writer"),
 )
 
 # A writer's counters folded, as its store closes, into one shared node per key and per field
@@ -1202,6 +1229,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, FOLD_TERM_COUNTS, FOLD_TERM_TOTALS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
         UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
         POSITIONAL_KEYS, TOUCHPOINT_FEATURES, ACCEPTED_EVENTS, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
+        UNCOUNTED_TOUCHPOINTS, BACKFILL_TERMS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

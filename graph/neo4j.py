@@ -71,7 +71,8 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import Features, PreparedEvent, blocking_keys, blocking_signature, identifiers_by_type, split_key
+from identity.features import (Features, PreparedEvent, blocking_keys, blocking_signature, identifiers_by_type, split_key,
+                               term_keys)
 from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -529,6 +530,18 @@ class Neo4jStore(GraphStore):
             after = page["last"]
         await self._write(cypher.PUT_META, name=BLOCKING_SIGNATURE, value=blocking_signature(rules))
         return records
+
+    async def backfill_term_counts(self, rules: Rules) -> int:
+        """Chunk by chunk, each its own transaction, into this writer's shard (folded at close)."""
+        seq, event_id, counted = -1, "", 0
+        while rows := await self._read(cypher.UNCOUNTED_TOUCHPOINTS, seq=seq, event_id=event_id, chunk=REINDEX_CHUNK):
+            keyed = [{"event_id": r["event_id"], "keys": list(keys)} for r in rows
+                     if (keys := term_keys(orjson.loads(r["features"]), rules))]
+            if keyed:
+                await self._write(cypher.BACKFILL_TERMS, rows=keyed, writer=self._writer)
+            counted += len(keyed)
+            seq, event_id = int(rows[-1]["seq"]), rows[-1]["event_id"]
+        return counted
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         rows = await self._read(cypher.GENERIC_IDENTIFIERS, generic_after=rules.identifiers.generic_after_profiles)

@@ -57,6 +57,7 @@ from identity.features import (
     identifiers_by_type,
     rarest_first,
     split_key,
+    term_keys,
 )
 from identity.model import (
     ConsentValue,
@@ -558,6 +559,23 @@ class SQLiteStore(GraphStore):
             db.execute("INSERT INTO meta (name, value) VALUES ('blocking_signature', ?) "
                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (blocking_signature(rules),))
         return records
+
+    async def backfill_term_counts(self, rules: Rules) -> int:
+        """One transaction, a page of touchpoints at a time. A touchpoint stored before counting
+        began holds ``[]`` (schema migration 6), as does one that had no counted field: both are
+        looked at, and only those with terms under ``rules`` are counted and keep their keys."""
+        async with self._writing() as db:
+            terms, counted, seq = operations.BatchTerms(db), 0, -1
+            while page := db.execute("SELECT seq, features FROM touchpoints WHERE CAST(terms AS TEXT) = '[]' AND seq > ? "
+                                     "ORDER BY seq LIMIT 1000", (seq,)).fetchall():
+                seq = page[-1][0]
+                keyed = [(s, keys) for s, features in page if (keys := term_keys(orjson.loads(features), rules))]
+                db.executemany("UPDATE touchpoints SET terms = ? WHERE seq = ?", [(orjson.dumps(k), s) for s, k in keyed])
+                for _, keys in keyed:
+                    terms.add(keys)
+                counted += len(keyed)
+            terms.flush()
+        return counted
 
     async def generic_identifiers(self, rules: Rules) -> list[tuple[str, int]]:
         return list(self.db.execute(

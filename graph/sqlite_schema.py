@@ -175,7 +175,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 6: term frequencies (identity/compare.py term_weights): how many touchpoints carry each
     #    term key, and per field the records counted and the sum of squared counts. Each
     #    touchpoint keeps the keys it added, so erasure takes back exactly what it counted even
-    #    if the rules changed since. Touchpoints stored before this migration were not counted.
+    #    if the rules changed since. Touchpoints stored before this migration hold `[]` until
+    #    `idgraph reindex` counts them (SQLiteStore.backfill_term_counts).
     """
     CREATE TABLE term_counts (
         key TEXT PRIMARY KEY,

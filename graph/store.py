@@ -465,6 +465,12 @@ class BlockingIndex(Protocol):
         """Rebuild every record's blocking keys from its stored features under ``rules`` and record
         their signature; returns the records reindexed."""
 
+    @abstractmethod
+    async def backfill_term_counts(self, rules: Rules) -> int:
+        """Count the term frequencies of the records that count none (stored before the store
+        counted them) from their features under ``rules``, once; returns the records counted.
+        Safe while workers write: it only adds what no one counted."""
+
 
 #: The signature of an index whose keys were named ``b{position}:`` in the rule file.
 POSITIONAL = "positional"

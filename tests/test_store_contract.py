@@ -620,6 +620,38 @@ async def test_erasure_takes_back_the_erased_records_counts(engine, store, rules
     assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (1, 1)
 
 
+def uncounted(rules):
+    """The same rules weighing no value by its frequency: what a store counted before counting began."""
+    return rules.model_copy(update=dict(comparisons=[{**c.model_dump(), "term_frequency": False} for c in rules.comparisons]))
+
+
+async def test_the_backfill_counts_the_records_stored_before_counting_began(store, rules):
+    for n in range(2):
+        await Engine(store, uncounted(rules)).resolve(make_event({"crm_id": f"old-{n}"}, {"family_name": "Smith", "city": "Leeds"}))
+    await Engine(store, rules).resolve(make_event({"crm_id": "new"}, {"family_name": "Smith"}))
+    assert await store.backfill_term_counts(rules) == 2
+    terms = await stored_terms(store, rules, {"family_name": "Smith", "city": "Leeds"})
+    assert (terms.values["family_name:smith"], terms.values["city:leeds"]) == (3, 2)
+    assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (3, 3 * 3)
+
+
+async def test_the_backfill_counts_each_record_once(store, rules):
+    await Engine(store, uncounted(rules)).resolve(make_event({"crm_id": "old"}, {"family_name": "Smith"}))
+    await store.backfill_term_counts(rules)
+    assert await store.backfill_term_counts(rules) == 0
+    assert (await stored_terms(store, rules, {"family_name": "Smith"})).values["family_name:smith"] == 1
+
+
+async def test_erasure_takes_back_what_the_backfill_counted(engine, store, rules):
+    from service.operations import Operations
+    kept = await engine.resolve(make_event({"crm_id": "kept"}, {"family_name": "Smith"}))
+    gone = await Engine(store, uncounted(rules)).resolve(make_event({"crm_id": "gone"}, {"family_name": "Smith"}))
+    assert kept.profile_id != gone.profile_id
+    await store.backfill_term_counts(rules)
+    await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
+    assert (await stored_terms(store, rules, {"family_name": "Smith"})).values["family_name:smith"] == 1
+
+
 # --- the model registry -------------------------------------------------------------------
 
 def stricter(rules):
