@@ -439,9 +439,9 @@ class Neo4jStore(GraphStore):
                                orjson.loads(row["traits"]), list(row["merged_from"]),
                                orjson.loads(row["consent"]) if row.get("consent") else {})
 
-    async def decision(self, event_id: str) -> DecisionRecord | None:
-        rows = await self._read(cypher.DECISION, event_id=event_id)
-        return orjson.loads(rows[0]["record"]) if rows else None
+    async def decisions(self, event_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        rows = await self._read(cypher.DECISIONS, event_ids=list(event_ids))
+        return {r["event_id"]: orjson.loads(r["record"]) for r in rows}
 
     async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         rows = await self._read(cypher.DECISIONS_FOR, profile_id=profile_id)

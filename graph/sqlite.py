@@ -430,9 +430,14 @@ class SQLiteStore(GraphStore):
         return ProfileSnapshot(live, version, created_at, updated_at, identifiers, orjson.loads(traits), merged_from,
                                orjson.loads(consent))
 
-    async def decision(self, event_id: str) -> DecisionRecord | None:
-        row = self.db.execute("SELECT record FROM decisions WHERE event_id = ?", (event_id,)).fetchone()
-        return None if row is None else orjson.loads(row[0])
+    async def decisions(self, event_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        found: dict[str, DecisionRecord] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start:start + 500]
+            found.update((e, orjson.loads(r)) for e, r in self.db.execute(
+                f"SELECT event_id, record FROM decisions WHERE event_id IN ({operations.placeholders(len(chunk))})",
+                tuple(chunk)))
+        return found
 
     async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:
         live = await self.survivor(profile_id) or profile_id

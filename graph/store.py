@@ -297,8 +297,13 @@ class ReadViews(Protocol):
     async def profile(self, profile_id: str) -> ProfileSnapshot | None:
         """The live profile for an id (a merged id answers with its survivor)."""
 
+    async def decision(self, event_id: str) -> DecisionRecord | None:
+        return (await self.decisions([event_id])).get(event_id)
+
     @abstractmethod
-    async def decision(self, event_id: str) -> DecisionRecord | None: ...
+    async def decisions(self, event_ids: Sequence[str]) -> dict[str, DecisionRecord]:
+        """The decisions of ``event_ids`` by event id, read at once (a console page's reviews, a
+        sandbox's history a page at a time); an event with none (unknown, or refused) is left out."""
 
     @abstractmethod
     async def decisions_for(self, profile_id: str) -> list[DecisionRecord]:

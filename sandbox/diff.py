@@ -14,13 +14,18 @@ from sandbox.load import read_labels
 from sandbox.workspace import Sandbox, SandboxError, sandboxes
 
 
+#: Decisions read at once: a query per decision took minutes on a large graph; all at once, the
+#: memory of every full record (with its evidence) when only summaries are kept.
+DECISION_PAGE = 1_000
+
+
 async def _side(store: ReadViews) -> tuple[dict[str, str], dict[str, DecisionSummary]]:
     assignments = dict(await store.assignments())
-    decisions = {}
-    for event_id in assignments:
-        record = await store.decision(event_id)
-        if record is not None:
-            decisions[event_id] = DecisionSummary.of(record)
+    event_ids = list(assignments)
+    decisions: dict[str, DecisionSummary] = {}
+    for start in range(0, len(event_ids), DECISION_PAGE):
+        page = await store.decisions(event_ids[start:start + DECISION_PAGE])
+        decisions.update((event_id, DecisionSummary.of(record)) for event_id, record in page.items())
     return assignments, decisions
 
 

@@ -156,6 +156,18 @@ async def test_decision_of_an_event_is_its_full_record(engine, store):
     assert await store.decision("never-seen") is None
 
 
+async def test_decisions_of_many_events_are_read_at_once_leaving_out_those_without_one(engine, store):
+    outcomes = [await engine.resolve(make_event({"crm_id": f"c-{n}"})) for n in range(3)]
+    found = await store.decisions([o.event_id for o in outcomes] + ["never-seen"])
+    assert found == {o.event_id: o.decision for o in outcomes}
+
+
+async def test_decisions_of_more_events_than_one_statement_binds_are_all_read(engine, store):
+    outcome = await engine.resolve(make_event({"crm_id": "c-1"}))
+    unknown = [f"unknown-{n}" for n in range(1_200)]
+    assert await store.decisions([*unknown, outcome.event_id]) == {outcome.event_id: outcome.decision}
+
+
 async def test_assignments_give_each_event_its_live_profile_in_arrival_order(engine, store):
     older, newer, bridge = await merged_pair(engine)
     assert await store.assignments() == [

@@ -40,8 +40,8 @@ async def _queue(request: Request, who: Principal, *, status: int = 200, notice:
                  merge_form: dict[str, str] | None = None) -> Response:
     state = api_state(request)
     open_reviews = await operator.reviews(who, state, "open")
-    proposals = [(review, waterfalls(await state.store.decision(review.event_id), review.profile_ids))
-                 for review in open_reviews]
+    records = await state.store.decisions([review.event_id for review in open_reviews])
+    proposals = [(review, waterfalls(records.get(review.event_id), review.profile_ids)) for review in open_reviews]
     counters = await request.app.state.idgraph_counters.read(len(open_reviews))
     return render(request, "console.html", status, proposals=proposals, counters=counters,
                   notice=notice if notice in NOTICES else None, error=error, merge_error=merge_error,
