@@ -456,8 +456,8 @@ LIMIT $chunk
     ("seq", "event_id", "chunk"),
 )
 
-# Each touchpoint given the keys it now counts, and the counts added, in one transaction; one
-# another backfill counted meanwhile is left as it is, so nothing is counted twice.
+# Each touchpoint given the keys it now counts, and the counts added, in one transaction; a
+# touchpoint another backfill counted meanwhile is skipped, so nothing is counted twice.
 BACKFILL_TERMS = Statement(
     "backfill_terms",
     """

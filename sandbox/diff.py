@@ -14,8 +14,8 @@ from sandbox.load import read_labels
 from sandbox.workspace import Sandbox, SandboxError, sandboxes
 
 
-#: Decisions read at once: a query per decision took minutes on a large graph; all at once, the
-#: memory of every full record (with its evidence) when only summaries are kept.
+#: Decisions read at once: a query each was a round trip per event of the sandbox; all at once
+#: would hold every full record (with its evidence) where only summaries are kept.
 DECISION_PAGE = 1_000
 
 
