@@ -168,8 +168,7 @@ class SQLiteTransaction(StoreTransaction):
         # Almost every event is new: one set-based query spares two lookups per event that find nothing.
         ids = list({prepared.event_id for prepared in batch})
         seen: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+        for chunk in operations.in_lists(ids):
             marks = operations.placeholders(len(chunk))
             seen.update(e for (e,) in self._db.execute(
                 f"SELECT event_id FROM decisions WHERE event_id IN ({marks}) "
@@ -432,8 +431,7 @@ class SQLiteStore(GraphStore):
 
     async def decisions(self, event_ids: Sequence[str]) -> dict[str, DecisionRecord]:
         found: dict[str, DecisionRecord] = {}
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start:start + 500]
+        for chunk in operations.in_lists(event_ids):
             found.update((e, orjson.loads(r)) for e, r in self.db.execute(
                 f"SELECT event_id, record FROM decisions WHERE event_id IN ({operations.placeholders(len(chunk))})",
                 tuple(chunk)))
@@ -517,8 +515,7 @@ class SQLiteStore(GraphStore):
         if not delta_ids:
             return
         async with self._writing() as db:  # one commit for them all, the lock taken as a batch takes it
-            for start in range(0, len(delta_ids), 500):
-                chunk = delta_ids[start:start + 500]
+            for chunk in operations.in_lists(delta_ids):
                 db.execute(f"UPDATE outbox SET published = 1 WHERE delta_id IN ({operations.placeholders(len(chunk))})", chunk)
 
     async def open_reviews(self) -> list[OpenReview]:
@@ -576,6 +573,7 @@ class SQLiteStore(GraphStore):
                 seq = page[-1][0]
                 keyed = [(s, keys) for s, features in page if (keys := term_keys(orjson.loads(features), rules))]
                 db.executemany("UPDATE touchpoints SET terms = ? WHERE seq = ?", [(orjson.dumps(k), s) for s, k in keyed])
+                terms.load([key for _, keys in keyed for key in keys])  # the page's counts in one read
                 for _, keys in keyed:
                     terms.add(keys)
                 counted += len(keyed)

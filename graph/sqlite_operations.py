@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence, TypeVar
 
 import orjson
 
@@ -19,9 +19,21 @@ from identity.features import split_key, term_field
 from identity.model import FieldTerms, ProfileState, TermCounts
 
 
+_V = TypeVar("_V")
+
+#: Values bound per ``IN (...)`` list: far below any SQLite's limit on a statement's parameters.
+IN_LIST_SIZE = 500
+
+
 def placeholders(n: int) -> str:
     """``?, ?, ...``: one parameter mark per value of an ``IN (...)`` list."""
     return ",".join("?" * n)
+
+
+def in_lists(values: Sequence[_V]) -> Iterator[Sequence[_V]]:
+    """``values`` in slices of at most :data:`IN_LIST_SIZE`, one statement's ``IN (...)`` list each."""
+    for start in range(0, len(values), IN_LIST_SIZE):
+        yield values[start:start + IN_LIST_SIZE]
 
 
 def upsert_profile(db: sqlite3.Connection, profile: ProfileState, now: str, *, revive: bool = False) -> None:
@@ -75,8 +87,7 @@ class BatchTerms:
         and their fields' totals."""
         self._load_totals([term_field(k) for k in keys])
         missing = list(dict.fromkeys(k for k in keys if k not in self._values))
-        for start in range(0, len(missing), 500):
-            chunk = missing[start:start + 500]
+        for chunk in in_lists(missing):
             self._values.update(dict.fromkeys(chunk, 0))
             self._values.update(self._db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({placeholders(len(chunk))})",
                                                  tuple(chunk)))

@@ -162,7 +162,7 @@ async def test_decisions_of_many_events_are_read_at_once_leaving_out_those_witho
     assert found == {o.event_id: o.decision for o in outcomes}
 
 
-async def test_decisions_of_more_events_than_one_statement_binds_are_all_read(engine, store):
+async def test_decisions_of_more_events_than_one_in_list_holds_are_all_read(engine, store):
     outcome = await engine.resolve(make_event({"crm_id": "c-1"}))
     unknown = [f"unknown-{n}" for n in range(1_200)]
     assert await store.decisions([*unknown, outcome.event_id]) == {outcome.event_id: outcome.decision}
