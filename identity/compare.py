@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
+from rapidfuzz.process import cpdist
 
 from identity.features import Features, term_key
 from identity.model import TermCounts
@@ -31,10 +33,18 @@ def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels) -> s
         return "exact"
     if a["tokens"] == b["tokens"]:
         return "romanised"
-    if (min(len(a["latin"]), len(b["latin"])) >= _ONE_TYPO_MIN_CHARS
-            and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1):
+    if _typo_checked(a, b) and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1:
         return "close"
-    similarity = max(JaroWinkler.similarity(a["latin"], b["latin"]), JaroWinkler.similarity(a["tokens"], b["tokens"]))
+    return _similarity_level(max(JaroWinkler.similarity(a["latin"], b["latin"]),
+                                 JaroWinkler.similarity(a["tokens"], b["tokens"])), at)
+
+
+def _typo_checked(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Whether the pair is long enough for one typo to make it ``close`` whatever Jaro-Winkler says."""
+    return min(len(a["latin"]), len(b["latin"])) >= _ONE_TYPO_MIN_CHARS
+
+
+def _similarity_level(similarity: float, at: SimilarityLevels) -> str:
     if similarity >= at.close:
         return "close"
     return "similar" if similarity >= at.similar else "other"
@@ -72,19 +82,23 @@ def _date_level(a: str, b: str) -> str:
 def _text_level(a: str, b: str, at: SimilarityLevels) -> str:
     if a == b:
         return "exact"
-    ratio = token_sort_ratio(a, b) / 100
-    if ratio >= at.close:
-        return "close"
-    return "similar" if ratio >= at.similar else "other"
+    return _similarity_level(token_sort_ratio(a, b) / 100, at)
 
 
 def _code_level(a: str, b: str) -> str:
     if a == b:
         return "exact"
-    distance = DamerauLevenshtein.distance(a, b, score_cutoff=2)
+    return _edits_level(DamerauLevenshtein.distance(a, b, score_cutoff=2))
+
+
+def _edits_level(distance: int) -> str:
     if distance <= 1:
         return "one_edit"
     return "two_edits" if distance == 2 else "other"
+
+
+def _similarity(comparison: Comparison, rules: Rules) -> SimilarityLevels:
+    return rules.comparators.company if comparison.kind == "company" else rules.comparators.text
 
 
 def comparator_level(comparison: Comparison, a: Any, b: Any, rules: Rules) -> str:
@@ -97,8 +111,56 @@ def comparator_level(comparison: Comparison, a: Any, b: Any, rules: Rules) -> st
     elif kind == "code":
         level = _code_level(a, b)
     else:
-        level = _text_level(a, b, rules.comparators.company if kind == "company" else rules.comparators.text)
+        level = _text_level(a, b, _similarity(comparison, rules))
     return comparison.fold[level]
+
+
+def comparator_levels(comparison: Comparison, left: Sequence[Any], right: Sequence[Any], rules: Rules) -> list[str]:
+    """The level of each pair ``left[i]``, ``right[i]``, as :func:`comparator_level` gives it one
+    pair at a time, for many pairs at once: rapidfuzz computes the string distances of all
+    pairs that need one in a single C loop (``cpdist``). Learning compares tens of thousands of
+    random pairs per fit, and one call per pair and distance was most of what a fit cost."""
+    kind = comparison.kind
+    if kind == "name":
+        levels = _name_levels(left, right, rules.comparators.name)
+    elif kind == "date":
+        levels = list(map(_date_level, left, right))
+    else:
+        levels = ["exact" if a == b else "" for a, b in zip(left, right)]
+        rest = [i for i, level in enumerate(levels) if not level]
+        pairs = [left[i] for i in rest], [right[i] for i in rest]
+        if kind == "code":
+            found = [_edits_level(d) for d in _pairwise(DamerauLevenshtein.distance, *pairs, score_cutoff=2)]
+        else:
+            at = _similarity(comparison, rules)
+            found = [_similarity_level(r / 100, at) for r in _pairwise(token_sort_ratio, *pairs)]
+        for i, level in zip(rest, found):
+            levels[i] = level
+    fold = comparison.fold
+    return [fold[level] for level in levels]
+
+
+def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]], at: SimilarityLevels) -> list[str]:
+    levels = ["exact" if a["text"] == b["text"] else "romanised" if a["tokens"] == b["tokens"] else ""
+              for a, b in zip(left, right)]
+    rest = [i for i, level in enumerate(levels) if not level]
+    latin = [left[i]["latin"] for i in rest], [right[i]["latin"] for i in rest]
+    tokens = [left[i]["tokens"] for i in rest], [right[i]["tokens"] for i in rest]
+    typos = _pairwise(DamerauLevenshtein.distance, *latin, score_cutoff=1)
+    similarities = map(max, _pairwise(JaroWinkler.similarity, *latin), _pairwise(JaroWinkler.similarity, *tokens))
+    for i, typo, similarity in zip(rest, typos, similarities):
+        levels[i] = "close" if typo <= 1 and _typo_checked(left[i], right[i]) else _similarity_level(similarity, at)
+    return levels
+
+
+def _pairwise(scorer: Callable[..., float], left: list[str], right: list[str], **options: Any) -> list[Any]:
+    """``scorer(left[i], right[i])`` for every i, in rapidfuzz's C loop (float64: the thresholds
+    must see the same figure a single call returns)."""
+    if not left:
+        return []
+    dtype = numpy.int64 if scorer is DamerauLevenshtein.distance else numpy.float64
+    result: list[Any] = cpdist(left, right, scorer=scorer, dtype=dtype, **options).tolist()
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,13 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
+import numpy
 import orjson
 
-from identity.compare import comparator_level
+
+from identity.compare import comparator_levels
 from identity.features import Features, blocking_keys, blocking_rule_id
 from identity.rules import Comparison, Rules
 
@@ -38,9 +40,9 @@ _EPSILON = 1e-6
 _M_FLOOR = 1e-3
 #: Records sharing a blocking key beyond this many are skipped, as the engine caps candidates too.
 _MAX_BLOCK = 50
-#: Random pairs counted for ``u``. Comparing them was most of a fit's cost (febrl4: 4.5 of 4.9
-#: CPU-seconds at 100,000 pairs, and fits two thirds of the whole run's CPU). At 30,000 every
-#: perf.accuracy F1 stayed within 0.0006 of 100,000's (four sets higher, mentions lower).
+#: Random pairs counted for ``u``. At 30,000 every perf.accuracy F1 stayed within 0.0006 of
+#: 100,000's (four sets higher, mentions lower); compared in bulk (:class:`_Patterns`), they take
+#: 0.1-0.5 CPU-seconds per fit here.
 RANDOM_PAIRS = 30_000
 #: Comparisons a blocking rule's pass must leave to learn before it learns any. With one, the
 #: mixture is not identified: any split of its levels between matches and non-matches fits the
@@ -77,44 +79,75 @@ def _rule_blocks(samples: Sequence[Features], rules: Rules) -> list[set[tuple[in
 
 
 class _Patterns:
-    """The comparison pattern of any pair of ``records``, each comparison's level worked out once
-    per distinct pair of values: a sample repeats its common names, cities and employers
-    thousands of times, and comparing them again was most of what a fit cost."""
+    """The comparison patterns of pairs of ``records``, a comparison at a time over all pairs.
+
+    Each comparison's values are numbered, so a pair is two numbers and the distinct value pairs
+    are found by numpy: a sample repeats its common names, cities and employers thousands of
+    times, and each distinct pair is compared once (:func:`identity.compare.comparator_levels`,
+    all in one call). A fit compares tens of thousands of pairs; one Python call per pair and
+    comparison was most of what it cost.
+    """
 
     def __init__(self, records: Sequence[Features], rules: Rules) -> None:
-        self._records = records
         self._rules = rules
-        comparisons = rules.comparisons
-        #: Per record and comparison: the value's key, and whether the record has every field
-        #: the comparison gives way to (``when_missing``; skipped when both records have them).
-        self._values = [[_value_key(f[c.field]) if c.field in f else None for c in comparisons] for f in records]
-        self._covered = [[bool(c.when_missing) and all(w in f for w in c.when_missing) for c in comparisons]
-                         for f in records]
-        self._levels: list[dict[tuple[str | bytes, str | bytes], int]] = [{} for _ in comparisons]
+        #: Per comparison: each record's value number (-1: the record lacks the field), the
+        #: values by number, and which records hold every field it gives way to (``when_missing``:
+        #: a pair of two such records skips it).
+        self._codes: list[numpy.ndarray] = []
+        self._values: list[list[Any]] = []
+        self._covered: list[numpy.ndarray] = []
+        for c in rules.comparisons:
+            numbers: dict[str | bytes, int] = {}
+            values: list[Any] = []
+            codes = numpy.full(len(records), -1, dtype=numpy.int64)
+            for r, features in enumerate(records):
+                if c.field in features:
+                    value = features[c.field]
+                    codes[r] = number = numbers.setdefault(_value_key(value), len(values))
+                    if number == len(values):
+                        values.append(value)
+            self._codes.append(codes)
+            self._values.append(values)
+            self._covered.append(numpy.array([bool(c.when_missing) and all(w in f for w in c.when_missing)
+                                              for f in records], dtype=bool))
 
-    def __call__(self, a: int, b: int) -> Pattern:
-        values_a, values_b = self._values[a], self._values[b]
-        covered_a, covered_b = self._covered[a], self._covered[b]
-        pattern: list[int | None] = []
-        for i, known in enumerate(self._levels):
-            value_a, value_b = values_a[i], values_b[i]
-            if value_a is None or value_b is None or (covered_a[i] and covered_b[i]):
-                pattern.append(None)
+    def of(self, a: numpy.ndarray, b: numpy.ndarray) -> numpy.ndarray:
+        """The pattern of each pair ``a[k]``, ``b[k]``: one row per pair, one column per comparison,
+        holding the level's index, or -1 where the comparison takes no part."""
+        rules = self._rules
+        patterns = numpy.full((len(a), len(rules.comparisons)), -1, dtype=numpy.int16)
+        for i, c in enumerate(rules.comparisons):
+            codes, covered, values = self._codes[i], self._covered[i], self._values[i]
+            left, right = codes[a], codes[b]
+            taking = (left >= 0) & (right >= 0) & ~(covered[a] & covered[b])
+            if not taking.any():
                 continue
-            level = known.get((value_a, value_b))
-            if level is None:
-                level = known[(value_a, value_b)] = self._level(i, a, b)
-            pattern.append(level)
-        return tuple(pattern)
-
-    def _level(self, i: int, a: int, b: int) -> int:
-        c = self._rules.comparisons[i]
-        return c.level_names.index(comparator_level(c, self._records[a][c.field], self._records[b][c.field], self._rules))
+            distinct, inverse = numpy.unique(left[taking] * len(values) + right[taking], return_inverse=True)
+            levels = comparator_levels(c, [values[v] for v in (distinct // len(values)).tolist()],
+                                       [values[v] for v in (distinct % len(values)).tolist()], rules)
+            index = {name: position for position, name in enumerate(c.level_names)}
+            patterns[taking, i] = numpy.array([index[level] for level in levels], dtype=numpy.int16)[inverse]
+        return patterns
 
 
 def _value_key(value: object) -> str | bytes:
     """A feature value as a dictionary key: equal values, equal keys."""
     return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _counted(patterns: numpy.ndarray) -> Counter[Pattern]:
+    """How many pairs have each pattern (-1 read as None: the comparison took no part)."""
+    base = int(patterns.max(initial=-1)) + 2
+    if base ** patterns.shape[1] < 2 ** 62:
+        # Each row read as one number, a digit per comparison: numpy finds the distinct numbers
+        # of a column many times faster than the distinct rows of a table.
+        digits = (patterns.astype(numpy.int64) + 1) * base ** numpy.arange(patterns.shape[1], dtype=numpy.int64)
+        _, first, counts = numpy.unique(digits.sum(axis=1), return_index=True, return_counts=True)
+        rows = patterns[first]
+    else:
+        rows, counts = numpy.unique(patterns, axis=0, return_counts=True)
+    return Counter({tuple(None if level < 0 else level for level in row): count
+                    for row, count in zip(rows.tolist(), counts.tolist())})
 
 
 def _clamp(p: float) -> float:
@@ -138,14 +171,14 @@ def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int,
     rng = random.Random(seed)
     n = len(samples)
     counts = [[1.0] * len(c.level_names) for c in rules.comparisons]
-    seen = [0] * len(rules.comparisons)
-    for _ in range(min(pairs, n * (n - 1) // 2)):
-        a, b = rng.sample(range(n), 2)
-        for i, level in enumerate(pattern(a, b)):
-            if level is not None:
-                counts[i][level] += 1
-                seen[i] += 1
-    return [_normalise(row) if seen[i] else None for i, row in enumerate(counts)]
+    drawn = numpy.array([rng.sample(range(n), 2) for _ in range(min(pairs, n * (n - 1) // 2))], dtype=numpy.int64)
+    patterns = pattern.of(drawn[:, 0], drawn[:, 1]) if len(drawn) else numpy.empty((0, len(counts)), dtype=numpy.int16)
+    rows: list[list[float] | None] = []
+    for i, column in enumerate(patterns.T):
+        taken = column[column >= 0]
+        found = numpy.bincount(taken, minlength=len(counts[i])).tolist()
+        rows.append(_normalise([1.0 + x for x in found]) if len(taken) else None)
+    return rows
 
 
 def _without_matches(u: list[float], m: list[float], prior: float) -> list[float]:
@@ -227,11 +260,14 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
     start = [[c.levels[level][0] for level in c.level_names] for c in rules.comparisons]
     learned: list[list[list[float]]] = [[] for _ in rules.comparisons]
     matches, done, distinct = 0.0, 0, 0
-    of_pair = {pair: pattern(*pair) for pair in set().union(*per_rule)}  # a pair several rules find, once
+    union = sorted(set().union(*per_rule))  # a pair several rules find, compared once
+    ends = numpy.array(union, dtype=numpy.int64).reshape(-1, 2)
+    of_union = pattern.of(ends[:, 0], ends[:, 1])
+    position = {pair: k for k, pair in enumerate(union)}
     for rule, pairs in zip(rules.blocking, per_rule):
         if not pairs:
             continue
-        patterns = Counter(of_pair[pair] for pair in pairs)
+        patterns = _counted(of_union[[position[pair] for pair in pairs]])
         distinct += len(patterns)
         observed = {i for p in patterns for i, level in enumerate(p) if level is not None}
         active = [_learns_from(rule, c, rules) and i in observed for i, c in enumerate(rules.comparisons)]
@@ -245,8 +281,7 @@ def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50,
                 learned[i].append(m[i])
     m = [[sum(col) / len(col) for col in zip(*rows)] if rows else start[i] for i, rows in enumerate(learned)]
     all_pairs = len(records) * (len(records) - 1) / 2
-    union = Counter(of_pair.values())
-    prior = _prior(union, m, u, _clamp(max(matches, 1.0) / all_pairs), all_pairs, iterations, tolerance)
+    prior = _prior(_counted(of_union), m, u, _clamp(max(matches, 1.0) / all_pairs), all_pairs, iterations, tolerance)
     u = [_without_matches(u_row, m_row, prior) if learned[i] else u_row for i, (u_row, m_row) in enumerate(zip(u, m))]
     comparisons = [
         {**c.model_dump(), "levels": {level: (_figures(m[i][j]), _figures(u[i][j])) for j, level in enumerate(c.level_names)}}

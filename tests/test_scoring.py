@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
-from identity.compare import EventScorer, match_probability, score_pair
+from identity.compare import EventScorer, comparator_level, comparator_levels, match_probability, score_pair
 from identity.events import parse_event
 from identity.features import MAX_BLOCKING_KEY_BYTES, blocking_keys, blocking_rule_id, blocking_signature, extract_features
 from identity.rules import Rules, RulesError, load_rules
@@ -168,6 +168,44 @@ def test_which_comparisons_apply_does_not_depend_on_which_side_is_the_event(rule
     applied = {c.field for c, _ in EventScorer(a, rules).levels(b)}
     assert applied == {c.field for c, _ in EventScorer(b, rules).levels(a)}
     assert applied <= a.keys() & b.keys()
+
+
+_NAMES = st.text(alphabet="abeimnrsé张伟 -", min_size=1, max_size=9)
+_CODES = st.text(alphabet="0123", min_size=1, max_size=5)
+_TRAIT_VALUES = {"given_name": _NAMES, "family_name": _NAMES, "name": _NAMES, "company": _NAMES, "city": _NAMES,
+                 "postcode": _CODES, "birth_date": st.dates().map(lambda d: d.isoformat()),
+                 "address": st.text(alphabet="ab 12", min_size=1, max_size=12)}
+
+
+@st.composite
+def _near(draw, values):
+    """Two values of one trait: the same, one edit apart (the levels between exact and other), or unrelated."""
+    a = draw(values)
+    how = draw(st.sampled_from(["same", "edit", "swap", "other"]))
+    if how == "same":
+        return a, a
+    if how == "other" or len(a) < 2:
+        return a, draw(values)
+    i = draw(st.integers(0, len(a) - 2))
+    if how == "swap":
+        return a, a[:i] + a[i + 1] + a[i] + a[i + 2:]
+    return a, a[:i] + draw(st.sampled_from("aeé伟0")) + a[i + 1:]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={t: _near(v) for t, v in _TRAIT_VALUES.items()}), max_size=25))
+def test_levels_of_many_pairs_at_once_are_those_of_each_pair_alone(rules, pairs):
+    """Learning compares its pairs in bulk; it must see the levels that resolution sees."""
+    held = [tuple(extract_features(parse_event(_event({t: v[side] for t, v in pair.items()})), rules)[0] for side in (0, 1))
+            for pair in pairs]
+    for c in rules.comparisons:
+        both = [(a[c.field], b[c.field]) for a, b in held if c.field in a and c.field in b]
+        alone = [comparator_level(c, x, y, rules) for x, y in both]
+        assert comparator_levels(c, [x for x, _ in both], [y for _, y in both], rules) == alone
+
+
+def _event(traits):
+    return {"event_id": "x", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "traits": traits}
 
 
 def test_colleagues_sharing_a_given_name_are_not_linked_on_their_workplace(rules):
