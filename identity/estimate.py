@@ -28,7 +28,6 @@ from typing import Any, Iterable, Sequence
 import numpy
 import orjson
 
-
 from identity.compare import comparator_levels
 from identity.features import Features, blocking_keys, blocking_rule_id
 from identity.rules import Comparison, Rules
@@ -170,13 +169,13 @@ def _random_u(samples: Sequence[Features], rules: Rules, pairs: int, seed: int,
     None for a comparison the sample never lets two records take part in."""
     rng = random.Random(seed)
     n = len(samples)
-    counts = [[1.0] * len(c.level_names) for c in rules.comparisons]
     drawn = numpy.array([rng.sample(range(n), 2) for _ in range(min(pairs, n * (n - 1) // 2))], dtype=numpy.int64)
-    patterns = pattern.of(drawn[:, 0], drawn[:, 1]) if len(drawn) else numpy.empty((0, len(counts)), dtype=numpy.int16)
+    patterns = (pattern.of(drawn[:, 0], drawn[:, 1]) if len(drawn)
+                else numpy.empty((0, len(rules.comparisons)), dtype=numpy.int16))
     rows: list[list[float] | None] = []
-    for i, column in enumerate(patterns.T):
+    for c, column in zip(rules.comparisons, patterns.T):
         taken = column[column >= 0]
-        found = numpy.bincount(taken, minlength=len(counts[i])).tolist()
+        found = numpy.bincount(taken, minlength=len(c.level_names)).tolist()
         rows.append(_normalise([1.0 + x for x in found]) if len(taken) else None)
     return rows
 
