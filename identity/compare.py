@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy
 from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
@@ -70,10 +70,10 @@ def _date_level(a: str, b: str) -> str:
         return "other"
     if pa[0] == pb[0] and pa[1] == pb[2] and pa[2] == pb[1]:
         return "transposed"
-    differing = [i for i in range(3) if pa[i] != pb[i]]
-    if len(differing) != 1:
+    year, month, day = pa[0] != pb[0], pa[1] != pb[1], pa[2] != pb[2]
+    if year + month + day != 1:
         return "other"
-    part = differing[0]
+    part = 0 if year else 1 if month else 2
     if len(pa[part]) == len(pb[part]) and _transposed(pa[part], pb[part]):
         return "transposed"
     return "one_part"
@@ -103,16 +103,23 @@ def _similarity(comparison: Comparison, rules: Rules) -> SimilarityLevels:
 
 def comparator_level(comparison: Comparison, a: Any, b: Any, rules: Rules) -> str:
     """The level ``comparison`` weighs the pair ``a``, ``b`` at, under the rule set's thresholds."""
+    return _level_against(comparison, a, rules)(b)
+
+
+def _level_against(comparison: Comparison, mine: Any, rules: Rules) -> Callable[[Any], str]:
+    """The level of ``mine`` against any other value of the comparison's field, with the
+    comparator and its thresholds chosen once for all the values it meets."""
+    fold = comparison.fold
     kind = comparison.kind
     if kind == "name":
-        level = _name_level(a, b, rules.comparators.name)
-    elif kind == "date":
-        level = _date_level(a, b)
-    elif kind == "code":
-        level = _code_level(a, b)
-    else:
-        level = _text_level(a, b, _similarity(comparison, rules))
-    return comparison.fold[level]
+        at = rules.comparators.name
+        return lambda theirs: fold[_name_level(mine, theirs, at)]
+    if kind == "date":
+        return lambda theirs: fold[_date_level(mine, theirs)]
+    if kind == "code":
+        return lambda theirs: fold[_code_level(mine, theirs)]
+    similar = _similarity(comparison, rules)
+    return lambda theirs: fold[_text_level(mine, theirs, similar)]
 
 
 def comparator_levels(comparison: Comparison, left: Sequence[Any], right: Sequence[Any], rules: Rules) -> list[str]:
@@ -229,39 +236,63 @@ def match_probability(weight: float) -> float:
 _NO_TERMS: Mapping[str, FieldEvidence] = {}
 
 
+class _Side(NamedTuple):
+    """One comparison from the event's side (:class:`EventScorer`)."""
+
+    comparison: Comparison
+    #: Whether it applies whatever the other side holds. A comparison with ``when_missing``
+    #: stands in for finer ones, so it is skipped only when both sides hold every one of them.
+    always: bool
+    level_of: Callable[[Any], str]
+    #: The evidence of each value compared so far, by :func:`_compared_key`: an event's
+    #: candidates repeat names, cities and employers, each compared once.
+    known: dict[Any, FieldEvidence]
+
+
 class EventScorer:
     """One side of many pairs, worked out once: an event is scored against every candidate
-    record, and which comparisons its features take part in does not change between them."""
+    record, and which comparisons its features take part in, with what comparator, does not
+    change between them."""
 
-    __slots__ = ("_rules", "_terms", "_sides")
+    __slots__ = ("_prior", "_terms", "_sides")
 
     def __init__(self, features: Features, rules: Rules, terms: Mapping[str, FieldEvidence] = _NO_TERMS) -> None:
-        self._rules = rules
+        self._prior = rules.prior_weight
         self._terms = terms
-        #: (comparison, the event's value, whether it applies whatever the other side holds).
-        #: A comparison with ``when_missing`` stands in for finer ones, so it is skipped only
-        #: when both sides hold every one of them.
         self._sides = [
-            (c, features[c.field], not c.when_missing or not all(f in features for f in c.when_missing))
+            _Side(c, not c.when_missing or not all(f in features for f in c.when_missing),
+                  _level_against(c, features[c.field], rules), {})
             for c in rules.comparisons if c.field in features
         ]
 
-    def levels(self, other: Features) -> list[tuple[Comparison, str]]:
-        """The level of every comparison both sides can take part in; missing fields are neutral."""
-        rules = self._rules
-        return [
-            (c, comparator_level(c, value, other[c.field], rules))
-            for c, value, always in self._sides
-            if c.field in other and (always or not all(f in other for f in c.when_missing))
-        ]
+    def evidence(self, other: Features) -> list[FieldEvidence]:
+        """The evidence of every comparison both sides can take part in; missing fields are neutral."""
+        found: list[FieldEvidence] = []
+        for c, always, level_of, known in self._sides:
+            if c.field in other and (always or not all(f in other for f in c.when_missing)):
+                theirs = other[c.field]
+                key = _compared_key(theirs)
+                evidence = known.get(key)
+                if evidence is None:
+                    evidence = known[key] = self._weighed(c, level_of(theirs))
+                found.append(evidence)
+        return found
+
+    def _weighed(self, c: Comparison, level: str) -> FieldEvidence:
+        if level == "exact" and c.field in self._terms:
+            return self._terms[c.field]
+        return FieldEvidence(c.field, level, c.weights[level])
 
     def score(self, other: Features, extra: tuple[FieldEvidence, ...] = ()) -> PairScore:
         """The pair's score; ``extra`` carries identifier evidence computed elsewhere."""
-        terms = self._terms
-        fields = [terms[c.field] if level == "exact" and c.field in terms else FieldEvidence(c.field, level, c.weights[level])
-                  for c, level in self.levels(other)]
+        fields = self.evidence(other)
         fields.extend(extra)
-        return PairScore(weight=self._rules.prior_weight + sum(f.weight for f in fields), fields=tuple(fields))
+        return PairScore(weight=self._prior + sum(f.weight for f in fields), fields=tuple(fields))
+
+
+def _compared_key(value: Any) -> Any:
+    """A feature value as a dictionary key, made of what its comparator reads: a name's forms."""
+    return value if isinstance(value, str) else (value["text"], value["latin"], value["tokens"])
 
 
 def score_pair(a: Features, b: Features, rules: Rules, extra: tuple[FieldEvidence, ...] = (),

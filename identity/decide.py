@@ -116,8 +116,10 @@ def _score_candidates(prepared: PreparedEvent, ctx: ResolutionContext, strong: l
 def _contradicts(score: PairScore, rules: Rules) -> bool:
     """A record that is, on its own, evidence of another person: a contradicting field (a
     different birth date) and a score below the review threshold."""
-    return score.probability < rules.thresholds.review and any(
-        f.field in rules.contradicting_fields and f.level == "other" for f in score.fields)
+    if score.probability >= rules.thresholds.review:
+        return False
+    contradicting = rules.contradicting_fields
+    return any(f.level == "other" and f.field in contradicting for f in score.fields)
 
 
 def _candidate_evidence(candidates: list[_Candidate], limit: int = 5) -> list[dict[str, object]]:

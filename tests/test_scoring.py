@@ -165,8 +165,8 @@ def test_which_comparisons_apply_does_not_depend_on_which_side_is_the_event(rule
     """An event's side is worked out once for all its candidates; a record's missing fields still count."""
     a = features(rules, **{t: _TRAITS[t] for t in a_traits})
     b = features(rules, **{t: _TRAITS[t] for t in b_traits})
-    applied = {c.field for c, _ in EventScorer(a, rules).levels(b)}
-    assert applied == {c.field for c, _ in EventScorer(b, rules).levels(a)}
+    applied = {f.field for f in EventScorer(a, rules).evidence(b)}
+    assert applied == {f.field for f in EventScorer(b, rules).evidence(a)}
     assert applied <= a.keys() & b.keys()
 
 
