@@ -204,6 +204,20 @@ def test_levels_of_many_pairs_at_once_are_those_of_each_pair_alone(rules, pairs)
         assert comparator_levels(c, [x for x, _ in both], [y for _, y in both], rules) == alone
 
 
+_TRAITS_NEAR = st.fixed_dictionaries({}, optional={t: st.sampled_from(["anna", "anne", "anna maria", "张伟", "1980-01-02"])
+                                                    for t in _TRAIT_VALUES})
+
+
+@settings(max_examples=100, deadline=None)
+@given(_TRAITS_NEAR, st.lists(_TRAITS_NEAR, max_size=12))
+def test_a_candidate_scores_the_same_after_others_as_alone(rules, event, candidates):
+    """An event's scorer keeps the evidence of values it compared; it must not carry over wrongly."""
+    mine = extract_features(parse_event(_event(event)), rules)[0]
+    theirs = [extract_features(parse_event(_event(c)), rules)[0] for c in candidates]
+    scorer = EventScorer(mine, rules)
+    assert [scorer.score(t) for t in theirs] == [score_pair(mine, t, rules) for t in theirs]
+
+
 def _event(traits):
     return {"event_id": "x", "scenario": "s", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "traits": traits}
 
