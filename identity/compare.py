@@ -1,9 +1,11 @@
-"""Field comparators and Fellegi–Sunter scoring of one event against one earlier record.
+"""Field comparators and Fellegi–Sunter scoring of one event against its candidate records.
 
 Each comparator maps a pair of feature values to a named level; the rule set gives each
 level a log2(m/u) weight. A pair's match weight is the prior's log-odds plus the sum of
 its level weights, and its probability follows from that, so every score decomposes into
-per-field evidence that a person can read.
+per-field evidence that a person can read. Pairs are compared one at a time when an event is
+scored (:class:`EventScorer`: a handful of candidates, each value once) and many at once when a
+model is learned (:func:`comparator_levels`: tens of thousands of pairs per fit).
 """
 
 from __future__ import annotations
