@@ -246,8 +246,8 @@ class _Side(NamedTuple):
     #: stands in for finer ones, so it is skipped only when both sides hold every one of them.
     always: bool
     level_of: Callable[[Any], str]
-    #: The evidence of each value compared so far: an event's candidates repeat names, cities
-    #: and employers, each compared once.
+    #: The evidence of each value compared so far, by :func:`compared_key`: an event's candidates
+    #: repeat names, cities and employers, each compared once.
     known: dict[Any, FieldEvidence]
 
 
@@ -273,8 +273,7 @@ class EventScorer:
         for c, always, level_of, known in self._sides:
             if c.field in other and (always or not all(f in other for f in c.when_missing)):
                 theirs = other[c.field]
-                # What the comparator reads: the value, or a name's forms (inlined: per candidate and comparison).
-                key = theirs if type(theirs) is str else (theirs["text"], theirs["latin"], theirs["tokens"])
+                key = compared_key(theirs)
                 evidence = known.get(key)
                 if evidence is None:
                     evidence = known[key] = self._weighed(c, level_of(theirs))
@@ -291,6 +290,12 @@ class EventScorer:
         fields = self.evidence(other)
         fields.extend(extra)
         return PairScore(weight=self._prior + sum(f.weight for f in fields), fields=tuple(fields))
+
+
+def compared_key(value: Any) -> Any:
+    """A feature value as a dictionary key made of what its comparator reads: the value itself,
+    or a name's text, Latin and token forms. Equal keys, equal levels against any other value."""
+    return value if type(value) is str else (value["text"], value["latin"], value["tokens"])
 
 
 def score_pair(a: Features, b: Features, rules: Rules, extra: tuple[FieldEvidence, ...] = (),

@@ -26,9 +26,8 @@ from itertools import combinations
 from typing import Any, Iterable, Sequence
 
 import numpy
-import orjson
 
-from identity.compare import comparator_levels
+from identity.compare import comparator_levels, compared_key
 from identity.features import Features, blocking_keys, blocking_rule_id
 from identity.rules import Comparison, Rules
 
@@ -96,13 +95,13 @@ class _Patterns:
         self._values: list[list[Any]] = []
         self._covered: list[numpy.ndarray] = []
         for c in rules.comparisons:
-            numbers: dict[str | bytes, int] = {}
+            numbers: dict[Any, int] = {}
             values: list[Any] = []
             codes = numpy.full(len(records), -1, dtype=numpy.int64)
             for r, features in enumerate(records):
                 if c.field in features:
                     value = features[c.field]
-                    codes[r] = number = numbers.setdefault(_value_key(value), len(values))
+                    codes[r] = number = numbers.setdefault(compared_key(value), len(values))
                     if number == len(values):
                         values.append(value)
             self._codes.append(codes)
@@ -127,11 +126,6 @@ class _Patterns:
             index = {name: position for position, name in enumerate(c.level_names)}
             patterns[taking, i] = numpy.array([index[level] for level in levels], dtype=numpy.int16)[inverse]
         return patterns
-
-
-def _value_key(value: object) -> str | bytes:
-    """A feature value as a dictionary key: equal values, equal keys."""
-    return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def _counted(patterns: numpy.ndarray) -> Counter[Pattern]:
