@@ -443,17 +443,31 @@ COUNT_TERMS = Statement("count_terms", "UNWIND $terms AS row" + _COUNT_TERM_ROW,
 
 # --- term counts of touchpoints stored before counting began (Neo4jStore.backfill_term_counts) --
 
-# The next page of touchpoints that count no term: stored before counting, or with no counted field.
+# The next page of touchpoints that count no term: stored before counting, with no counted
+# field, or bringing their profile no value it lacked.
 UNCOUNTED_TOUCHPOINTS = Statement(
     "uncounted_touchpoints",
     """
 MATCH (t:Touchpoint) WHERE t.seq >= $seq AND (t.seq > $seq OR t.event_id > $event_id)
   AND size(coalesce(t.terms, [])) = 0
-RETURN t.seq AS seq, t.event_id AS event_id, t.features AS features
+MATCH (p:Profile)-[:HAS_TOUCHPOINT]->(t)
+RETURN t.seq AS seq, t.event_id AS event_id, p.id AS profile_id, t.features AS features
 ORDER BY t.seq, t.event_id
 LIMIT $chunk
 """,
     ("seq", "event_id", "chunk"),
+)
+
+# The term keys each profile counts, through the touchpoints that brought them.
+COUNTED_TERMS = Statement(
+    "counted_terms",
+    """
+UNWIND $ids AS id
+MATCH (:Profile {id: id})-[:HAS_TOUCHPOINT]->(t:Touchpoint) WHERE size(coalesce(t.terms, [])) > 0
+UNWIND t.terms AS key
+RETURN id, collect(DISTINCT key) AS keys
+""",
+    ("ids",),
 )
 
 # Each touchpoint given the keys it now counts, and the counts added, in one transaction; a
@@ -468,6 +482,40 @@ WITH touchpoint UNWIND touchpoint.keys AS key
 WITH key, count(*) AS add
 WITH {key: key, field: split(key, ':')[0], add: add} AS row""" + _COUNT_TERM_ROW,
     ("rows", "writer"),
+)
+
+# Graphs whose term counts counted touchpoints, not profiles (before identity/plan.py
+# terms_brought): a page of profiles at a time, each with its counting touchpoints in stored
+# order (Neo4jStore._upgrade_terms_per_profile keeps each key on its profile's first).
+PROFILE_TERMS = Statement(
+    "profile_terms",
+    """
+MATCH (p:Profile) WHERE p.id > $after
+WITH p ORDER BY p.id LIMIT $chunk
+OPTIONAL MATCH (p)-[:HAS_TOUCHPOINT]->(t:Touchpoint) WHERE size(coalesce(t.terms, [])) > 0
+WITH p, t ORDER BY t.seq, t.event_id
+RETURN p.id AS profile_id, collect(CASE WHEN t IS NULL THEN null ELSE {event_id: t.event_id, terms: t.terms} END) AS touchpoints
+ORDER BY profile_id
+""",
+    ("after", "chunk"),
+)
+
+# Each touchpoint left with the keys it alone brings its profile, and the others taken off this
+# writer's counters. A touchpoint is locked, then changed only if it still holds what was read,
+# so two workers upgrading at once take nothing off twice.
+RECOUNT_TERMS = Statement(
+    "recount_terms",
+    """
+UNWIND $touchpoints AS touchpoint
+MATCH (t:Touchpoint {event_id: touchpoint.event_id})
+SET t._lock = true
+REMOVE t._lock
+WITH t, touchpoint WHERE t.terms = touchpoint.old
+SET t.terms = touchpoint.keys
+WITH touchpoint UNWIND [key IN touchpoint.old WHERE NOT key IN touchpoint.keys] AS key
+WITH key, count(*) AS removed
+WITH {key: key, field: split(key, ':')[0], add: -removed} AS row""" + _COUNT_TERM_ROW,
+    ("touchpoints", "writer"),
 )
 
 # A writer's counters folded, as its store closes, into one shared node per key and per field
@@ -1230,7 +1278,7 @@ STATEMENTS: Mapping[str, Statement] = MappingProxyType({
         CREATE_IDENTIFIERS, ATTACH_IDENTIFIERS, COUNT_TERMS, FOLD_TERM_COUNTS, FOLD_TERM_TOTALS, RECORD_EVENTS, COUNT_RECORDS, RECORD_REFUSALS,
         UPGRADE_RECORD_COUNTS, META, PUT_META, ADD_META, PROFILES_OVER, LARGEST_PROFILES,
         POSITIONAL_KEYS, TOUCHPOINT_FEATURES, ACCEPTED_EVENTS, REBLOCK_TOUCHPOINTS, DROP_UNUSED_KEYS,
-        UNCOUNTED_TOUCHPOINTS, BACKFILL_TERMS,
+        UNCOUNTED_TOUCHPOINTS, COUNTED_TERMS, BACKFILL_TERMS, PROFILE_TERMS, RECOUNT_TERMS,
         FAMILY, REVIVE_PROFILES, RETIRE_PROFILES, REASSIGN_TOUCHPOINTS, DROP_IDENTIFIERS, SET_IDENTIFIERS,
         KEEP_APART, DECIDE_REVIEW, RECORD_OPERATION,
         ERASE_BLOCKING_KEYS, ERASE_TERMS, ERASE_IDENTIFIERS, ERASE_TOUCHPOINTS, ERASE_RECORDS, ERASE_OPERATIONS, ERASE_PROFILES,

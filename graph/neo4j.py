@@ -71,8 +71,8 @@ from graph.store import (
 from graph.write_plan import WritePlan, plan_writes
 from identity.deltas import IdentityDelta
 from graph.tombstones import event_hashes
-from identity.features import (Features, PreparedEvent, blocking_keys, blocking_signature, identifiers_by_type, split_key,
-                               term_keys)
+from identity.features import (Features, PreparedEvent, blocking_keys, blocking_signature, brought_by_each, identifiers_by_type,
+                               split_key, term_keys)
 from identity.model import DecisionRecord, ResolutionContext, tombstone_hash
 from identity.plan import ChangeSet
 from identity.rules import Rules
@@ -92,6 +92,7 @@ _SCHEMA_ERRORS = "Neo.ClientError.Schema."
 UPGRADE_CHUNK = 10_000
 #: The Meta node that marks the record-count upgrade done.
 RECORD_COUNTS_DONE = "profile_records_counted"
+TERMS_PER_PROFILE_DONE = "terms_counted_per_profile"
 #: Touchpoints reindexed per transaction by :meth:`Neo4jStore.reindex_blocking`.
 REINDEX_CHUNK = 2_000
 #: A closing writer's term counters folded per transaction (:meth:`Neo4jStore.close`).
@@ -329,6 +330,7 @@ class Neo4jStore(GraphStore):
                 if not (exc.code or "").startswith(_SCHEMA_ERRORS):
                     raise
         await self._upgrade_record_counts()
+        await self._upgrade_terms_per_profile()
         constraints = await self._query(cypher.SHOW_CONSTRAINTS, RoutingControl.READ)
         indexes = await self._query(cypher.SHOW_INDEXES, RoutingControl.READ)
         problems = schema_problems(cypher.SCHEMA_RULES, constraints, indexes)
@@ -346,6 +348,25 @@ class Neo4jStore(GraphStore):
             after = page["last"]
         try:
             await self._query(cypher.PUT_META, RoutingControl.WRITE, name=RECORD_COUNTS_DONE, value=_now())
+        except ConstraintError:  # another worker starting at once marked it first
+            pass
+
+    async def _upgrade_terms_per_profile(self) -> None:
+        """Count term frequencies once per profile where they were counted per touchpoint, once
+        per graph: each key stays counted by its profile's first touchpoint holding it."""
+        if await self._query(cypher.META, RoutingControl.READ, name=TERMS_PER_PROFILE_DONE):
+            return
+        after = ""
+        while page := await self._query(cypher.PROFILE_TERMS, RoutingControl.READ, after=after, chunk=UPGRADE_CHUNK):
+            after = page[-1]["profile_id"]
+            counting = [(row["profile_id"], t) for row in page for t in row["touchpoints"]]
+            kept = brought_by_each([(p, t["terms"]) for p, t in counting], {})
+            changed = [{"event_id": t["event_id"], "old": t["terms"], "keys": list(keys)}
+                       for (_, t), keys in zip(counting, kept) if len(keys) < len(t["terms"])]
+            if changed:
+                await self._query(cypher.RECOUNT_TERMS, RoutingControl.WRITE, touchpoints=changed, writer=self._writer)
+        try:
+            await self._query(cypher.PUT_META, RoutingControl.WRITE, name=TERMS_PER_PROFILE_DONE, value=_now())
         except ConstraintError:  # another worker starting at once marked it first
             pass
 
@@ -532,11 +553,16 @@ class Neo4jStore(GraphStore):
         return records
 
     async def backfill_term_counts(self, rules: Rules) -> int:
-        """Chunk by chunk, each its own transaction, into this writer's shard (folded at close)."""
-        seq, event_id, counted = -1, "", 0
+        """Chunk by chunk, each its own transaction, into this writer's shard (folded at close);
+        each touchpoint counts the keys it brings its profile (identity.features.brought_by_each)."""
+        seq, event_id, counted, held = -1, "", 0, dict[str, set[str]]()
         while rows := await self._read(cypher.UNCOUNTED_TOUCHPOINTS, seq=seq, event_id=event_id, chunk=REINDEX_CHUNK):
-            keyed = [{"event_id": r["event_id"], "keys": list(keys)} for r in rows
-                     if (keys := term_keys(orjson.loads(r["features"]), rules))]
+            found = [(r["event_id"], r["profile_id"], keys) for r in rows if (keys := term_keys(orjson.loads(r["features"]), rules))]
+            missing = list({p for _, p, _ in found} - held.keys())
+            held.update({p: set() for p in missing})
+            held.update((r["id"], set(r["keys"])) for r in await self._read(cypher.COUNTED_TERMS, ids=missing))
+            brought = brought_by_each([(p, keys) for _, p, keys in found], held)
+            keyed = [{"event_id": e, "keys": list(keys)} for (e, _, _), keys in zip(found, brought) if keys]
             if keyed:
                 await self._write(cypher.BACKFILL_TERMS, rows=keyed, writer=self._writer)
             counted += len(keyed)

@@ -145,7 +145,7 @@ class BatchOverlay:
         self._by_profile.setdefault(decision.profile_id, []).append(record)
         for key in prepared.blocking_keys:
             self._by_blocking.setdefault(key, []).append(record)
-        self._count_terms(prepared.term_keys)
+        self._count_terms(changes.terms)
         self._outcomes[prepared.event_id] = StoredOutcome(
             orjson.dumps(decision.as_dict()).decode(), tuple(d.to_json().decode() for d in changes.deltas)
         )

@@ -53,6 +53,7 @@ from identity.features import (
     Features,
     PreparedEvent,
     blocking_keys,
+    brought_by_each,
     blocking_signature,
     identifiers_by_type,
     rarest_first,
@@ -296,9 +297,9 @@ class SQLiteTransaction(StoreTransaction):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (event.event_id, changes.decision.profile_id, event.scenario, event.type,
              event.occurred_at.isoformat(), now, event.to_json(), orjson.dumps(prepared.features),
-             orjson.dumps(prepared.term_keys)),
+             orjson.dumps(changes.terms)),
         )
-        self._terms.add(prepared.term_keys)
+        self._terms.add(changes.terms)
         self._db.executemany(
             "INSERT OR IGNORE INTO blocking (key, seq) VALUES (?, ?)",
             [(key, cursor.lastrowid) for key in prepared.blocking_keys],
@@ -564,19 +565,23 @@ class SQLiteStore(GraphStore):
 
     async def backfill_term_counts(self, rules: Rules) -> int:
         """One transaction, a page of touchpoints at a time. A touchpoint stored before counting
-        began holds ``[]`` (schema migration 6), as does one that had no counted field: both are
-        looked at, and only those with terms under ``rules`` are counted and keep their keys."""
+        began holds ``[]`` (schema migration 6), as does one that had no counted field or brought
+        its profile no value it lacked: all are looked at, and each counts and keeps the keys it
+        brings its profile (identity.features.brought_by_each), so a second run counts nothing."""
         async with self._writing() as db:
-            terms, counted, seq = operations.BatchTerms(db), 0, -1
-            while page := db.execute("SELECT seq, features FROM touchpoints WHERE CAST(terms AS TEXT) = '[]' AND seq > ? "
-                                     "ORDER BY seq LIMIT 1000", (seq,)).fetchall():
+            terms, held, counted, seq = operations.BatchTerms(db), dict[str, set[str]](), 0, -1
+            while page := db.execute("SELECT seq, profile_id, features FROM touchpoints WHERE CAST(terms AS TEXT) = '[]' "
+                                     "AND seq > ? ORDER BY seq LIMIT 1000", (seq,)).fetchall():
                 seq = page[-1][0]
-                keyed = [(s, keys) for s, features in page if (keys := term_keys(orjson.loads(features), rules))]
-                db.executemany("UPDATE touchpoints SET terms = ? WHERE seq = ?", [(orjson.dumps(k), s) for s, k in keyed])
-                terms.load([key for _, keys in keyed for key in keys])  # the page's counts in one read
-                for _, keys in keyed:
+                keyed = [(s, p, keys) for s, p, features in page if (keys := term_keys(orjson.loads(features), rules))]
+                held.update(operations.counted_terms(db, {p for _, p, _ in keyed} - held.keys()))
+                brought = brought_by_each([(p, keys) for _, p, keys in keyed], held)
+                rows = [(s, keys) for (s, _, _), keys in zip(keyed, brought) if keys]
+                db.executemany("UPDATE touchpoints SET terms = ? WHERE seq = ?", [(orjson.dumps(k), s) for s, k in rows])
+                terms.load([key for _, keys in rows for key in keys])  # the page's counts in one read
+                for _, keys in rows:
                     terms.add(keys)
-                counted += len(keyed)
+                counted += len(rows)
             terms.flush()
         return counted
 

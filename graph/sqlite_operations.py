@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from typing import Iterator, Mapping, Sequence, TypeVar
+from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import orjson
 
@@ -66,6 +66,16 @@ def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
         "INSERT INTO term_totals (field, records, squares) VALUES (?, ?, ?) ON CONFLICT (field) DO UPDATE SET "
         "records = records + excluded.records, squares = squares + excluded.squares",
         [(f, records, squares) for f, (records, squares) in totals.items()])
+
+
+def counted_terms(db: sqlite3.Connection, profile_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The term keys each of ``profile_ids`` counts, through the touchpoints that brought them."""
+    held: dict[str, set[str]] = {p: set() for p in profile_ids}
+    for chunk in in_lists(list(held)):
+        for profile_id, terms in db.execute(f"SELECT profile_id, terms FROM touchpoints WHERE profile_id IN "
+                                            f"({placeholders(len(chunk))}) AND CAST(terms AS TEXT) != '[]'", tuple(chunk)):
+            held[profile_id].update(orjson.loads(terms))
+    return held
 
 
 class BatchTerms:

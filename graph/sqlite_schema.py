@@ -23,6 +23,24 @@ def _add_outbox_claims(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE outbox ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0")
 
 
+def _count_terms_per_profile(db: sqlite3.Connection) -> None:
+    """12: term frequencies count profiles, not touchpoints (identity/plan.py ``terms_brought``):
+    each touchpoint keeps only the keys no earlier touchpoint of its profile counts, and the
+    counts and field totals are made again from what the touchpoints keep. Running it again
+    changes nothing: the earliest touchpoint counting a key for its profile still counts it."""
+    db.execute("CREATE TEMP TABLE first_terms AS SELECT t.profile_id, j.value AS key, MIN(t.seq) AS seq "
+               "FROM touchpoints t, json_each(CAST(t.terms AS TEXT)) j GROUP BY t.profile_id, j.value")
+    db.execute("CREATE INDEX temp.first_terms_seq ON first_terms (seq)")
+    db.execute("UPDATE touchpoints SET terms = (SELECT json_group_array(key) FROM first_terms f WHERE f.seq = touchpoints.seq) "
+               "WHERE CAST(terms AS TEXT) != '[]'")
+    db.execute("DELETE FROM term_counts")
+    db.execute("INSERT INTO term_counts (key, n) SELECT key, COUNT(*) FROM first_terms GROUP BY key")
+    db.execute("DELETE FROM term_totals")
+    db.execute("INSERT INTO term_totals (field, records, squares) "
+               "SELECT substr(key, 1, instr(key, ':') - 1), SUM(n), SUM(n * n) FROM term_counts GROUP BY 1")
+    db.execute("DROP TABLE temp.first_terms")
+
+
 #: Statements run in order (a string is split on ``;``), or a function given the connection.
 Migration = str | tuple[str, ...] | Callable[[sqlite3.Connection], None]
 
@@ -172,8 +190,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TRIGGER touchpoint_text_delete AFTER DELETE ON touchpoints BEGIN "
         "DELETE FROM touchpoint_text WHERE rowid = old.seq; END",
     ),
-    # 6: term frequencies (identity/compare.py term_weights): how many touchpoints carry each
-    #    term key, and per field the records counted and the sum of squared counts. Each
+    # 6: term frequencies (identity/compare.py term_weights): how many profiles carry each
+    #    term key (a touchpoint counts the keys it brought its profile, identity/plan.py
+    #    terms_brought), and per field the records counted and the sum of squared counts. Each
     #    touchpoint keeps the keys it added, so erasure takes back exactly what it counted even
     #    if the rules changed since. Touchpoints stored before this migration hold `[]` until
     #    `idgraph reindex` counts them (SQLiteStore.backfill_term_counts).
@@ -250,6 +269,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     );
     """,
     _add_outbox_claims,
+    _count_terms_per_profile,
 )
 
 

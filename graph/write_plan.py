@@ -109,7 +109,7 @@ def plan_writes(overlay: BatchOverlay) -> WritePlan:
         events=[_event_row(e, overlay.live(e.changes.decision.profile_id)) for e in events],
         refusals=[{"event_id": e, "record": r, "refused_at": at} for e, r, at in overlay.refusals],
         terms=[TermRow(key=k, field=term_field(k), add=n)
-               for k, n in sorted(Counter(k for e in events for k in e.prepared.term_keys).items())],
+               for k, n in sorted(Counter(k for e in events for k in e.changes.terms).items())],
     )
 
 
@@ -178,7 +178,7 @@ def _event_row(e: PendingEvent, profile_id: str) -> dict[str, Any]:
         "event": event.to_json().decode(),
         "features": orjson.dumps(e.prepared.features).decode(),
         "blocking_keys": list(e.prepared.blocking_keys),
-        "terms": list(e.prepared.term_keys),
+        "terms": list(e.changes.terms),
         "action": decision.action,
         "confidence": decision.confidence,
         "rule_version": decision.rule_version,

@@ -188,7 +188,8 @@ class FieldEvidence:
 
 def term_weights(features: Features, counts: TermCounts, rules: Rules) -> dict[str, FieldEvidence]:
     """The exact level's evidence for each term-frequency field of ``features``, adjusted for how
-    common its value is among stored records (Splink's term-frequency adjustment).
+    common its value is among stored profiles (Splink's term-frequency adjustment, counting
+    customers rather than records).
 
     Splink adds log2(u / tf(value)) to the exact level's weight, u being the level's u and tf the
     value's share of records; that u is, for exact agreement, the sum of every value's tf squared.

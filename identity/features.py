@@ -275,6 +275,20 @@ def term_keys(features: Features, rules: Rules) -> tuple[str, ...]:
     return tuple(term_key(f, features[f]) for f in rules.term_frequency_fields if f in features)
 
 
+def brought_by_each(touchpoints: Iterable[tuple[str, Sequence[str]]], held: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """For touchpoints given as (profile id, term keys) in the order they were stored, the keys
+    each brings to its profile: neither in ``held`` (each profile's counted keys, which this
+    updates) nor brought by an earlier one. A value is counted once per profile that carries it
+    (:func:`identity.plan.terms_brought`); this is how a backfill does it for stored touchpoints."""
+    brought = []
+    for profile_id, keys in touchpoints:
+        mine = held.setdefault(profile_id, set())
+        new = tuple(k for k in keys if k not in mine)
+        mine.update(new)
+        brought.append(new)
+    return brought
+
+
 _Record = TypeVar("_Record")
 
 

@@ -132,7 +132,7 @@ class ErasedMatch:
 
 @dataclass(frozen=True, slots=True)
 class FieldTerms:
-    """A term-frequency field's totals over stored records: how many carry it, and the sum of
+    """A term-frequency field's totals over stored profiles: how many carry it, and the sum of
     each value's count squared (what makes the average frequency of an agreeing value)."""
 
     records: int = 0
@@ -141,7 +141,7 @@ class FieldTerms:
 
 @dataclass(frozen=True, slots=True)
 class TermCounts:
-    """How many stored records carry each of an event's term keys (0 when none does), and the
+    """How many stored profiles carry each of an event's term keys (0 when none does), and the
     totals of their fields; :func:`identity.compare.term_weights` turns them into weights."""
 
     values: Mapping[str, int] = field(default_factory=dict)
@@ -160,7 +160,7 @@ class ResolutionContext:
     kept_apart: frozenset[frozenset[str]] = frozenset()
     #: Tombstones the event points at; see :func:`identity.plan.plan_refusal`.
     erased: tuple[ErasedMatch, ...] = ()
-    #: Counts of the event's term-frequency values among stored records.
+    #: Counts of the event's term-frequency values among stored profiles.
     terms: TermCounts = TermCounts()
 
     def apart(self, a: str, b: str) -> bool:

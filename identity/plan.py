@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from identity.deltas import Cause, DeltaKind, DeltaTimes, FieldChange, IdentityDelta
 from identity.events import PROFILE_ID_TYPE
-from identity.features import PreparedEvent, identifier_key, identifiers_by_type
+from identity.features import PreparedEvent, identifier_key, identifiers_by_type, term_field, term_key
 from identity.model import ConsentValue, Decision, DecisionRecord, ErasedMatch, MatchRecord, ProfileState, TraitValue, stable_id
 from identity.policy import Policy
 
@@ -30,6 +30,8 @@ class ChangeSet:
     attachments: list[tuple[str, str]] = field(default_factory=list)
     record: MatchRecord | None = None
     deltas: list[IdentityDelta] = field(default_factory=list)
+    #: The event's term keys its profile did not carry yet: what the store counts (see :func:`terms_brought`).
+    terms: tuple[str, ...] = ()
 
 
 def profile_view(profile: ProfileState) -> dict[str, dict[str, Any]]:
@@ -116,10 +118,12 @@ def plan_changes(
     profiles: dict[str, ProfileState],
     *,
     policy: Policy,
+    records: Sequence[MatchRecord],
     resolved_at: str,
     ingested_at: str | None = None,
 ) -> ChangeSet:
     """Apply ``decision`` to copies of ``profiles`` under ``policy`` and describe the result.
+    ``records`` are the earlier records the event was compared with (its context's).
 
     The returned change set's decision carries the sovereignty outcome in its evidence.
     """
@@ -148,6 +152,7 @@ def plan_changes(
         retired={loser.id: target.id for loser in losers},
         attachments=[(key, target.id) for key in new_keys],
         record=MatchRecord(prepared.event_id, target.id, prepared.features),
+        terms=prepared.term_keys if before is None else terms_brought(prepared, {target.id, *decision.merged_from}, records),
     )
     after_view = profile_view(target)
     field_changes = diff_views(before_view, after_view)
@@ -157,6 +162,25 @@ def plan_changes(
         changes.deltas.append(_delta(prepared, decision, target, kind, field_changes, after_view, resolved_at, ingested_at))
     changes.profiles.append(target)
     return changes
+
+
+def terms_brought(prepared: PreparedEvent, profile_ids: set[str], records: Sequence[MatchRecord]) -> tuple[str, ...]:
+    """The event's term keys that none of ``records`` of ``profile_ids`` carries.
+
+    Term frequencies say how many customers share a value, so a value is counted once per
+    profile that brings it: a customer seen 500 times must not make their own name look common
+    (it would weigh their next record's exact name down, and every other name up against an
+    average inflated by theirs). The records at hand are those the event was compared with, which
+    for a profile it links to include its records sharing the event's name or place; a value its
+    older records hold but none of these (or one both sides of a merge brought) is counted again.
+    """
+    mine = [r.features for r in records if r.profile_id in profile_ids]
+    brought = []
+    for key in prepared.term_keys:
+        name = term_field(key)
+        if not any(name in features and term_key(name, features[name]) == key for features in mine):
+            brought.append(key)
+    return tuple(brought)
 
 
 def _delta(prepared: PreparedEvent, decision: Decision, target: ProfileState, kind: DeltaKind,

@@ -63,8 +63,8 @@ class Comparison(DerivedModel):
     levels: dict[str, tuple[float, float]]
     #: Skip this comparison when both sides carry all of these fields (avoids counting a name twice).
     when_missing: tuple[str, ...] = ()
-    #: Weigh an exact agreement by how common the agreed value is among stored records (the store
-    #: counts each value; see :func:`identity.compare.term_weights`): a rare name says more than 张伟.
+    #: Weigh an exact agreement by how common the agreed value is among stored profiles (the store
+    #: counts each value once per profile; see :func:`identity.compare.term_weights`): a rare name says more than 张伟.
     term_frequency: bool = False
 
     @model_validator(mode="after")

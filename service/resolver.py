@@ -85,9 +85,8 @@ class Resolver:
                     continue
                 decision = decide(prepared, context, self.rules)
                 resolved_at = datetime.now(timezone.utc).isoformat()
-                changes = plan_changes(
-                    prepared, decision, context.profiles, policy=self.policy, resolved_at=resolved_at, ingested_at=ingested_at
-                )
+                changes = plan_changes(prepared, decision, context.profiles, policy=self.policy, records=context.records,
+                                       resolved_at=resolved_at, ingested_at=ingested_at)
                 await tx.apply(prepared, changes)
                 outcomes.append(Outcome(prepared.event_id, changes.decision.as_dict(), changes.deltas))
         return outcomes

@@ -161,7 +161,8 @@ class DifferentialRun:
                 decision = decide(prepared, context, self.rules)
                 assert decide(prepared, seen, self.rules).as_dict() == decision.as_dict(), prepared.event_id
                 now = datetime.now(timezone.utc).isoformat()
-                changes = plan_changes(prepared, decision, context.profiles, policy=self.policy, resolved_at=now)
+                changes = plan_changes(prepared, decision, context.profiles, policy=self.policy, records=context.records,
+                                       resolved_at=now)
                 await tx.apply(prepared, changes)
                 overlay.apply(prepared, changes, now)
                 outcomes.append(Outcome(prepared.event_id, changes.decision.as_dict(), changes.deltas))

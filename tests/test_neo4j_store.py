@@ -13,6 +13,7 @@ import os
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import orjson
 import pytest
 from neo4j import AsyncGraphDatabase
 from neo4j.exceptions import ServiceUnavailable, TransientError
@@ -22,7 +23,7 @@ from graph import cypher
 from graph.neo4j import Neo4jStore
 from graph.neo4j_settings import Neo4jSettings
 from graph.store import POSITIONAL, StoreConflict, StoreError, StoreUnavailable
-from identity.features import prepare
+from identity.features import prepare, term_keys
 from devstack.broker import free_port
 from service.blocking import BlockingIndexUnusable, start_with_blocking_index
 from service.resolver import Resolver
@@ -155,6 +156,29 @@ async def test_graph_from_before_record_counts_is_counted_once_at_open(store, ru
         growth = await reopened.profile_growth(threshold=1)
     assert (growth.over_threshold, growth.largest[0]) == (1, (outcomes[0].profile_id, 2))
     assert await query(store, "MATCH (p:Profile) WHERE p.records IS NULL RETURN p.id") == []
+
+
+async def test_graph_counting_terms_per_record_counts_them_per_profile_at_open(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.UPGRADE_CHUNK", 1)  # a profile per page
+    for crm_id, city in (("c-1", "Leeds"), ("c-1", "York"), ("c-2", "York")):
+        await Resolver(store, rules).resolve([prepare(make_event({"crm_id": crm_id}, {"family_name": "Smith", "city": city}), rules)])
+    # As the release before it counted: every touchpoint all its keys.
+    for t in await query(store, "MATCH (t:Touchpoint) RETURN t.event_id AS event_id, t.features AS features"):
+        await query(store, "MATCH (t:Touchpoint {event_id: $e}) SET t.terms = $keys",
+                    e=t["event_id"], keys=list(term_keys(orjson.loads(t["features"]), rules)))
+    await query(store, "MATCH (n) WHERE n:TermCount OR n:TermTotal OR n:Meta DELETE n")
+    await query(store, "UNWIND [['family_name:smith', 3], ['city:leeds', 1], ['city:york', 2]] AS c "
+                       "CREATE (:TermCount {key: c[0], writer: 'folded', n: c[1]})")
+    await query(store, "UNWIND [['family_name', 3, 9], ['city', 3, 5]] AS t "
+                       "CREATE (:TermTotal {field: t[0], shard: 'folded', records: t[1], squares: t[2]})")
+    async with Neo4jStore(store.settings):
+        pass
+    counts = await query(store, "MATCH (c:TermCount) RETURN c.key AS key, sum(c.n) AS n")
+    totals = await query(store, "MATCH (t:TermTotal) RETURN t.field AS field, sum(t.records) AS records, sum(t.squares) AS squares")
+    assert {c["key"]: c["n"] for c in counts} == {"family_name:smith": 2, "city:leeds": 1, "city:york": 2}
+    assert {t["field"]: (t["records"], t["squares"]) for t in totals} == {"family_name": (2, 4), "city": (3, 5)}
+    kept = await query(store, "MATCH (t:Touchpoint) RETURN t.terms AS terms ORDER BY t.seq, t.event_id")
+    assert [sorted(t["terms"]) for t in kept] == [["city:leeds", "family_name:smith"], ["city:york"], ["city:york", "family_name:smith"]]
 
 
 async def test_record_count_upgrade_pages_through_profiles_chunk_by_chunk(store, rules, monkeypatch):

@@ -87,6 +87,26 @@ async def test_file_from_before_record_counts_has_its_profiles_counted_when_open
         assert (await store.profile_growth(threshold=1)).largest == [(first[0].profile_id, 2)]
 
 
+async def test_file_counting_terms_per_record_counts_them_per_profile_when_opened(tmp_path, rules):
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        for crm_id, city in (("c-1", "Leeds"), ("c-1", "York"), ("c-2", "York")):
+            await Resolver(store, rules).resolve([prepare(make_event({"crm_id": crm_id}, {"family_name": "Smith", "city": city}), rules)])
+    db = sqlite3.connect(tmp_path / "g.db")
+    # As the release before it counted: every touchpoint all its keys.
+    db.executescript("UPDATE touchpoints SET terms = json_array('family_name:smith', 'city:' || lower(json_extract(features, '$.city'))); "
+                     "DELETE FROM term_counts; INSERT INTO term_counts VALUES ('family_name:smith', 3), ('city:leeds', 1), ('city:york', 2); "
+                     "DELETE FROM term_totals; INSERT INTO term_totals VALUES ('family_name', 3, 9), ('city', 3, 5); "
+                     f"PRAGMA user_version = {len(MIGRATIONS) - 1};")
+    db.close()
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        kept = [orjson.loads(t) for (t,) in store.db.execute("SELECT terms FROM touchpoints ORDER BY seq")]
+        counts = dict(store.db.execute("SELECT key, n FROM term_counts"))
+        totals = {f: (r, s) for f, r, s in store.db.execute("SELECT field, records, squares FROM term_totals")}
+    assert [sorted(k) for k in kept] == [["city:leeds", "family_name:smith"], ["city:york"], ["city:york", "family_name:smith"]]
+    assert counts == {"family_name:smith": 2, "city:leeds": 1, "city:york": 2}
+    assert totals == {"family_name": (2, 4), "city": (3, 5)}
+
+
 async def positional_file(path, rules):
     """A file as the release before rule ids left it: keys named ``b<position>:``, no signature."""
     async with SQLiteStore(path) as store:

@@ -610,6 +610,35 @@ async def test_term_counts_grow_with_each_event_carrying_the_value(engine, store
     assert (terms.fields["city"].records, terms.fields["city"].squares) == (4, 4 * 4)
 
 
+async def test_a_customer_seen_again_counts_each_value_once(engine, store, rules):
+    """Frequencies say how many customers share a value: one seen twice must not make it look common."""
+    first = await engine.resolve(make_event({"crm_id": "c-1"}, {"family_name": "Smith", "city": "Leeds"}))
+    again = await engine.resolve(make_event({"crm_id": "c-1"}, {"family_name": "Smith", "city": "York"}))
+    assert again.profile_id == first.profile_id
+    terms = await stored_terms(store, rules, {"family_name": "Smith", "city": "York"})
+    assert (terms.values["family_name:smith"], terms.values["city:york"]) == (1, 1)
+    assert (terms.fields["family_name"].records, terms.fields["city"].records) == (1, 2)
+
+
+@pytest.mark.parametrize("city", ["Leeds", "York"])  # one is the survivor's, the other the merged profile's
+async def test_an_event_merging_two_profiles_counts_no_value_either_carried(engine, store, rules, city):
+    for crm_id, lived in (("c-1", "Leeds"), ("c-2", "York")):
+        await engine.resolve(make_event({"crm_id": crm_id}, {"family_name": "Smith", "city": lived}))
+    merging = await engine.resolve(make_event({"crm_id": ["c-1", "c-2"]}, {"family_name": "Smith", "city": city}))
+    assert merging.decision["action"] == "merge"
+    terms = await stored_terms(store, rules, {"family_name": "Smith", "city": city})
+    assert (terms.values["family_name:smith"], terms.values[f"city:{city.lower()}"]) == (2, 1)
+
+
+async def test_erasing_a_customer_seen_again_leaves_no_count_of_their_values(engine, store, rules):
+    from service.operations import Operations
+    for city in ("Leeds", "York"):
+        gone = await engine.resolve(make_event({"crm_id": "c-1"}, {"family_name": "Rareson", "city": city}))
+    await Operations(store, rules).erase(gone.profile_id, actor="me", requested_by="customer")
+    terms = await stored_terms(store, rules, {"family_name": "Rareson", "city": "York"})
+    assert terms.values == {"family_name:rareson": 0, "city:york": 0} and terms.fields == {}
+
+
 async def test_term_counts_of_one_batch_count_its_earlier_events(store, rules):
     events = [prepare(make_event({"crm_id": f"b-{n}"}, {"family_name": "Smith"}), rules) for n in range(2)]
     await Resolver(store, rules).resolve(events)
@@ -645,6 +674,16 @@ async def test_the_backfill_counts_the_records_stored_before_counting_began(stor
     terms = await stored_terms(store, rules, {"family_name": "Smith", "city": "Leeds"})
     assert (terms.values["family_name:smith"], terms.values["city:leeds"]) == (3, 2)
     assert (terms.fields["family_name"].records, terms.fields["family_name"].squares) == (3, 3 * 3)
+
+
+async def test_the_backfill_counts_a_value_once_per_profile(store, rules):
+    for city in ("Leeds", "York"):
+        await Engine(store, uncounted(rules)).resolve(make_event({"crm_id": "old"}, {"family_name": "Smith", "city": city}))
+    assert await store.backfill_term_counts(rules) == 2
+    assert await store.backfill_term_counts(rules) == 0
+    terms = await stored_terms(store, rules, {"family_name": "Smith", "city": "York"})
+    assert (terms.values["family_name:smith"], terms.values["city:york"]) == (1, 1)
+    assert (terms.fields["family_name"].records, terms.fields["city"].records) == (1, 2)
 
 
 async def test_the_backfill_counts_each_record_once(store, rules):
