@@ -35,10 +35,42 @@ def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels) -> s
         return "exact"
     if a["tokens"] == b["tokens"]:
         return "romanised"
-    if _typo_checked(a, b) and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1:
+    shortened = _shortened(a["latin"], b["latin"])
+    if shortened == "close" or _typo_checked(a, b) and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1:
         return "close"
-    return _similarity_level(max(JaroWinkler.similarity(a["latin"], b["latin"]),
-                                 JaroWinkler.similarity(a["tokens"], b["tokens"])), at)
+    return _at_least(shortened, _similarity_level(max(JaroWinkler.similarity(a["latin"], b["latin"]),
+                                                      JaroWinkler.similarity(a["tokens"], b["tokens"])), at))
+
+
+def _shortened(a: str, b: str) -> str | None:
+    """Whether one name is the other shortened, token by token in order from the first: ``close``
+    when each token of the shorter is a token of the longer, or an initial of one, and one is
+    whole (John A. and John Alan; J. Alan and John Alan), ``similar`` when only initials agree
+    (J. and John).
+    Records name one person with and without a middle name or initial (inventors on patents,
+    customers on forms), which Jaro-Winkler rates as different names (John, John Alan: similar)."""
+    if " " not in a and " " not in b and len(a) > 1 and len(b) > 1:
+        return None  # one whole word each: not a shortening (the common case, decided at once)
+    short, long = sorted((a.split(), b.split()), key=len)
+    if not _abbreviates(short[0], long[0]):
+        return None  # a name goes by its first word: Maria is not Anna Maria
+    whole, at = False, 0
+    for token in short:
+        while at < len(long) and not _abbreviates(token, long[at]):
+            at += 1
+        if at == len(long):
+            return None
+        whole = whole or token == long[at]
+        at += 1
+    return "close" if whole else "similar"
+
+
+def _abbreviates(x: str, y: str) -> bool:
+    return x == y or (len(x) == 1 or len(y) == 1) and x[0] == y[0]
+
+
+def _at_least(floor: str | None, level: str) -> str:
+    return "similar" if floor == "similar" and level == "other" else level
 
 
 def _typo_checked(a: dict[str, str], b: dict[str, str]) -> bool:
@@ -158,7 +190,11 @@ def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]]
     typos = _pairwise(DamerauLevenshtein.distance, *latin, score_cutoff=1)
     similarities = map(max, _pairwise(JaroWinkler.similarity, *latin), _pairwise(JaroWinkler.similarity, *tokens))
     for i, typo, similarity in zip(rest, typos, similarities):
-        levels[i] = "close" if typo <= 1 and _typo_checked(left[i], right[i]) else _similarity_level(similarity, at)
+        shortened = _shortened(left[i]["latin"], right[i]["latin"])
+        if shortened == "close" or typo <= 1 and _typo_checked(left[i], right[i]):
+            levels[i] = "close"
+        else:
+            levels[i] = _at_least(shortened, _similarity_level(similarity, at))
     return levels
 
 

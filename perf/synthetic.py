@@ -9,6 +9,8 @@ Three corruption profiles the Febrl sets lack:
   many mentions per person (a long tail, up to 60), colleagues share an employer and its city,
   names drawn from a pool of 6,000 full names, so over a third of 3,000 people have a namesake.
   A mention may carry a name typo, or the person's other employer (and its city) after a move.
+- ``middle_names``: ``mentions`` where a third of the people have a middle name, which each
+  mention gives in full, as an initial or not at all (as patents name one inventor).
 - ``namesakes``: sparse records (names, birth date, city only) with names drawn from a small
   pool, so many different people share a full name and a city and differ only in birth date.
   Duplicates carry one-field errors as above (name typo or a wrong date part).
@@ -117,10 +119,13 @@ def _employer(rng: random.Random) -> tuple[str, str]:
     return COMPANIES[index], CITIES[index % len(CITIES)]
 
 
-def _mentions(rng: random.Random, index: int) -> list[tuple[str, dict[str, Any]]]:
+def _mentions(rng: random.Random, index: int, middles: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """One inventor's mentions: most name them exactly at their employer; some carry a typo,
-    some the employer they moved to."""
+    some the employer they moved to. With ``middles``, a third of the people have a middle
+    name, drawn from its own generator so that the people are those of ``mentions``."""
     given, family = rng.choice(GIVEN), rng.choice(FAMILY)
+    own = random.Random(f"middle-{index}")
+    middle = own.choice(GIVEN) if middles and own.random() < 1 / 3 else None
     jobs = [_employer(rng), _employer(rng)]
     count = min(60, int(rng.paretovariate(1.3)))
     mentions = []
@@ -130,6 +135,8 @@ def _mentions(rng: random.Random, index: int) -> list[tuple[str, dict[str, Any]]
             part = rng.randrange(2)
             name[part] = _typo(rng, name[part])
         company, city = jobs[1] if copy and rng.random() < 0.15 else jobs[0]
+        if middle is not None:
+            name[0] = own.choice((f"{name[0]} {middle}", f"{name[0]} {middle[0]}.", name[0]))
         mentions.append((f"mentions-{index}-{copy}", {"given_name": name[0], "family_name": name[1],
                                                         "city": city, "company": company}))
     return mentions
@@ -138,8 +145,9 @@ def _mentions(rng: random.Random, index: int) -> list[tuple[str, dict[str, Any]]
 def generate(profile: str, people: int = 3000, seed: int = 11) -> tuple[list[tuple[str, dict[str, Any]]], set[frozenset[str]]]:
     """Records (id, traits) in arrival order and the true duplicate pairs."""
     rng = random.Random(f"{profile}-{seed}")
-    if profile == "mentions":
-        return _shuffled(rng, [_mentions(rng, index) for index in range(people)])
+    if profile in ("mentions", "middle_names"):
+        rng = random.Random(f"mentions-{seed}")  # the same people and order in both
+        return _shuffled(rng, [_mentions(rng, index, profile == "middle_names") for index in range(people)])
     sparse = profile == "namesakes"
     names = 12 if sparse else len(FAMILY)
     records: list[tuple[str, dict[str, Any]]] = []

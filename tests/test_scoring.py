@@ -44,6 +44,24 @@ def test_one_letter_of_a_short_name_is_not_a_typo_but_likely_another_name(rules)
     assert levels(score)["given_name"] != "close"
 
 
+def given_level(rules, a, b):
+    return levels(score_pair(features(rules, given_name=a), features(rules, given_name=b), rules))["given_name"]
+
+
+@pytest.mark.parametrize("a, b", [("John Alan", "John"), ("John A.", "John Alan"), ("J. Alan", "John Alan")])
+def test_a_name_with_or_without_a_middle_name_or_initial_is_close(rules, a, b):
+    assert given_level(rules, a, b) == "close"
+
+
+def test_an_initial_alone_is_similar_to_a_name_it_begins(rules):
+    assert given_level(rules, "J.", "John") == "similar"
+
+
+@pytest.mark.parametrize("a, b", [("K.", "John"), ("John Alan", "John Adam"), ("Alan John", "John A."), ("Anna Maria", "Maria")])
+def test_initials_and_names_that_do_not_agree_in_order_are_no_shortening(rules, a, b):
+    assert given_level(rules, a, b) not in ("exact", "romanised", "close")
+
+
 def date_level(rules, a, b):
     return levels(score_pair(features(rules, birth_date=a), features(rules, birth_date=b), rules))["birth_date"]
 
