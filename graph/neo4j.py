@@ -92,6 +92,7 @@ _SCHEMA_ERRORS = "Neo.ClientError.Schema."
 UPGRADE_CHUNK = 10_000
 #: The Meta node that marks the record-count upgrade done.
 RECORD_COUNTS_DONE = "profile_records_counted"
+#: The Meta node that marks term counts made per profile (:meth:`Neo4jStore._upgrade_terms_per_profile`).
 TERMS_PER_PROFILE_DONE = "terms_counted_per_profile"
 #: Touchpoints reindexed per transaction by :meth:`Neo4jStore.reindex_blocking`.
 REINDEX_CHUNK = 2_000

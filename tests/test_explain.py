@@ -40,10 +40,11 @@ async def test_unmatchable_trait_is_named_in_the_explanation(engine, store):
 
 
 async def test_explanation_shows_how_common_an_agreed_value_is_and_its_adjusted_weight(engine, store):
-    for year in (1950, 1951, 1952):
-        await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Smith", "birth_date": f"{year}-01-01"}))
+    namesakes = [await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Smith", "birth_date": born}))
+                 for born in ("1950-01-01", "1961-05-09", "1972-11-23")]
+    assert len({o.profile_id for o in namesakes}) == 3  # born on other days: three customers
     await engine.resolve(make_event({}, {"given_name": "Mary", "family_name": "Jones"}))
     outcome = await engine.resolve(make_event({}, {"given_name": "John", "family_name": "Smith"}))
     text = render_decision(await store.decision(outcome.event_id))
-    # Three of four family names are Smith: u = 0.002 * 3 * 4 / (3² + 1²), below the level's 8.64 bits.
+    # Three of four customers' family names are Smith: u = 0.002 * 3 * 4 / (3² + 1²), below the level's 8.64 bits.
     assert "family_name      exact        +8.38  (value frequency 75.0000%; level alone +8.64)" in text
