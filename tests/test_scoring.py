@@ -197,11 +197,15 @@ _TRAIT_VALUES = {"given_name": _NAMES, "family_name": _NAMES, "name": _NAMES, "c
 
 @st.composite
 def _near(draw, values):
-    """Two values of one trait: the same, one edit apart (the levels between exact and other), or unrelated."""
+    """Two values of one trait: the same, one edit apart (the levels between exact and other), one
+    shortened (a word dropped or cut to its initial), or unrelated."""
     a = draw(values)
-    how = draw(st.sampled_from(["same", "edit", "swap", "other"]))
+    how = draw(st.sampled_from(["same", "edit", "swap", "shorten", "other"]))
     if how == "same":
         return a, a
+    if how == "shorten" and len(words := a.split()) > 1:
+        i = draw(st.integers(0, len(words) - 1))
+        return a, " ".join(words[:i] + draw(st.sampled_from([[], [words[i][0]]])) + words[i + 1:])
     if how == "other" or len(a) < 2:
         return a, draw(values)
     i = draw(st.integers(0, len(a) - 2))
@@ -220,6 +224,16 @@ def test_levels_of_many_pairs_at_once_are_those_of_each_pair_alone(rules, pairs)
         both = [(a[c.field], b[c.field]) for a, b in held if c.field in a and c.field in b]
         alone = [comparator_level(c, x, y, rules) for x, y in both]
         assert comparator_levels(c, [x for x, _ in both], [y for _, y in both], rules) == alone
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.fixed_dictionaries({}, optional={t: _near(v) for t, v in _TRAIT_VALUES.items()}))
+def test_a_pair_compares_at_the_same_level_whichever_side_is_the_event(rules, pair):
+    """Whether a record arrived first or second must not change how alike it is to the other."""
+    a, b = (extract_features(parse_event(_event({t: v[side] for t, v in pair.items()})), rules)[0] for side in (0, 1))
+    for c in rules.comparisons:
+        if c.field in a and c.field in b:
+            assert comparator_level(c, a[c.field], b[c.field], rules) == comparator_level(c, b[c.field], a[c.field], rules)
 
 
 _TRAITS_NEAR = st.fixed_dictionaries({}, optional={t: st.sampled_from(["anna", "anne", "anna maria", "张伟", "1980-01-02"])
