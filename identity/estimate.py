@@ -62,11 +62,11 @@ class Estimate:
     match_share: float
 
 
-def _rule_blocks(samples: Sequence[Features], rules: Rules) -> list[set[tuple[int, int]]]:
-    """For each blocking rule, the pairs of samples it makes candidates of."""
+def _rule_blocks(keys: Iterable[Sequence[str]], rules: Rules) -> list[set[tuple[int, int]]]:
+    """For each blocking rule, the pairs of samples it makes candidates of (``keys``: each sample's blocking keys)."""
     blocks: dict[str, list[int]] = {}
-    for index, features in enumerate(samples):
-        for key in blocking_keys(features, rules):
+    for index, held in enumerate(keys):
+        for key in held:
             blocks.setdefault(key, []).append(index)
     per_rule: list[set[tuple[int, int]]] = [set() for _ in rules.blocking]
     position = {blocking_rule_id(rule): index for index, rule in enumerate(rules.blocking)}
@@ -252,11 +252,12 @@ def _prior(patterns: Counter[Pattern], m: list[list[float]], u: list[list[float]
     return prior
 
 
-def estimate(samples: Iterable[Features], rules: Rules, *, iterations: int = 50, tolerance: float = 1e-6,
-             random_pairs: int = RANDOM_PAIRS, seed: int = 0) -> Estimate:
-    """A copy of ``rules`` with m, u and the prior learned from ``samples`` (the features of events)."""
+def estimate(samples: Iterable[Features], rules: Rules, *, keys: Sequence[Sequence[str]] | None = None,
+             iterations: int = 50, tolerance: float = 1e-6, random_pairs: int = RANDOM_PAIRS, seed: int = 0) -> Estimate:
+    """A copy of ``rules`` with m, u and the prior learned from ``samples`` (the features of events);
+    ``keys``, when known, are each sample's blocking keys under ``rules`` (else worked out here)."""
     records = list(samples)
-    per_rule = _rule_blocks(records, rules)
+    per_rule = _rule_blocks([blocking_keys(f, rules) for f in records] if keys is None else keys, rules)
     if not any(per_rule):
         raise ValueError("the sample yields no candidate pairs under the blocking rules; nothing to estimate from")
     pattern = _Patterns(records, rules)

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 
 from identity.estimate import estimate
-from identity.features import Features
+from identity.features import Features, blocking_keys
 from identity.rules import Rules
 
 #: Events seen before the first fit: enough for EM to find pairs under most blocking rules.
@@ -52,6 +52,8 @@ class StreamLearner:
         self._min_matches = min_matches
         self._random = random.Random(seed)
         self._sample: list[Features] = []
+        #: Each sampled event's blocking keys, beside its features: every fit blocks the sample.
+        self._keys: list[tuple[str, ...]] = []
         self._seen = 0
         self._next_fit = warmup
 
@@ -68,21 +70,25 @@ class StreamLearner:
         """Whether enough new events arrived since the last fit to fit again."""
         return self._seen >= self._next_fit
 
-    def observe(self, features: Features) -> None:
+    def observe(self, features: Features, keys: tuple[str, ...] | None = None) -> None:
+        """One more event seen; ``keys`` are its blocking keys under the base rules' blocking
+        (a prepared event's), worked out here when not given."""
         self._seen += 1
         if len(self._sample) < self._sample_size:
             self._sample.append(features)
+            self._keys.append(blocking_keys(features, self._base) if keys is None else keys)
             return
         slot = self._random.randrange(self._seen)  # each event seen stays in the sample with equal odds
         if slot < self._sample_size:
             self._sample[slot] = features
+            self._keys[slot] = blocking_keys(features, self._base) if keys is None else keys
 
     def fit(self) -> Fit | None:
         """A model learned from the sample, or None when the sample shows too few duplicates to
         learn from (then the current model stays, and the next fit is tried at twice as many events)."""
         self._next_fit = max(2 * self._seen, self._next_fit + 1)
         try:
-            result = estimate(self._sample, self._base)
+            result = estimate(self._sample, self._base, keys=self._keys)
         except ValueError:
             return None
         size = len(self._sample)

@@ -102,7 +102,7 @@ class _FileRun:
         self.report.event_ids.append(prepared.event_id)
         self._waiting.append((prepared, number, line))
         if self._learner is not None:
-            self._learner.observe(prepared.features)
+            self._learner.observe(prepared.features, prepared.blocking_keys)
             if not self._warm:
                 # The events wait for a first model worth having: a stream that opens with
                 # distinct customers (one source's export before another's) would be resolved
