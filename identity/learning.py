@@ -75,13 +75,15 @@ class StreamLearner:
         (a prepared event's), worked out here when not given."""
         self._seen += 1
         if len(self._sample) < self._sample_size:
+            slot = len(self._sample)
             self._sample.append(features)
-            self._keys.append(blocking_keys(features, self._base) if keys is None else keys)
-            return
-        slot = self._random.randrange(self._seen)  # each event seen stays in the sample with equal odds
-        if slot < self._sample_size:
-            self._sample[slot] = features
-            self._keys[slot] = blocking_keys(features, self._base) if keys is None else keys
+            self._keys.append(())
+        else:
+            slot = self._random.randrange(self._seen)  # each event seen stays in the sample with equal odds
+            if slot >= self._sample_size:
+                return
+        self._sample[slot] = features
+        self._keys[slot] = blocking_keys(features, self._base) if keys is None else keys
 
     def fit(self) -> Fit | None:
         """A model learned from the sample, or None when the sample shows too few duplicates to

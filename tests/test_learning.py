@@ -77,6 +77,16 @@ def test_the_sample_a_fit_runs_on_never_exceeds_its_size(rules, typos):
     assert fit is not None and fit.sample == 250 and fit.seen == 900
 
 
+def test_a_learner_told_each_events_blocking_keys_learns_the_model_it_learns_working_them_out(rules, typos):
+    """The stream learner keeps what prepare worked out; its sample stays aligned as it is replaced."""
+    told, untold = (StreamLearner(rules, warmup=200, sample_size=250, min_matches=5) for _ in range(2))
+    for prepared in (prepare(parse_event(e), rules) for e in typos[:900]):
+        told.observe(prepared.features, prepared.blocking_keys)
+        untold.observe(prepared.features)
+    fits = told.fit(), untold.fit()
+    assert None not in fits and fits[0].rules.model_version == fits[1].rules.model_version
+
+
 def test_a_stream_of_distinct_people_teaches_nothing_and_keeps_the_current_model(rules):
     learner = StreamLearner(rules, warmup=400)
     for f in features(rules, distinct_people(400)):
