@@ -471,7 +471,7 @@ RETURN id, collect(DISTINCT key) AS keys
 )
 
 # Each touchpoint given the keys it now counts, and the counts added, in one transaction; a
-# touchpoint another backfill counted meanwhile is skipped, so nothing is counted twice.
+# touchpoint another backfill counted meanwhile is skipped, so no touchpoint is counted twice.
 BACKFILL_TERMS = Statement(
     "backfill_terms",
     """

@@ -117,7 +117,7 @@ class Snapshot:
     kept_apart: set[frozenset[str]] = field(default_factory=set)
     #: Tombstone hash -> the erased customer it points at (hashes of the batch's events and keys).
     erased: dict[str, ErasedMatch] = field(default_factory=dict)
-    #: Term key -> how many stored touchpoints carry it; a key read but absent counts 0.
+    #: Term key -> how many stored profiles count it; a key read but absent counts 0.
     terms: dict[str, int] = field(default_factory=dict)
     read_terms: set[str] = field(default_factory=set)
     #: Field -> its term-frequency totals (summed over shards); a field read but absent has none.

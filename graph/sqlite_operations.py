@@ -49,7 +49,7 @@ def upsert_profile(db: sqlite3.Connection, profile: ProfileState, now: str, *, r
 
 
 def count_terms(db: sqlite3.Connection, changes: Mapping[str, int]) -> None:
-    """Add (or, negative, take back) touchpoints carrying each term key, keeping each field's
+    """Add (or, negative, take back) the profiles counting each term key, keeping each field's
     totals; a count that falls to zero is deleted, so an erased value leaves no row behind."""
     totals: dict[str, list[int]] = {}
     for key, change in sorted(changes.items()):
@@ -93,7 +93,7 @@ class BatchTerms:
         self._totals: dict[str, list[int]] = {}
 
     def load(self, keys: Sequence[str]) -> None:
-        """Read the stored counts of ``keys`` not read yet (0 for a key no touchpoint carries),
+        """Read the stored counts of ``keys`` not read yet (0 for a key no profile counts),
         and their fields' totals."""
         self._load_totals([term_field(k) for k in keys])
         missing = list(dict.fromkeys(k for k in keys if k not in self._values))
@@ -119,7 +119,7 @@ class BatchTerms:
         return TermCounts({k: self._values[k] for k in keys}, totals)
 
     def add(self, keys: Sequence[str]) -> None:
-        """One more touchpoint carries each of ``keys``."""
+        """One more profile counts each of ``keys`` (brought by a touchpoint, ``ChangeSet.terms``)."""
         self.load(keys)
         for key in dict.fromkeys(keys):
             before = self._values[key]

@@ -26,8 +26,8 @@ def _add_outbox_claims(db: sqlite3.Connection) -> None:
 def _count_terms_per_profile(db: sqlite3.Connection) -> None:
     """12: term frequencies count profiles, not touchpoints (identity/plan.py ``terms_brought``):
     each touchpoint keeps only the keys no earlier touchpoint of its profile counts, and the
-    counts and field totals are made again from what the touchpoints keep. Running it again
-    changes nothing: the earliest touchpoint counting a key for its profile still counts it."""
+    counts and field totals are made again from what the touchpoints keep. Run again on its own
+    result it changes nothing: the earliest touchpoint counting a key for its profile still does."""
     db.execute("CREATE TEMP TABLE first_terms AS SELECT t.profile_id, j.value AS key, MIN(t.seq) AS seq "
                "FROM touchpoints t, json_each(CAST(t.terms AS TEXT)) j GROUP BY t.profile_id, j.value")
     db.execute("CREATE INDEX temp.first_terms_seq ON first_terms (seq)")

@@ -473,8 +473,9 @@ class BlockingIndex(Protocol):
     @abstractmethod
     async def backfill_term_counts(self, rules: Rules) -> int:
         """Count the term frequencies of the records that count none (stored before the store
-        counted them) from their features under ``rules``, once; returns the records counted.
-        Safe while workers write: it only adds what no one counted."""
+        counted them) from their features under ``rules``, once per profile and value; returns
+        the records counted. Safe while workers write: no record is counted twice (on Neo4j a
+        value a worker counts for the same profile meanwhile may be, once)."""
 
 
 #: The signature of an index whose keys were named ``b{position}:`` in the rule file.

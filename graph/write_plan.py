@@ -75,7 +75,7 @@ class WritePlan:
     attachments: list[AttachmentRow]
     events: list[dict[str, Any]]
     refusals: list[dict[str, str]] = field(default_factory=list)
-    #: How many of the batch's touchpoints carry each term key, in key order (the lock order).
+    #: How many of the batch's touchpoints count each term key (``ChangeSet.terms``), in key order (the lock order).
     terms: list[TermRow] = field(default_factory=list)
 
     @property

@@ -30,12 +30,12 @@ from identity.rules import Comparison, Rules, SimilarityLevels
 _ONE_TYPO_MIN_CHARS = 5
 
 
-def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels) -> str:
+def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels, shortens: bool) -> str:
     if a["text"] == b["text"]:
         return "exact"
     if a["tokens"] == b["tokens"]:
         return "romanised"
-    shortened = _shortened(a["latin"], b["latin"])
+    shortened = _shortened(a["latin"], b["latin"]) if shortens else None
     if shortened == "close" or _typo_checked(a, b) and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1:
         return "close"
     return _at_least(shortened, _similarity_level(max(JaroWinkler.similarity(a["latin"], b["latin"]),
@@ -46,9 +46,10 @@ def _shortened(a: str, b: str) -> str | None:
     """Whether one name is the other shortened, token by token in order from the first: ``close``
     when each token of the shorter is a token of the longer, or an initial of one, and one is
     whole (John A. and John Alan; J. Alan and John Alan), ``similar`` when only initials agree
-    (J. and John).
-    Records name one person with and without a middle name or initial (inventors on patents,
-    customers on forms), which Jaro-Winkler rates as different names (John, John Alan: similar)."""
+    (J. and John). For comparisons marked ``shortened`` (given names): records name one person
+    with and without a middle name or initial (inventors on patents, customers on forms), which
+    Jaro-Winkler rates as different names (John, John Alan: similar). Not for full names, where
+    a word dropped may be the family name (John, John Smith)."""
     if " " not in a and " " not in b and len(a) > 1 and len(b) > 1:
         return None  # one whole word each: not a shortening (the common case, decided at once)
     short, long = sorted((a.split(), b.split()), key=len)
@@ -146,8 +147,8 @@ def _level_against(comparison: Comparison, mine: Any, rules: Rules) -> Callable[
     fold = comparison.fold
     kind = comparison.kind
     if kind == "name":
-        at = rules.comparators.name
-        return lambda theirs: fold[_name_level(mine, theirs, at)]
+        at, shortens = rules.comparators.name, comparison.shortened
+        return lambda theirs: fold[_name_level(mine, theirs, at, shortens)]
     if kind == "date":
         return lambda theirs: fold[_date_level(mine, theirs)]
     if kind == "code":
@@ -163,7 +164,7 @@ def comparator_levels(comparison: Comparison, left: Sequence[Any], right: Sequen
     random pairs per fit, and one call per pair and distance was most of what a fit cost."""
     kind = comparison.kind
     if kind == "name":
-        levels = _name_levels(left, right, rules.comparators.name)
+        levels = _name_levels(left, right, rules.comparators.name, comparison.shortened)
     elif kind == "date":
         levels = list(map(_date_level, left, right))
     else:
@@ -181,7 +182,8 @@ def comparator_levels(comparison: Comparison, left: Sequence[Any], right: Sequen
     return [fold[level] for level in levels]
 
 
-def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]], at: SimilarityLevels) -> list[str]:
+def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]], at: SimilarityLevels,
+                 shortens: bool) -> list[str]:
     levels = ["exact" if a["text"] == b["text"] else "romanised" if a["tokens"] == b["tokens"] else ""
               for a, b in zip(left, right)]
     rest = [i for i, level in enumerate(levels) if not level]
@@ -190,7 +192,7 @@ def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]]
     typos = _pairwise(DamerauLevenshtein.distance, *latin, score_cutoff=1)
     similarities = map(max, _pairwise(JaroWinkler.similarity, *latin), _pairwise(JaroWinkler.similarity, *tokens))
     for i, typo, similarity in zip(rest, typos, similarities):
-        shortened = _shortened(left[i]["latin"], right[i]["latin"])
+        shortened = _shortened(left[i]["latin"], right[i]["latin"]) if shortens else None
         if shortened == "close" or typo <= 1 and _typo_checked(left[i], right[i]):
             levels[i] = "close"
         else:

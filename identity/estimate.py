@@ -257,6 +257,8 @@ def estimate(samples: Iterable[Features], rules: Rules, *, keys: Sequence[Sequen
     """A copy of ``rules`` with m, u and the prior learned from ``samples`` (the features of events);
     ``keys``, when known, are each sample's blocking keys under ``rules`` (else worked out here)."""
     records = list(samples)
+    if keys is not None and len(keys) != len(records):
+        raise ValueError(f"{len(keys)} sets of blocking keys for {len(records)} samples")
     per_rule = _rule_blocks([blocking_keys(f, rules) for f in records] if keys is None else keys, rules)
     if not any(per_rule):
         raise ValueError("the sample yields no candidate pairs under the blocking rules; nothing to estimate from")

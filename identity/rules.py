@@ -66,9 +66,15 @@ class Comparison(DerivedModel):
     #: Weigh an exact agreement by how common the agreed value is among stored profiles (the store
     #: counts each value once per profile; see :func:`identity.compare.term_weights`): a rare name says more than 张伟.
     term_frequency: bool = False
+    #: Names only: a name that is the other shortened (a word dropped or cut to its initial, the
+    #: first kept) is ``close``, initials alone ``similar`` (:func:`identity.compare._shortened`).
+    #: For given names, where a middle name comes and goes; a full name's dropped word may be the family name.
+    shortened: bool = False
 
     @model_validator(mode="after")
     def _levels_known(self) -> "Comparison":
+        if self.shortened and self.kind != "name":
+            raise ValueError(f"comparison {self.field!r} ({self.kind}): shortened applies to names only")
         known = set(LEVELS[self.kind])
         if not {"exact", "other"} <= set(self.levels) <= known:
             raise ValueError(f"comparison {self.field!r} ({self.kind}) needs levels exact and other, "
@@ -197,7 +203,7 @@ class Rules(DerivedModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json")
         data["comparisons"] = [
-            {k: v for k, v in c.items() if k not in ("when_missing", "term_frequency") or v} for c in data["comparisons"]
+            {k: v for k, v in c.items() if k not in ("when_missing", "term_frequency", "shortened") or v} for c in data["comparisons"]
         ]
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

@@ -62,6 +62,19 @@ def test_initials_and_names_that_do_not_agree_in_order_are_no_shortening(rules, 
     assert given_level(rules, a, b) not in ("exact", "romanised", "close")
 
 
+@pytest.mark.parametrize("field, a, b", [("name", "John", "John Smith"), ("name", "张", "张伟"), ("family_name", "Smith", "Smith Jones")])
+def test_only_given_names_count_a_word_dropped_as_a_shortening(rules, field, a, b):
+    """A full name's dropped word may be the family name: John is not close to John Smith."""
+    assert levels(score_pair(features(rules, **{field: a}), features(rules, **{field: b}), rules))[field] != "close"
+
+
+def test_a_rule_file_marking_a_non_name_comparison_shortened_is_refused(rules):
+    data = rules.model_dump(mode="json")
+    data["comparisons"] = [{**c, "shortened": c["field"] == "city"} for c in data["comparisons"]]
+    with pytest.raises(ValidationError, match="shortened applies to names only"):
+        Rules.model_validate(data)
+
+
 def date_level(rules, a, b):
     return levels(score_pair(features(rules, birth_date=a), features(rules, birth_date=b), rules))["birth_date"]
 
