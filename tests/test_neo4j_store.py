@@ -158,11 +158,10 @@ async def test_graph_from_before_record_counts_is_counted_once_at_open(store, ru
     assert await query(store, "MATCH (p:Profile) WHERE p.records IS NULL RETURN p.id") == []
 
 
-async def test_graph_counting_terms_per_record_counts_them_per_profile_at_open(store, rules, monkeypatch):
-    monkeypatch.setattr("graph.neo4j.UPGRADE_CHUNK", 1)  # a profile per page
+async def counting_per_record(store, rules):
+    """A graph as the release before per-profile counting left it: every touchpoint all its keys."""
     for crm_id, city in (("c-1", "Leeds"), ("c-1", "York"), ("c-2", "York")):
         await Resolver(store, rules).resolve([prepare(make_event({"crm_id": crm_id}, {"family_name": "Smith", "city": city}), rules)])
-    # As the release before it counted: every touchpoint all its keys.
     for t in await query(store, "MATCH (t:Touchpoint) RETURN t.event_id AS event_id, t.features AS features"):
         await query(store, "MATCH (t:Touchpoint {event_id: $e}) SET t.terms = $keys",
                     e=t["event_id"], keys=list(term_keys(orjson.loads(t["features"]), rules)))
@@ -171,6 +170,24 @@ async def test_graph_counting_terms_per_record_counts_them_per_profile_at_open(s
                        "CREATE (:TermCount {key: c[0], writer: 'folded', n: c[1]})")
     await query(store, "UNWIND [['family_name', 3, 9], ['city', 3, 5]] AS t "
                        "CREATE (:TermTotal {field: t[0], shard: 'folded', records: t[1], squares: t[2]})")
+
+
+async def test_two_workers_starting_at_once_on_a_graph_counting_per_record_take_nothing_off_twice(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.UPGRADE_CHUNK", 1)
+    await counting_per_record(store, rules)
+
+    async def start_one() -> None:
+        async with Neo4jStore(store.settings):
+            pass
+
+    await asyncio.gather(start_one(), start_one())
+    counts = await query(store, "MATCH (c:TermCount) RETURN c.key AS key, sum(c.n) AS n")
+    assert {c["key"]: c["n"] for c in counts} == {"family_name:smith": 2, "city:leeds": 1, "city:york": 2}
+
+
+async def test_graph_counting_terms_per_record_counts_them_per_profile_at_open(store, rules, monkeypatch):
+    monkeypatch.setattr("graph.neo4j.UPGRADE_CHUNK", 1)  # a profile per page
+    await counting_per_record(store, rules)
     async with Neo4jStore(store.settings):
         pass
     counts = await query(store, "MATCH (c:TermCount) RETURN c.key AS key, sum(c.n) AS n")
