@@ -1,6 +1,6 @@
 """Synthetic person records with known duplicates, generated at run time (never stored).
 
-Three corruption profiles the Febrl sets lack:
+Four corruption profiles the Febrl sets lack:
 
 - ``typos``: every duplicate differs from its person in exactly one field: a one-letter typo in
   a given or family name, a wrong birth year, month or day, day and month swapped, a postcode
