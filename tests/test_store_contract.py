@@ -627,6 +627,8 @@ async def test_an_event_merging_two_profiles_counts_no_value_either_carried(engi
     merging = await engine.resolve(make_event({"crm_id": ["c-1", "c-2"]}, {"family_name": "Smith", "city": city}))
     assert merging.decision["action"] == "merge"
     terms = await stored_terms(store, rules, {"family_name": "Smith", "city": city})
+    # Smith stays counted by both merged profiles' first records (README: a merge keeps both
+    # sides' counts); the merging event adds nothing.
     assert (terms.values["family_name:smith"], terms.values[f"city:{city.lower()}"]) == (2, 1)
 
 
