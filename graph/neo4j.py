@@ -561,7 +561,8 @@ class Neo4jStore(GraphStore):
             found = [(r["event_id"], r["profile_id"], keys) for r in rows if (keys := term_keys(orjson.loads(r["features"]), rules))]
             missing = list({p for _, p, _ in found} - held.keys())
             held.update({p: set() for p in missing})
-            held.update((r["id"], set(r["keys"])) for r in await self._read(cypher.COUNTED_TERMS, ids=missing))
+            if missing:
+                held.update((r["id"], set(r["keys"])) for r in await self._read(cypher.COUNTED_TERMS, ids=missing))
             brought = brought_by_each([(p, keys) for _, p, keys in found], held)
             keyed = [{"event_id": e, "keys": list(keys)} for (e, _, _), keys in zip(found, brought) if keys]
             if keyed:

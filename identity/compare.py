@@ -35,11 +35,19 @@ def _name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels, shor
         return "exact"
     if a["tokens"] == b["tokens"]:
         return "romanised"
+    return _unequal_name_level(
+        a, b, at, shortens, lambda: DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1),
+        lambda: max(JaroWinkler.similarity(a["latin"], b["latin"]), JaroWinkler.similarity(a["tokens"], b["tokens"])))
+
+
+def _unequal_name_level(a: dict[str, str], b: dict[str, str], at: SimilarityLevels, shortens: bool,
+                        typos: Callable[[], int], similarity: Callable[[], float]) -> str:
+    """The level of two names neither exact nor romanised, in the one order of rules that one pair
+    (distances worked out only when needed) and many pairs (distances worked out in bulk) share."""
     shortened = _shortened(a["latin"], b["latin"]) if shortens else None
-    if shortened == "close" or _typo_checked(a, b) and DamerauLevenshtein.distance(a["latin"], b["latin"], score_cutoff=1) <= 1:
+    if shortened == "close" or _typo_checked(a, b) and typos() <= 1:
         return "close"
-    return _at_least(shortened, _similarity_level(max(JaroWinkler.similarity(a["latin"], b["latin"]),
-                                                      JaroWinkler.similarity(a["tokens"], b["tokens"])), at))
+    return _at_least(shortened, _similarity_level(similarity(), at))
 
 
 def _shortened(a: str, b: str) -> str | None:
@@ -192,11 +200,8 @@ def _name_levels(left: Sequence[dict[str, str]], right: Sequence[dict[str, str]]
     typos = _pairwise(DamerauLevenshtein.distance, *latin, score_cutoff=1)
     similarities = map(max, _pairwise(JaroWinkler.similarity, *latin), _pairwise(JaroWinkler.similarity, *tokens))
     for i, typo, similarity in zip(rest, typos, similarities):
-        shortened = _shortened(left[i]["latin"], right[i]["latin"]) if shortens else None
-        if shortened == "close" or typo <= 1 and _typo_checked(left[i], right[i]):
-            levels[i] = "close"
-        else:
-            levels[i] = _at_least(shortened, _similarity_level(similarity, at))
+        # Each is called, if at all, before the loop moves on, so binding late reads this pair's.
+        levels[i] = _unequal_name_level(left[i], right[i], at, shortens, lambda: typo, lambda: similarity)
     return levels
 
 
