@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, NamedTuple, Protocol, Sequence
@@ -97,6 +98,20 @@ Route = Callable[[IdentityDelta | TouchpointNotice, Callable[[], Awaitable[Any]]
 Record = tuple[str, bytes | None, bytes | None]
 #: The accepted records of a batch by event id, in batch order (one id may come more than once).
 Messages = dict[str, list[Incoming]]
+
+
+def _each_profile_in_version_order(deltas: list[IdentityDelta]) -> list[IdentityDelta]:
+    """The deltas with each profile's sorted by version, in the places that profile's deltas held.
+
+    What the outbox read-back finds is not always older than the batch's own deltas: another
+    worker may commit a newer version of the same customer between this batch's commit and that
+    read. Sent as read, it would overtake this batch's older delta on the profile's partition.
+    """
+    of_profile: dict[str, list[IdentityDelta]] = defaultdict(list)
+    for delta in deltas:
+        of_profile[delta.profile_id].append(delta)
+    in_order = {p: iter(sorted(ds, key=lambda d: d.profile_version)) for p, ds in of_profile.items()}
+    return [next(in_order[delta.profile_id]) for delta in deltas]
 
 
 class WorkerStore(ResolutionStore, Outbox, Protocol):
@@ -388,7 +403,7 @@ class ResolutionPipeline:
         stored = await self.store.unpublished_deltas(redelivered, limit=_OUTBOX_READ_LIMIT, profile_ids=profiles,
                                                      known=known) if redelivered or profiles else []
         pending = {d.delta_id: d for d in [*stored, *fresh]}
-        return list(pending.values()), self._sending(redelivered, profiles)
+        return _each_profile_in_version_order(list(pending.values())), self._sending(redelivered, profiles)
 
     def _sending(self, event_ids: Sequence[str], profile_ids: Sequence[str]) -> set[asyncio.Task[BatchResult]]:
         """The relays still sending a delta of these events or about these profiles (as the outbox matches them)."""

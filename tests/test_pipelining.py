@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import httpx
 import orjson
@@ -13,6 +13,7 @@ import orjson
 from faust.types import TP
 
 from graph.sqlite import SQLiteStore
+from identity.deltas import IdentityDelta
 from identity.events import parse_event
 from identity.features import prepare
 from service.models import LiveRules, promote, register, start_with_registry
@@ -341,6 +342,39 @@ async def test_a_profiles_older_unsent_delta_goes_out_before_its_newer_one(store
     sent = [orjson.loads(v) for t, v in broker.sent if t == "identity.deltas"]
     assert [(d["profile_id"], d["profile_version"]) for d in sent] == [(left.profile_id, 1), (left.profile_id, 2)]
     assert await store.unpublished_deltas() == []
+
+
+class AnotherWorkerCommitsFirst(SQLiteStore):
+    """A real store file whose outbox read-back lets another worker's batch commit just before it,
+    as a second worker process racing on the same customer may."""
+
+    meanwhile: Callable[[], Awaitable[Any]] | None = None
+
+    async def unpublished_deltas(self, *args: Any, **kwargs: Any) -> list[IdentityDelta]:
+        if self.meanwhile is not None:
+            other_worker, self.meanwhile = self.meanwhile, None
+            await other_worker()
+        return await super().unpublished_deltas(*args, **kwargs)
+
+
+async def test_another_workers_newer_delta_read_back_from_the_outbox_goes_out_after_this_batchs_older_one(
+        tmp_path, rules):
+    broker, others = Broker(), Broker()
+    async with AnotherWorkerCommitsFirst(tmp_path / "graph.db") as store, SQLiteStore(store.path) as same_file:
+        other = ResolutionPipeline(same_file, rules, others, max_event_bytes=4096)
+        moved = orjson.loads(incoming("w2", "13800138042", 0).value) | {"traits": {"city": "上海"}}
+        relays: list[asyncio.Task[BatchResult]] = []
+
+        async def other_worker_links_the_same_phone() -> None:
+            relays.append(await other.begin([Incoming(orjson.dumps(moved), "touchpoints", 1, 0)]))
+        store.meanwhile = other_worker_links_the_same_phone
+        relays.append(await ResolutionPipeline(store, rules, broker, max_event_bytes=4096).begin(
+            [incoming("w1", "13800138042", 0)]))
+        sent = [orjson.loads(v) for t, v in broker.sent if t == "identity.deltas"]
+        assert [d["profile_version"] for d in sent] == [1, 2], "version 2 was committed first by the other worker"
+        broker.acknowledge()
+        others.acknowledge()
+        await asyncio.wait_for(asyncio.gather(*relays), 1)
 
 
 async def test_closing_waits_for_the_batch_being_resolved_so_the_store_can_close_after(store, rules):
