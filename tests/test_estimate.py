@@ -1,9 +1,12 @@
 """Unsupervised estimation: m, u and the prior learned from unlabelled records."""
 
+from collections import Counter
+
+import numpy
 import pytest
 
 from identity.compare import score_pair
-from identity.estimate import estimate
+from identity.estimate import _counted, estimate
 from identity.events import parse_event
 from identity.features import prepare
 from perf.synthetic import generate
@@ -92,3 +95,14 @@ def test_an_estimated_model_names_a_new_version_by_its_content(learned, rules):
 def test_a_sample_without_candidate_pairs_is_refused_with_the_reason(rules):
     with pytest.raises(ValueError, match="no candidate pairs"):
         estimate([{"city": "berlin"}], rules)
+
+
+@pytest.mark.parametrize("comparisons", [3, 45], ids=["one number per pattern", "too many comparisons for one number"])
+def test_pairs_differing_only_in_their_last_comparison_are_counted_apart(comparisons):
+    # A pattern is read as one 64-bit number with a digit (base 4: levels -1 to 2) per
+    # comparison where that fits; 45 comparisons do not (4**44 wraps to 0), so they are counted
+    # row by row, and a number that wrapped would count these two patterns as one.
+    agreeing = numpy.zeros((3, comparisons), dtype=numpy.int16)
+    agreeing[:, 0] = 2
+    agreeing[2, -1] = -1
+    assert _counted(agreeing) == Counter({(2, *[0] * (comparisons - 1)): 2, (2, *[0] * (comparisons - 2), None): 1})
