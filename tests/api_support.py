@@ -150,13 +150,15 @@ def idgraph_api(tmp_path: Path, token_entry: str, **env: str) -> Iterator[str]:
 
 
 def session_cookie_set_by_signing_in(base: str, token: str) -> str:
-    """The Set-Cookie of the session, signing in through the proxy's headers as a browser would."""
+    """The Set-Cookie of the session, signing in through the proxy's headers as a browser would
+    (the cookies named as the API names them for the scheme it believes)."""
     form = httpx.get(f"{base}/signin", headers=PROXIED_HTTPS)
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None, form.text
-    nonce = form.cookies["idgraph_signin"]
+    ((name, nonce),) = [c.split(";")[0].split("=", 1) for c in form.headers.get_list("set-cookie")]
+    assert name.endswith("idgraph_signin"), name
     signed_in = httpx.post(f"{base}/signin", data={"token": token, "csrf": csrf[1]},
-                           headers={**PROXIED_HTTPS, "Cookie": f"idgraph_signin={nonce}"})
+                           headers={**PROXIED_HTTPS, "Cookie": f"{name}={nonce}"})
     assert signed_in.status_code == 303, signed_in.text
-    (session,) = [c for c in signed_in.headers.get_list("set-cookie") if c.startswith("idgraph_session=")]
+    (session,) = [c for c in signed_in.headers.get_list("set-cookie") if c.split("=")[0].endswith("idgraph_session")]
     return session

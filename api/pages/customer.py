@@ -22,8 +22,8 @@ from api.auth import Principal
 from api.models import ConsentIn, RectifyIn
 from api.pages.masking import mask_identifiers, summary
 from api.pages.web import (
-    COOKIE, SIGNIN_COOKIE, FormError, PageRoute, checked_form, profile_url, render, see_other, set_cookie, signin_page,
-    visitor,
+    COOKIE, SIGNIN_COOKIE, SIGNIN_PATH, FormError, PageRoute, checked_form, delete_cookie, profile_url, render, see_other,
+    set_cookie, signin_page, visitor,
 )
 from api.problems import ProblemError
 
@@ -48,7 +48,7 @@ async def signin_form(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     # Checked like every other form, so another site cannot sign the visitor in as someone else.
-    form = await checked_form(request, SIGNIN_COOKIE)
+    form = await checked_form(request, signing_in=True)
     token = form.get("token", "").strip()
     if not token:
         return signin_page(request, 422, key="token.missing")
@@ -57,7 +57,7 @@ async def signin(request: Request) -> Response:
         return signin_page(request, 401, key="token.bad")
     response = see_other("/console" if principal.staff else "/me")
     set_cookie(response, request, COOKIE, token)
-    response.delete_cookie(SIGNIN_COOKIE, path="/signin")
+    delete_cookie(response, request, SIGNIN_COOKIE, SIGNIN_PATH)
     return response
 
 
@@ -66,7 +66,7 @@ async def signout(request: Request) -> Response:
     # Checked too: another site's form must not end the visitor's session.
     await checked_form(request)
     response = see_other("/signin")
-    response.delete_cookie(COOKIE, path="/")
+    delete_cookie(response, request, COOKIE)
     return response
 
 

@@ -3,7 +3,8 @@ visitor's language, and errors shown as pages.
 
 The session cookie holds the token itself, so each request authenticates exactly as the JSON API
 does (a token removed from the configuration stops working at once). It is HttpOnly (no script
-reads it), SameSite=Strict (no other site's form sends it) and Secure over HTTPS; forms also carry
+reads it), SameSite=Strict (no other site's form sends it), and over HTTPS Secure and named
+``__Host-…`` (``__Secure-…`` for the sign-in cookie's narrower path); forms also carry
 a CSRF value derived from the token. The sign-in form has no session yet to derive one from: a
 random value in a cookie of its own (SameSite=Strict, for /signin only) stands in for the token, so
 another site cannot sign a visitor in under its own token. A token travels only in a POST body and
@@ -34,6 +35,7 @@ from api.problems import ProblemError
 COOKIE = "idgraph_session"
 #: Holds the sign-in form's stand-in for a session token (see the module's docstring).
 SIGNIN_COOKIE = "idgraph_signin"
+SIGNIN_PATH = "/signin"
 _log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -56,40 +58,60 @@ def csrf_value(token: str) -> str:
 
 def visitor(request: Request) -> Principal:
     """The signed-in caller, authenticated by the same registry as a bearer token."""
-    token = request.cookies.get(COOKIE)
+    token = read_cookie(request, COOKIE)
     principal = api_state(request).tokens.authenticate(token) if token else None
     if principal is None:
         raise SignInRequired()
     return principal
 
 
-async def checked_form(request: Request, cookie: str = COOKIE) -> dict[str, str]:
+async def checked_form(request: Request, signing_in: bool = False) -> dict[str, str]:
     """The posted form, after its CSRF value is checked against the session (or, for the sign-in
     form, against ``SIGNIN_COOKIE``)."""
     form = await request.form()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    token = request.cookies.get(cookie, "")
+    token = (read_cookie(request, SIGNIN_COOKIE, SIGNIN_PATH) if signing_in else read_cookie(request, COOKIE)) or ""
     if not token or not hmac.compare_digest(fields.get("csrf", ""), csrf_value(token)):
         raise FormError("form.stale", 403)
     return fields
 
 
+def _cookie_name(request: Request, name: str, path: str) -> str:
+    """``name`` over HTTP; over HTTPS with the prefix browsers enforce: ``__Host-`` for a cookie
+    of the whole site (Secure, Path=/, no Domain: a sibling subdomain cannot set or overwrite it,
+    so it cannot plant its own session or sign-in value), ``__Secure-`` for a narrower path."""
+    if request.url.scheme != "https":
+        return name
+    return ("__Host-" if path == "/" else "__Secure-") + name
+
+
+def read_cookie(request: Request, name: str, path: str = "/") -> str | None:
+    return request.cookies.get(_cookie_name(request, name, path))
+
+
 def set_cookie(response: Response, request: Request, name: str, value: str, path: str = "/") -> None:
     """A cookie no script reads and no other site's request carries."""
-    response.set_cookie(name, value, httponly=True, samesite="strict", secure=request.url.scheme == "https", path=path)
+    response.set_cookie(_cookie_name(request, name, path), value, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path=path)
+
+
+def delete_cookie(response: Response, request: Request, name: str, path: str = "/") -> None:
+    # With the attributes it was set with: a browser ignores a prefixed cookie's removal without Secure.
+    response.delete_cookie(_cookie_name(request, name, path), httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https", path=path)
 
 
 def signin_page(request: Request, status: int = 200, key: str | None = None) -> HTMLResponse:
     """The sign-in form, its CSRF value derived from the visitor's sign-in cookie (set here if new)."""
-    nonce = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
+    nonce = read_cookie(request, SIGNIN_COOKIE, SIGNIN_PATH) or secrets.token_urlsafe(32)
     response = render(request, "signin.html", status, key=key, signin_csrf=csrf_value(nonce))
-    set_cookie(response, request, SIGNIN_COOKIE, nonce, path="/signin")
+    set_cookie(response, request, SIGNIN_COOKIE, nonce, SIGNIN_PATH)
     return response
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     lang = language(request.headers.get("accept-language"))
-    token = request.cookies.get(COOKIE)
+    token = read_cookie(request, COOKIE)
     base = {"t": translator(lang), "lang": lang, "csrf": csrf_value(token) if token else "", "signed_in": bool(token)}
     response = templates.TemplateResponse(request, template, {**base, **context}, status_code=status)
     response.headers["Content-Language"] = lang
@@ -127,7 +149,7 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except SignInRequired:
-                return signin_page(request, 401, key="session.expired" if COOKIE in request.cookies else None)
+                return signin_page(request, 401, key="session.expired" if read_cookie(request, COOKIE) else None)
             except FormError as exc:
                 return error_page(request, exc.status, key=exc.key)
             except ProblemError as exc:
