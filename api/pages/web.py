@@ -70,7 +70,7 @@ async def checked_form(request: Request, signing_in: bool = False) -> dict[str, 
     form, against ``SIGNIN_COOKIE``)."""
     form = await request.form()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    token = (read_cookie(request, SIGNIN_COOKIE, SIGNIN_PATH) if signing_in else read_cookie(request, COOKIE)) or ""
+    token = read_cookie(request, SIGNIN_COOKIE, SIGNIN_PATH) if signing_in else read_cookie(request, COOKIE)
     if not token or not hmac.compare_digest(fields.get("csrf", ""), csrf_value(token)):
         raise FormError("form.stale", 403)
     return fields
