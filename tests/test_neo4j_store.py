@@ -165,7 +165,7 @@ async def counting_per_record(store, rules):
     for t in await query(store, "MATCH (t:Touchpoint) RETURN t.event_id AS event_id, t.features AS features"):
         await query(store, "MATCH (t:Touchpoint {event_id: $e}) SET t.terms = $keys",
                     e=t["event_id"], keys=list(term_keys(orjson.loads(t["features"]), rules)))
-    await query(store, "MATCH (n) WHERE n:TermCount OR n:TermTotal OR n:Meta AND n.name = 'terms_counted_per_profile' DELETE n")
+    await query(store, "MATCH (n) WHERE n:TermCount OR n:TermTotal OR (n:Meta AND n.name = 'terms_counted_per_profile') DELETE n")
     await query(store, "UNWIND [['family_name:smith', 3], ['city:leeds', 1], ['city:york', 2]] AS c "
                        "CREATE (:TermCount {key: c[0], writer: 'folded', n: c[1]})")
     await query(store, "UNWIND [['family_name', 3, 9], ['city', 3, 5]] AS t "

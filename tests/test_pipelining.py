@@ -362,11 +362,11 @@ async def test_another_workers_newer_delta_read_back_from_the_outbox_goes_out_af
     broker, others = Broker(), Broker()
     async with AnotherWorkerCommitsFirst(tmp_path / "graph.db") as store, SQLiteStore(store.path) as same_file:
         other = ResolutionPipeline(same_file, rules, others, max_event_bytes=4096)
-        moved = orjson.loads(incoming("w2", "13800138042", 0).value) | {"traits": {"city": "上海"}}
+        with_a_city = orjson.loads(incoming("w2", "13800138042", 0).value) | {"traits": {"city": "上海"}}
         relays: list[asyncio.Task[BatchResult]] = []
 
         async def other_worker_links_the_same_phone() -> None:
-            relays.append(await other.begin([Incoming(orjson.dumps(moved), "touchpoints", 1, 0)]))
+            relays.append(await other.begin([Incoming(orjson.dumps(with_a_city), "touchpoints", 1, 0)]))
         store.meanwhile = other_worker_links_the_same_phone
         relays.append(await ResolutionPipeline(store, rules, broker, max_event_bytes=4096).begin(
             [incoming("w1", "13800138042", 0)]))
