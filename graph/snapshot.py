@@ -47,7 +47,7 @@ class StoredOutcome:
     deltas: tuple[str, ...]
 
     def outcome(self, event_id: str) -> Outcome:
-        deltas = [IdentityDelta.model_validate_json(d) for d in self.deltas]
+        deltas = [IdentityDelta.from_json(d) for d in self.deltas]
         return Outcome(event_id, orjson.loads(self.record), deltas, duplicate=True)
 
 

@@ -190,7 +190,7 @@ class SQLiteTransaction(StoreTransaction):
             refused = self._db.execute("SELECT record FROM refusals WHERE event_id = ?", (event_id,)).fetchone()
             return None if refused is None else Outcome(event_id, orjson.loads(refused[0]), [], duplicate=True)
         deltas = [
-            IdentityDelta.model_validate_json(d)
+            IdentityDelta.from_json(d)
             for (d,) in self._db.execute("SELECT delta FROM outbox WHERE event_id = ? ORDER BY seq", (event_id,))
         ]
         return Outcome(event_id, orjson.loads(row[0]), deltas, duplicate=True)

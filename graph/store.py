@@ -378,7 +378,7 @@ class ReadViews(Protocol):
 
 def decode_deltas(rows: Iterable[tuple[str, str | bytes]], known: Collection[str]) -> list[IdentityDelta]:
     """Outbox rows (delta id, stored JSON) as deltas, leaving out undecoded those in ``known``."""
-    return [IdentityDelta.model_validate_json(delta) for delta_id, delta in rows if delta_id not in known]
+    return [IdentityDelta.from_json(delta) for delta_id, delta in rows if delta_id not in known]
 
 
 class Outbox(Protocol):

@@ -1,8 +1,7 @@
 """A contract model whose JSON form is dumped once and shared by every reader.
 
-Events and deltas are read as JSON several times each (the store, the digest, the outbox, the
-topics, every subscription's projection); a pydantic dump per reader was most of their
-encoding cost. The form is kept in pydantic's own private-attribute dict: reading
+An event is read as JSON several times (its digest, the store, the notice); a pydantic dump per
+reader was most of its encoding cost. The form is kept in pydantic's own private-attribute dict: reading
 ``self._json`` through pydantic's attribute path costs ~15 µs in pydantic 2.14, as much as the
 dump it saves. Readers share the dict, so they copy what they change.
 """
@@ -16,7 +15,7 @@ from pydantic import BaseModel, PrivateAttr
 
 
 class JsonOnce(BaseModel):
-    #: Leave out fields that are None from the JSON form (events do; deltas keep their nulls).
+    #: Leave out fields that are None from the JSON form.
     json_exclude_none: ClassVar[bool] = False
 
     _json: dict[str, Any] | None = PrivateAttr(default=None)

@@ -9,25 +9,23 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict
+import msgspec
+from msgspec import Struct
 
 from identity.deltas import DeltaTimes
-from identity.events import Causation
 from identity.features import PreparedEvent, identifiers_by_type
 from identity.model import DecisionRecord
 
 NOTICE_KIND: Final = "touchpoint"
 
 
-class NoticeDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class NoticeDecision(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     action: str
     confidence: float
 
 
-class TouchpointNotice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TouchpointNotice(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Built by the worker from a checked event, never decoded: a Struct, like the deltas beside it."""
 
     schema_version: Literal[1] = 1
     kind: Literal["touchpoint"] = NOTICE_KIND
@@ -38,12 +36,26 @@ class TouchpointNotice(BaseModel):
     traits: dict[str, Any]
     identifiers: dict[str, list[str]]
     payload: dict[str, Any]
-    causation: Causation | None = None
+    #: The event's ``causation`` (identity/events.py ``Causation``) as JSON values.
+    causation: dict[str, Any] | None = None
     decision: NoticeDecision
     times: DeltaTimes
 
+    def as_json(self) -> dict[str, Any]:
+        """The notice as JSON values, leaving out its fields (and its parts' fields) that are None;
+        None inside the payload or traits stays, as sent."""
+        form: dict[str, Any] = msgspec.to_builtins(self)
+        for part in ("times", "causation"):
+            if form.get(part) is not None:
+                form[part] = _set_fields(form[part])
+        return _set_fields(form)
+
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        return msgspec.json.encode(self.as_json())
+
+
+def _set_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def notice_for(prepared: PreparedEvent, decision: DecisionRecord, *, ingested_at: str | None, resolved_at: str) -> TouchpointNotice:
@@ -57,7 +69,7 @@ def notice_for(prepared: PreparedEvent, decision: DecisionRecord, *, ingested_at
         traits={k: v for k, v in event.traits.items() if v is not None},
         identifiers=identifiers_by_type(prepared.identifier_keys),
         payload=event.payload,
-        causation=event.causation,
+        causation=None if event.causation is None else event.causation.model_dump(mode="json"),
         decision=NoticeDecision(action=decision["action"], confidence=decision["confidence"]),
         times=DeltaTimes(occurred_at=event.occurred_at.isoformat(), ingested_at=ingested_at, resolved_at=resolved_at),
     )

@@ -193,7 +193,7 @@ async def _expected_deltas(worker: WorkerProcess, events: int) -> tuple[int, int
 
 def _entitled(store: Path) -> int:
     (subscription,) = parse_subscriptions([SUBSCRIPTION], "perf.propagation")
-    deltas = (IdentityDelta.model_validate_json(d) for (d,) in query_store(store, "SELECT delta FROM outbox"))
+    deltas = (IdentityDelta.from_json(d) for (d,) in query_store(store, "SELECT delta FROM outbox"))
     return sum(project(d, subscription) is not None for d in deltas)
 
 

@@ -115,9 +115,8 @@ class Subscription(BaseModel):
 
 def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
     """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
-    encoded = delta.as_json()
-    body = {**encoded}
-    body["changes"] = {n: c for n, c in encoded["changes"].items() if n.startswith("consent.")
+    body = delta.as_json()
+    body["changes"] = {n: c for n, c in body["changes"].items() if n.startswith("consent.")
                        and subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
     body["profile"] = {"consent": consent} if consent else {}
     body["subscription"] = subscription.name
@@ -162,9 +161,8 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
     }
     if consent:
         profile["consent"] = consent
-    encoded = delta.as_json()  # dumped once per delta, not per subscription
-    body = {**encoded}
-    body["changes"] = {name: encoded["changes"][name] for name in changes}
+    body = delta.as_json()
+    body["changes"] = {name: body["changes"][name] for name in changes}
     body["profile"] = profile
     body["subscription"] = subscription.name
     return body
@@ -176,7 +174,7 @@ def project_notice(notice: TouchpointNotice, subscription: Subscription) -> dict
         return None
     if not subscription.accepts(notice.traits):
         return None
-    body = notice.model_dump(mode="json", exclude_none=True)
+    body = notice.as_json()
     body["traits"] = {name: value for name, value in notice.traits.items() if subscription.allows(f"traits.{name}")}
     body["identifiers"] = {t: v for t, v in notice.identifiers.items() if subscription.allows(f"identifiers.{t}")}
     body["subscription"] = subscription.name

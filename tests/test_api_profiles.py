@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from graph.sqlite import SQLiteStore
+from identity.deltas import FieldChange
 from identity.events import parse_event
 from api.search import parse_query
 from api.views import redact_for_customer
@@ -126,7 +127,7 @@ def test_customer_correction_wins_over_scenario_writes_and_is_propagated(world):
     assert api.get("me", f"/v1/profiles/{older.profile_id}").json()["traits"]["name"]["value"] == "Zhang Weiming"
     assert later.decision["evidence"]["sovereignty"]["conflicts"][0]["reason"] == "customer has priority"
     (delta,) = [d for d in outbox(api.path) if d.cause.event_id == fixed.json()["event_id"]]
-    assert delta.changes["traits.name"].model_dump() == {"old": "Zhang Wei", "new": "Zhang Weiming"}
+    assert delta.changes["traits.name"] == FieldChange(old="Zhang Wei", new="Zhang Weiming")
 
 
 def test_only_customer_owned_traits_can_be_corrected(world):

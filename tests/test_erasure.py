@@ -119,7 +119,7 @@ async def _relayed_and_routed(path: Path) -> list[tuple[str, bytes | None, bytes
 
     async def route_too(topic, key, value, headers=None):
         if topic == "identity.deltas" and value is not None:
-            await router.route(IdentityDelta.model_validate_json(value), on_done=_nothing)
+            await router.route(IdentityDelta.from_json(value), on_done=_nothing)
         return await publish(topic, key, value)
 
     async with httpx.AsyncClient() as http, SQLiteStore(path) as store:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from identity.deltas import FieldChange
 from tests.conftest import cn_national_id, make_event
 
 # Part of the store contract: every GraphStore must resolve these the same way.
@@ -163,7 +164,7 @@ async def test_newer_trait_value_replaces_older_with_provenance(engine, store):
     await engine.resolve(make_event({"crm_id": "c-9"}, {"city": "Shanghai"}, scenario="sales.crm", occurred_at="2026-01-01T00:00:00Z"))
     late = await engine.resolve(make_event({"crm_id": "c-9"}, {"city": "Beijing"}, scenario="service.hotline", occurred_at="2026-02-01T00:00:00Z"))
     stale = await engine.resolve(make_event({"crm_id": "c-9"}, {"city": "Shenzhen"}, occurred_at="2025-12-01T00:00:00Z"))
-    assert late.deltas[0].changes["traits.city"].model_dump() == {"old": "Shanghai", "new": "Beijing"}
+    assert late.deltas[0].changes["traits.city"] == FieldChange(old="Shanghai", new="Beijing")
     assert stale.deltas == []
     city = (await store.profile(late.profile_id)).traits["city"]
     assert (city["value"], city["scenario"]) == ("Beijing", "service.hotline")
@@ -182,7 +183,7 @@ async def test_event_caused_by_a_profile_resolves_to_it_without_identifiers(engi
     assessed = await engine.resolve(make_event(traits={"battery_grade": "A"}, scenario="battery-recycling.assessment",
                                                causation={"event_id": customer.event_id, "hops": 1, "profile_id": customer.profile_id}))
     assert assessed.decision["action"] == "link" and assessed.profile_id == customer.profile_id
-    assert {k: v.model_dump() for k, v in assessed.deltas[0].changes.items()} == {"traits.battery_grade": {"old": None, "new": "A"}}
+    assert assessed.deltas[0].changes == {"traits.battery_grade": FieldChange(old=None, new="A")}
     assert "idgraph:profile" not in (await store.profile(customer.profile_id)).identifiers
 
 

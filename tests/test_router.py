@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import msgspec
 
 from sinks.router import Router
 from tests.test_subscriptions import delta, subscription
@@ -53,7 +54,7 @@ async def test_an_erasure_and_its_tombstones_are_sent_again_together_until_all_a
     async def on_done() -> None:
         done.set()
 
-    erased = delta(kind="profile.erased").model_copy(update={"merged_from": ["p_0"], "profile": {}, "changes": {}})
+    erased = msgspec.structs.replace(delta(kind="profile.erased"), merged_from=["p_0"], profile={}, changes={})
     async with httpx.AsyncClient() as http:
         router = Router(broker, http, retry_delay_s=0.01)
         await router.update([subscription(fields=["traits.*"])])

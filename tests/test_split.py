@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from identity.deltas import FieldChange
 from tests.api_support import on_store, outbox, resolve, run_api
 from tests.conftest import make_event
 
@@ -33,8 +34,8 @@ def test_both_sides_get_a_split_delta_at_a_new_version(wrong_merge):
     kinds = {(d["profile_id"], d["kind"]) for d in result["deltas"]}
     assert kinds == {(ann.profile_id, "profile.split"), (bob.profile_id, "profile.split")}
     stored = {d.profile_id: d for d in outbox(api.path) if d.kind == "profile.split"}
-    assert stored[ann.profile_id].changes["identifiers.email"].model_dump() == {
-        "old": ["ann@example.com", "bob@example.com"], "new": ["ann@example.com"]}
+    assert stored[ann.profile_id].changes["identifiers.email"] == FieldChange(
+        old=["ann@example.com", "bob@example.com"], new=["ann@example.com"])
     assert stored[bob.profile_id].profile_version > 1
 
 

@@ -2,11 +2,16 @@
 
 import random
 
+import msgspec
+import orjson
 import pytest
 
 from identity.deltas import Cause, DeltaTimes, FieldChange, IdentityDelta
+from identity.features import prepare
+from identity.notices import notice_for
 from sinks.subscriptions import Subscription, SubscriptionError, load_subscriptions, parse_subscriptions, project
 from sinks.webhook import backoff_delays
+from tests.conftest import make_event
 
 
 def delta(kind="profile.updated", changes=None, traits=None, identifiers=None) -> IdentityDelta:
@@ -75,8 +80,34 @@ def test_a_projection_made_before_the_delta_is_emitted_keeps_the_times_it_was_gi
 def test_a_changed_copy_of_a_delta_is_encoded_with_its_changes():
     d = delta(kind="profile.erased")
     d.to_json()
-    erased = d.model_copy(update={"merged_from": ["p_0"]})
+    erased = msgspec.structs.replace(d, merged_from=["p_0"])
     assert IdentityDelta.from_json(erased.to_json()).merged_from == ["p_0"]
+
+
+def test_a_delta_reads_back_from_its_json_form_unchanged():
+    d = delta(changes={"traits.name": (None, "张伟")}, traits={"name": "张伟"}, identifiers={"phone": ["+86138"]})
+    assert IdentityDelta.from_json(d.to_json()) == d
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("profile_version", 0, "profile_version"),
+    ("kind", "profile.renamed", "kind"),
+    ("surprise", 1, "surprise"),
+])
+def test_a_delta_that_breaks_the_contract_is_refused_naming_the_field(field, value, named):
+    form = {**delta().as_json(), field: value}
+    with pytest.raises(msgspec.ValidationError, match=named):
+        IdentityDelta.from_json(orjson.dumps(form))
+
+
+def test_a_notice_leaves_out_its_empty_fields_but_not_the_nulls_its_payload_was_sent_with(rules):
+    event = make_event(identifiers={"phone": "+8613800138000"}, traits={"name": "张伟"}, payload={"note": None},
+                       causation={"event_id": "e0", "hops": 1})
+    decision = {"profile_id": "p_1", "action": "link", "confidence": 0.9}
+    body = orjson.loads(notice_for(prepare(event, rules), decision, ingested_at=None, resolved_at="2026-01-01T00:00:01+00:00").to_json())
+    assert body["payload"] == {"note": None}
+    assert body["causation"] == {"event_id": "e0", "hops": 1}
+    assert body["times"] == {"occurred_at": event.occurred_at.isoformat(), "resolved_at": "2026-01-01T00:00:01+00:00"}
 
 
 def test_kafka_sink_is_the_default_with_a_topic_per_scenario():
