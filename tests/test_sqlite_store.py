@@ -288,3 +288,37 @@ async def test_a_batch_writes_its_term_counts_once_per_key_at_its_end(store, rul
     assert len(writes) == len(set(events[0].term_keys))
     key = next(k for k in events[0].term_keys if "上海" in k)
     assert store.db.execute("SELECT n FROM term_counts WHERE key = ?", (key,)).fetchone() == (3,)
+
+
+def _profiles_kept_apart(db: sqlite3.Connection, pairs: list[tuple[str, str]], merged: dict[str, str] | None = None) -> None:
+    """Profiles and the pairs people kept apart, written as operations leave them."""
+    merged = merged or {}
+    ids = {p for pair in pairs for p in pair} | set(merged.values())
+    db.executemany("INSERT INTO profiles (id, version, created_at, updated_at, traits) VALUES (?, 1, '', '', '{}')",
+                   [(p,) for p in sorted(ids)])
+    db.executemany("UPDATE profiles SET merged_into = ? WHERE id = ?", [(live, p) for p, live in merged.items()])
+    db.executemany("INSERT INTO kept_apart (a, b, operation_id) VALUES (?, ?, 'op')", [tuple(sorted(p)) for p in pairs])
+
+
+async def test_a_pair_kept_apart_holds_for_the_profile_one_side_was_merged_into(store):
+    _profiles_kept_apart(store.db, [("p_a", "p_b")], merged={"p_a": "p_c"})
+    assert graph.sqlite.kept_apart(store.db, {"p_c", "p_b"}) == {frozenset({"p_c", "p_b"})}
+    assert graph.sqlite.kept_apart(store.db, {"p_c", "p_d"}) == frozenset()
+
+
+async def test_finding_the_pairs_kept_apart_among_candidates_reads_as_much_however_many_pairs_exist(store):
+    """Every event with two candidates asks; the pairs of other customers must not be read for it."""
+    def steps(ids: set[str]) -> int:
+        counted = [0]
+
+        def count() -> int:
+            counted[0] += 1
+            return 0
+        store.db.set_progress_handler(count, 1)
+        graph.sqlite.kept_apart(store.db, ids)
+        store.db.set_progress_handler(None, 1)
+        return counted[0]
+    _profiles_kept_apart(store.db, [("p_a", "p_b")] + [(f"q_{i}", f"r_{i}") for i in range(10)])
+    few = steps({"p_a", "p_b"})
+    _profiles_kept_apart(store.db, [(f"q_{i}", f"r_{i}") for i in range(10, 2_000)])
+    assert steps({"p_a", "p_b"}) < 2 * few
