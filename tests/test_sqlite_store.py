@@ -1,6 +1,7 @@
 """The embedded store's own guarantees: schema, atomic batches, idempotency, crash consistency."""
 
 import asyncio
+import inspect
 import os
 import signal
 import sqlite3
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import orjson
 import pytest
@@ -306,19 +308,40 @@ async def test_a_pair_kept_apart_holds_for_the_profile_one_side_was_merged_into(
     assert graph.sqlite.kept_apart(store.db, {"p_c", "p_d"}) == frozenset()
 
 
+async def _vm_steps(db: sqlite3.Connection, read: Callable[[], Any]) -> int:
+    """How many virtual-machine instructions SQLite ran for ``read`` (awaited if it is a
+    coroutine): its work, unmoved by the machine's load."""
+    counted = [0]
+
+    def count() -> int:
+        counted[0] += 1
+        return 0
+    db.set_progress_handler(count, 1)
+    try:
+        if inspect.isawaitable(result := read()):
+            await result
+    finally:
+        db.set_progress_handler(None, 1)
+    return counted[0]
+
+
 async def test_finding_the_pairs_kept_apart_among_candidates_reads_as_much_however_many_pairs_exist(store):
     """Every event with two candidates asks; the pairs of other customers must not be read for it."""
-    def steps(ids: set[str]) -> int:
-        counted = [0]
-
-        def count() -> int:
-            counted[0] += 1
-            return 0
-        store.db.set_progress_handler(count, 1)
-        graph.sqlite.kept_apart(store.db, ids)
-        store.db.set_progress_handler(None, 1)
-        return counted[0]
     _profiles_kept_apart(store.db, [("p_a", "p_b")] + [(f"q_{i}", f"r_{i}") for i in range(10)])
-    few = steps({"p_a", "p_b"})
+    few = await _vm_steps(store.db, lambda: graph.sqlite.kept_apart(store.db, {"p_a", "p_b"}))
     _profiles_kept_apart(store.db, [(f"q_{i}", f"r_{i}") for i in range(10, 2_000)])
-    assert steps({"p_a", "p_b"}) < 2 * few
+    assert await _vm_steps(store.db, lambda: graph.sqlite.kept_apart(store.db, {"p_a", "p_b"})) < 2 * few
+
+
+async def test_reading_back_a_batchs_unsent_deltas_reads_as_much_however_many_others_wait_unsent(engine, store):
+    """After each batch the worker reads back its profiles' unsent deltas; a backlog of others'
+    (a broker refusing produces for a while) must not be read for it."""
+    def unsent(n: int) -> None:
+        store.db.executemany("INSERT INTO outbox (delta_id, event_id, profile_id, delta) VALUES (?, ?, ?, '{}')",
+                             [(f"d_{n}_{i}", f"e_{n}_{i}", f"p_{n}_{i}") for i in range(n)])
+    mine = await engine.resolve(make_event({"email": "me@example.com"}))
+    unsent(10)
+    few = await _vm_steps(store.db, lambda: store.unpublished_deltas([mine.event_id], profile_ids=[mine.profile_id]))
+    unsent(2_000)
+    many = await _vm_steps(store.db, lambda: store.unpublished_deltas([mine.event_id], profile_ids=[mine.profile_id]))
+    assert many < 2 * few
