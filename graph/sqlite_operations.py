@@ -95,8 +95,10 @@ class BatchTerms:
     def load(self, keys: Sequence[str]) -> None:
         """Read the stored counts of ``keys`` not read yet (0 for a key no profile counts),
         and their fields' totals."""
-        self._load_totals([term_field(k) for k in keys])
         missing = list(dict.fromkeys(k for k in keys if k not in self._values))
+        if not missing:  # each event's keys were read with the batch's (SQLiteTransaction.prefetch)
+            return
+        self._load_totals([term_field(k) for k in missing])
         for chunk in in_lists(missing):
             self._values.update(dict.fromkeys(chunk, 0))
             self._values.update(self._db.execute(f"SELECT key, n FROM term_counts WHERE key IN ({placeholders(len(chunk))})",
