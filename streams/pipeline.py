@@ -402,6 +402,8 @@ class ResolutionPipeline:
         known = {*self._in_flight, *(d.delta_id for d in fresh)}
         stored = await self.store.unpublished_deltas(redelivered, limit=_OUTBOX_READ_LIMIT, profile_ids=profiles,
                                                      known=known) if redelivered or profiles else []
+        if not stored:  # the batch planned its own deltas of each profile in version order
+            return fresh, self._sending(redelivered, profiles)
         pending = {d.delta_id: d for d in [*stored, *fresh]}
         return _each_profile_in_version_order(list(pending.values())), self._sending(redelivered, profiles)
 
