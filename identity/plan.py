@@ -128,20 +128,20 @@ def plan_changes(
     The returned change set's decision carries the sovereignty outcome in its evidence.
     """
     before = profiles.get(decision.profile_id)
+    keys = prepared.identifier_keys
     if before is None:
-        own_key = identifier_key(PROFILE_ID_TYPE, decision.profile_id)
         target = ProfileState(decision.profile_id, 0, prepared.event.occurred_at.isoformat())
         before_view: dict[str, dict[str, Any]] = {}
-        prepared = replace(prepared, identifier_keys=(*prepared.identifier_keys, own_key))
+        keys = (*keys, identifier_key(PROFILE_ID_TYPE, decision.profile_id))
     else:
         target = before.copy()
         before_view = profile_view(before)
     if decision.withheld_keys:
-        prepared = replace(prepared, identifier_keys=tuple(k for k in prepared.identifier_keys if k not in decision.withheld_keys))
+        keys = tuple(k for k in keys if k not in decision.withheld_keys)
     losers = [profiles[pid] for pid in decision.merged_from]
     _merge_into(target, losers, policy)
-    new_keys = [k for k in prepared.identifier_keys if k not in target.identifiers]
-    target.identifiers.update(prepared.identifier_keys)
+    new_keys = [k for k in keys if k not in target.identifiers]
+    target.identifiers.update(keys)
     sovereignty = _absorb_traits(target, prepared, decision.confidence, policy)
     _absorb_consent(target, prepared)
     decision = replace(decision, evidence={**decision.evidence, "sovereignty": sovereignty})
