@@ -210,16 +210,20 @@ def erase(db: sqlite3.Connection, write: ErasureWrite) -> None:
     count_terms(db, {key: -n for key, n in Counter(k for _, terms in rows for k in orjson.loads(terms)).items()})
     db.execute(f"DELETE FROM blocking WHERE seq IN (SELECT seq FROM touchpoints WHERE profile_id IN ({marks}))", family)
     db.execute(f"DELETE FROM decisions WHERE event_id IN ({emarks})", events)
-    db.execute(f"DELETE FROM outbox WHERE profile_id IN ({marks}) OR event_id IN ({emarks})", (*family, *events))
-    db.execute(f"DELETE FROM reviews WHERE event_id IN ({emarks}) OR EXISTS "
-               f"(SELECT 1 FROM json_each(reviews.profile_ids) WHERE value IN ({marks}))", (*events, *family))
+    db.execute(f"DELETE FROM outbox WHERE profile_id IN ({marks})", family)
+    db.execute(f"DELETE FROM outbox WHERE event_id IN ({emarks})", events)
+    db.execute(f"DELETE FROM reviews WHERE event_id IN ({emarks})", events)
+    db.execute(f"DELETE FROM reviews WHERE id IN (SELECT review_id FROM review_profiles WHERE profile_id IN ({marks}))", family)
     db.execute(f"DELETE FROM touchpoints WHERE profile_id IN ({marks})", family)
     db.execute(f"DELETE FROM identifiers WHERE profile_id IN ({marks})", family)
     db.execute(f"DELETE FROM kept_apart WHERE a IN ({marks}) OR b IN ({marks})", (*family, *family))
     # Records of earlier operations on the family may carry an operator's free-text reason.
-    db.execute(f"DELETE FROM operations WHERE id IN (SELECT operation_id FROM operation_profiles "
-               f"WHERE profile_id IN ({marks}))", family)
-    db.execute("DELETE FROM operation_profiles WHERE operation_id NOT IN (SELECT id FROM operations)")
+    operations = [o for (o,) in db.execute(
+        f"SELECT DISTINCT operation_id FROM operation_profiles WHERE profile_id IN ({marks})", family)]
+    if operations:
+        omarks = placeholders(len(operations))
+        db.execute(f"DELETE FROM operations WHERE id IN ({omarks})", operations)
+        db.execute(f"DELETE FROM operation_profiles WHERE operation_id IN ({omarks})", operations)
     db.execute(f"DELETE FROM lineage WHERE retired_id IN ({marks}) OR survivor_id IN ({marks})", (*family, *family))
     db.execute(f"UPDATE profiles SET merged_into = NULL WHERE id IN ({marks})", family)
     db.execute(f"DELETE FROM profiles WHERE id IN ({marks})", family)

@@ -270,6 +270,31 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     _add_outbox_claims,
     _count_terms_per_profile,
+    # 13: what an erasure deletes, found through indexes. It runs under the write lock every
+    #     worker waits on, and read whole tables: every record's blocking keys (twice per
+    #     touchpoint erased: its own delete and the foreign-key check of each touchpoint's), every
+    #     delta ever sent, every review (parsing each one's profile list) and every operation's
+    #     profiles. Blocking rows are now indexed by touchpoint (appended: seq only grows), deltas
+    #     by profile (replacing the index of unsent ones by profile, which the read-back after
+    #     each batch uses through `published = 0`), reviews by event, and the profiles each review
+    #     names get a table of their own, kept by triggers. IF NOT EXISTS throughout: a replay is harmless.
+    (
+        "CREATE INDEX IF NOT EXISTS blocking_seq ON blocking (seq)",
+        "CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, published, seq)",
+        "DROP INDEX IF EXISTS outbox_unpublished_profile",
+        "CREATE INDEX IF NOT EXISTS operation_profiles_operation ON operation_profiles (operation_id)",
+        "CREATE INDEX IF NOT EXISTS reviews_event ON reviews (event_id)",
+        # No foreign key to reviews: checking it would read this table by review, which no key serves.
+        "CREATE TABLE IF NOT EXISTS review_profiles (profile_id TEXT NOT NULL, review_id INTEGER NOT NULL, "
+        "PRIMARY KEY (profile_id, review_id)) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO review_profiles (profile_id, review_id) "
+        "SELECT j.value, r.id FROM reviews r, json_each(r.profile_ids) j",
+        "CREATE TRIGGER IF NOT EXISTS review_profiles_insert AFTER INSERT ON reviews BEGIN "
+        "INSERT OR IGNORE INTO review_profiles (profile_id, review_id) SELECT value, new.id FROM json_each(new.profile_ids); END",
+        "CREATE TRIGGER IF NOT EXISTS review_profiles_delete AFTER DELETE ON reviews BEGIN "
+        "DELETE FROM review_profiles WHERE profile_id IN (SELECT value FROM json_each(old.profile_ids)) "
+        "AND review_id = old.id; END",
+    ),
 )
 
 

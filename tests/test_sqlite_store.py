@@ -21,6 +21,7 @@ from devstack.workload import synthetic_events
 from graph.sqlite import SQLiteStore
 from graph.sqlite_schema import MIGRATIONS, migrate
 from graph.store import POSITIONAL, StoreError, StoreUnavailable
+from identity.events import parse_event
 from identity.features import blocking_signature, prepare
 from service.blocking import start_with_blocking_index
 from service.resolver import Resolver
@@ -89,6 +90,11 @@ async def test_file_from_before_record_counts_has_its_profiles_counted_when_open
         assert (await store.profile_growth(threshold=1)).largest == [(first[0].profile_id, 2)]
 
 
+def _before_migration(name: str) -> int:
+    """The schema version a file had before the migration done by the function ``name``."""
+    return next(v for v, m in enumerate(MIGRATIONS) if getattr(m, "__name__", None) == name)
+
+
 async def test_file_counting_terms_per_record_counts_them_per_profile_when_opened(tmp_path, rules):
     async with SQLiteStore(tmp_path / "g.db") as store:
         for crm_id, city in (("c-1", "Leeds"), ("c-1", "York"), ("c-2", "York")):
@@ -98,7 +104,7 @@ async def test_file_counting_terms_per_record_counts_them_per_profile_when_opene
     db.executescript("UPDATE touchpoints SET terms = json_array('family_name:smith', 'city:' || lower(json_extract(features, '$.city'))); "
                      "DELETE FROM term_counts; INSERT INTO term_counts VALUES ('family_name:smith', 3), ('city:leeds', 1), ('city:york', 2); "
                      "DELETE FROM term_totals; INSERT INTO term_totals VALUES ('family_name', 3, 9), ('city', 3, 5); "
-                     f"PRAGMA user_version = {len(MIGRATIONS) - 1};")
+                     f"PRAGMA user_version = {_before_migration('_count_terms_per_profile')};")
     db.close()
     async with SQLiteStore(tmp_path / "g.db") as store:
         kept = [orjson.loads(t) for (t,) in store.db.execute("SELECT terms FROM touchpoints ORDER BY seq")]
@@ -345,3 +351,71 @@ async def test_reading_back_a_batchs_unsent_deltas_reads_as_much_however_many_ot
     unsent(2_000)
     many = await _vm_steps(store.db, lambda: store.unpublished_deltas([mine.event_id], profile_ids=[mine.profile_id]))
     assert many < 2 * few
+
+
+def _whole_table_reads(db: sqlite3.Connection, statements: set[str]) -> dict[str, list[str]]:
+    """The statements among ``statements`` whose plan reads a whole table or index, with those reads."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    found = {}
+    for sql in statements:
+        if sql.startswith(("PRAGMA", "BEGIN", "COMMIT", "ROLLBACK", "--", "SELECT EXISTS")):  # EXISTS stops at a row
+            continue
+        plan = [detail for *_, detail in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        if whole := [d for d in plan if d.startswith("SCAN ") and d.split()[1] in tables]:
+            found[sql[:120]] = whole
+    return found
+
+
+async def _resolved(store: SQLiteStore, rules: Any, events: int = 200) -> list[Any]:
+    prepared = [prepare(parse_event(e), rules) for _, e in synthetic_events(customers=events // 5, events=events, seed=7)]
+    outcomes = []
+    for start in range(0, len(prepared), 50):
+        batch = await Resolver(store, rules).resolve(prepared[start:start + 50])
+        fresh = [d for o in batch for d in o.deltas]
+        await store.unpublished_deltas([o.event_id for o in batch], profile_ids=[d.profile_id for d in fresh])
+        await store.mark_published([d.delta_id for d in fresh])
+        outcomes += batch
+    return outcomes
+
+
+async def test_every_statement_resolving_and_relaying_a_batch_runs_finds_its_rows_through_a_key(store, rules):
+    """A statement that reads a whole table for each event or batch costs more with every event
+    stored (two did: the kept-apart pairs and the outbox read-back), so none may."""
+    statements: set[str] = set()
+    store.db.set_trace_callback(statements.add)
+    await _resolved(store, rules)
+    store.db.set_trace_callback(None)
+    assert len(statements) > 10 and _whole_table_reads(store.db, statements) == {}
+
+
+async def test_every_statement_of_a_persons_operations_finds_its_rows_through_a_key(store, rules):
+    """Merges, splits, review verdicts and erasures hold the write lock every worker waits on:
+    one reading a whole table (erasure read every record's blocking keys per touchpoint erased)
+    stalls resolution for as long as the graph is large."""
+    from service.operations import Operations
+    profiles = sorted({o.profile_id for o in await _resolved(store, rules)})
+    operations = Operations(store, rules)
+    statements: set[str] = set()
+    store.db.set_trace_callback(statements.add)
+    survivor = (await operations.merge(profiles[:2], actor="op", reason="same person")).deltas[0].profile_id
+    retired = next(p for p in profiles[:2] if p != survivor)
+    await operations.split(survivor, retired, actor="op", reason="not the same")
+    await operations.erase(survivor, actor="me", requested_by="customer")
+    store.db.set_trace_callback(None)
+    assert len(statements) > 10 and _whole_table_reads(store.db, statements) == {}
+
+
+async def test_file_from_before_review_profiles_lists_each_reviews_profiles_when_opened(tmp_path, rules):
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai",
+                                                                         "birth_date": "1985-04-12"}), rules)])
+        await Resolver(store, rules).resolve([prepare(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}), rules)])
+        (review,) = await store.reviews("open")
+    db = sqlite3.connect(tmp_path / "g.db")
+    db.executescript("DROP TRIGGER review_profiles_insert; DROP TRIGGER review_profiles_delete; DROP TABLE review_profiles; "
+                     f"PRAGMA user_version = {next(v for v, m in enumerate(MIGRATIONS) if 'review_profiles' in str(m))};")
+    db.close()
+    async with SQLiteStore(tmp_path / "g.db") as store:
+        listed = sorted(p for (p,) in store.db.execute("SELECT profile_id FROM review_profiles WHERE review_id = ?",
+                                                       (review["id"],)))
+    assert listed == sorted(review["profile_ids"])
