@@ -240,3 +240,15 @@ def test_resolving_a_file_with_an_erased_customers_event_lists_it_with_no_profil
     assert done.returncode == 0, done.stderr
     assert "refused 1" in done.stdout
     assert output.read_text().splitlines() == ["event_id,profile_id", f"{events[0].event_id},"]
+
+
+async def test_a_review_another_customers_event_opened_about_the_erased_profile_goes_with_it(tmp_path, rules):
+    """The review belongs to the other customer's event, so only the profiles it names tie it to the erased one."""
+    from service.operations import Operations
+    async with SQLiteStore(tmp_path / "graph.db") as store:
+        engine = Engine_(store)
+        erased = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}))
+        other = await engine.resolve(make_event(traits={"name": "Zhang Wei", "city": "Shanghai"}))
+        assert other.decision["action"] == "review" and other.profile_id != erased.profile_id
+        await Operations(store, rules).erase(erased.profile_id, actor="me", requested_by="customer")
+        assert await store.reviews("open") == []

@@ -389,7 +389,7 @@ async def test_every_statement_resolving_and_relaying_a_batch_runs_finds_its_row
 
 
 async def test_every_statement_of_a_persons_operations_finds_its_rows_through_a_key(store, rules):
-    """Merges, splits, review verdicts and erasures hold the write lock every worker waits on:
+    """Merges, splits and erasures hold the write lock every worker waits on:
     one reading a whole table (erasure read every record's blocking keys per touchpoint erased)
     stalls resolution for as long as the graph is large."""
     from service.operations import Operations
