@@ -1,7 +1,7 @@
 """A contract model whose JSON form is dumped once and shared by every reader.
 
-An event is read as JSON several times (its digest, the store, the notice); a pydantic dump per
-reader was most of its encoding cost. The form is kept in pydantic's own private-attribute dict: reading
+An event is read as JSON several times (its digest, the store); a pydantic dump per reader was
+most of its encoding cost. The form is kept in pydantic's own private-attribute dict: reading
 ``self._json`` through pydantic's attribute path costs ~15 µs in pydantic 2.14, as much as the
 dump it saves. Readers share the dict, so they copy what they change.
 """
