@@ -659,7 +659,14 @@ class SQLiteStore(GraphStore):
         return [orjson.loads(record) for _, record in rows]
 
     async def reviews(self, status: str | None = None) -> list[ReviewRecord]:
-        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        return self._reviews(*(("WHERE status = ?", (status,)) if status else ("", ())))
+
+    async def review(self, review_id: int) -> ReviewRecord | None:
+        # By key: the default reads every review, and each verdict asks for one.
+        found = self._reviews("WHERE id = ?", (review_id,))
+        return found[0] if found else None
+
+    def _reviews(self, where: str, args: tuple[Any, ...]) -> list[ReviewRecord]:
         rows = self.db.execute(
             "SELECT id, event_id, profile_ids, reason, confidence, created_at, status, decided_at, decided_by, "
             f"operation_id FROM reviews {where} ORDER BY id", args)

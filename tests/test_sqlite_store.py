@@ -389,14 +389,20 @@ async def test_every_statement_resolving_and_relaying_a_batch_runs_finds_its_row
 
 
 async def test_every_statement_of_a_persons_operations_finds_its_rows_through_a_key(store, rules):
-    """Merges, splits and erasures hold the write lock every worker waits on:
+    """Review verdicts, merges, splits and erasures hold the write lock every worker waits on:
     one reading a whole table (erasure read every record's blocking keys per touchpoint erased)
     stalls resolution for as long as the graph is large."""
     from service.operations import Operations
     profiles = sorted({o.profile_id for o in await _resolved(store, rules)})
+    for traits in ({"name": "Zhang Wei", "city": "Shanghai", "birth_date": "1985-04-12"}, {"name": "Zhang Wei", "city": "Shanghai"},
+                   {"name": "Li Na", "city": "Beijing", "birth_date": "1990-01-02"}, {"name": "Li Na", "city": "Beijing"}):
+        await Resolver(store, rules).resolve([prepare(make_event(traits=traits), rules)])
+    *_, rejected, approved = await store.reviews("open")  # the last two: the pairs above
     operations = Operations(store, rules)
     statements: set[str] = set()
     store.db.set_trace_callback(statements.add)
+    await operations.decide_review(rejected["id"], False, actor="op", reason="different people")
+    await operations.decide_review(approved["id"], True, actor="op", reason="same person")
     survivor = (await operations.merge(profiles[:2], actor="op", reason="same person")).deltas[0].profile_id
     retired = next(p for p in profiles[:2] if p != survivor)
     await operations.split(survivor, retired, actor="op", reason="not the same")
