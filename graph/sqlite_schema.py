@@ -271,10 +271,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     _add_outbox_claims,
     _count_terms_per_profile,
     # 13: what an erasure deletes, found through indexes. It runs under the write lock every
-    #     worker waits on, and read whole tables: every record's blocking keys (twice per
-    #     touchpoint erased: its own delete and the foreign-key check of each touchpoint's), every
-    #     delta ever sent, every review (parsing each one's profile list) and every operation's
-    #     profiles. Blocking rows are now indexed by touchpoint (appended: seq only grows), deltas
+    #     worker waits on, and read whole tables: every record's blocking keys (in its own delete,
+    #     and again in the foreign-key check of each touchpoint it deleted), every delta ever
+    #     sent, every review (parsing each one's profile list) and every operation's profiles. Blocking rows are now indexed by touchpoint (appended: seq only grows), deltas
     #     by profile (replacing the index of unsent ones by profile, which the read-back after
     #     each batch uses through `published = 0`), reviews by event, and the profiles each review
     #     names get a table of their own, kept by triggers. IF NOT EXISTS throughout: a replay is harmless.

@@ -18,8 +18,8 @@ DELTA_KINDS: tuple[DeltaKind, ...] = get_args(DeltaKind)
 
 # msgspec rather than pydantic: the engine builds a delta or two per event from values it has
 # already checked, and pydantic validated each one again on construction (~40 µs an event in
-# perf.hotpath's profile, with its dump). A Struct is built without checks; a delta that comes
-# from outside (the outbox, a topic) is checked once, when it is decoded (IdentityDelta.from_json).
+# perf.hotpath's profile, with its dump). A Struct is built without checks; a delta read back
+# from the outbox is checked once, as it is decoded (IdentityDelta.from_json).
 
 
 class FieldChange(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

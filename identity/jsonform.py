@@ -31,10 +31,6 @@ class JsonOnce(BaseModel):
             found = kept["_json"] = self.model_dump(mode="json", exclude_none=self.json_exclude_none)
         return found
 
-    def replace_json(self, form: dict[str, Any]) -> None:
-        """Keep ``form`` as the JSON form: for a subclass that changed a field it knows the form of."""
-        self._kept()["_json"] = form
-
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_json())
 

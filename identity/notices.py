@@ -70,6 +70,6 @@ def notice_for(prepared: PreparedEvent, decision: DecisionRecord, *, ingested_at
         identifiers=identifiers_by_type(prepared.identifier_keys),
         payload=event.payload,
         causation=None if event.causation is None else event.causation.model_dump(mode="json"),
-        decision=NoticeDecision(action=decision["action"], confidence=decision["confidence"]),
+        decision=NoticeDecision(action=decision["action"], confidence=float(decision["confidence"])),
         times=DeltaTimes(occurred_at=event.occurred_at.isoformat(), ingested_at=ingested_at, resolved_at=resolved_at),
     )

@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
-from identity.deltas import DELTA_KINDS, DeltaKind, IdentityDelta
+from identity.deltas import DELTA_KINDS, DeltaKind, FieldChange, IdentityDelta
 from identity.notices import TouchpointNotice
 from identity.topics import SANDBOX_PREFIX
 
@@ -115,10 +116,15 @@ class Subscription(BaseModel):
 
 def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str, Any]) -> dict[str, Any]:
     """Ids, version and cause only (and the subscription's own consent): enough to delete a copy."""
-    body = delta.as_json()
-    body["changes"] = {n: c for n, c in body["changes"].items() if n.startswith("consent.")
-                       and subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
-    body["profile"] = {"consent": consent} if consent else {}
+    kept = {n: c for n, c in delta.changes.items() if subscription.purpose is not None and n == f"consent.{subscription.purpose}"}
+    return _body(delta, subscription, kept, {"consent": consent} if consent else {})
+
+
+def _body(delta: IdentityDelta, subscription: Subscription, changes: dict[str, FieldChange],
+          profile: dict[str, Any]) -> dict[str, Any]:
+    """The delta as JSON with only ``changes`` and ``profile``, for ``subscription``: the parts a
+    subscription may not see are never converted, once per subscription."""
+    body: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(delta, changes=changes, profile=profile))
     body["subscription"] = subscription.name
     return body
 
@@ -161,11 +167,7 @@ def project(delta: IdentityDelta, subscription: Subscription) -> dict[str, Any] 
     }
     if consent:
         profile["consent"] = consent
-    body = delta.as_json()
-    body["changes"] = {name: body["changes"][name] for name in changes}
-    body["profile"] = profile
-    body["subscription"] = subscription.name
-    return body
+    return _body(delta, subscription, changes, profile)
 
 
 def project_notice(notice: TouchpointNotice, subscription: Subscription) -> dict[str, Any] | None:
