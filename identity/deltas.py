@@ -68,11 +68,6 @@ class IdentityDelta(Struct, kw_only=True, forbid_unknown_fields=True):
         """Stamp ``times.emitted_at`` as the delta is published."""
         self.times.emitted_at = at
 
-    def as_json(self) -> dict[str, Any]:
-        """The delta as JSON values: a new dict each call, the reader's to change."""
-        form: dict[str, Any] = msgspec.to_builtins(self)
-        return form
-
     def to_json(self) -> bytes:
         return _ENCODER.encode(self)
 
