@@ -273,10 +273,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 13: what an erasure deletes, found through indexes. It runs under the write lock every
     #     worker waits on, and read whole tables: every record's blocking keys (in its own delete,
     #     and again in the foreign-key check of each touchpoint it deleted), every delta ever
-    #     sent, every review (parsing each one's profile list) and every operation's profiles. Blocking rows are now indexed by touchpoint (appended: seq only grows), deltas
-    #     by profile (replacing the index of unsent ones by profile, which the read-back after
-    #     each batch uses through `published = 0`), reviews by event, and the profiles each review
-    #     names get a table of their own, kept by triggers. IF NOT EXISTS throughout: a replay is harmless.
+    #     sent, every review (parsing each one's profile list) and every operation's profiles.
+    #     Blocking rows are now indexed by touchpoint (appended: seq only grows), deltas by
+    #     profile (replacing the index of unsent ones by profile, which the read-back after each
+    #     batch uses through `published = 0`), reviews by event, and the profiles each review
+    #     names get a table of their own, kept by triggers. IF NOT EXISTS throughout: a replay
+    #     is harmless.
     (
         "CREATE INDEX IF NOT EXISTS blocking_seq ON blocking (seq)",
         "CREATE INDEX IF NOT EXISTS outbox_profile ON outbox (profile_id, published, seq)",

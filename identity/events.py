@@ -83,7 +83,6 @@ class TouchpointEvent(JsonOnce):
     """One touchpoint as produced by a platform."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    json_exclude_none = True
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(min_length=1, max_length=128)

@@ -8,16 +8,13 @@ dump it saves. Readers share the dict, so they copy what they change.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Self, cast
+from typing import Any, Mapping, Self, cast
 
 import orjson
 from pydantic import BaseModel, PrivateAttr
 
 
 class JsonOnce(BaseModel):
-    #: Leave out fields that are None from the JSON form.
-    json_exclude_none: ClassVar[bool] = False
-
     _json: dict[str, Any] | None = PrivateAttr(default=None)
 
     def _kept(self) -> dict[str, Any]:
@@ -28,7 +25,8 @@ class JsonOnce(BaseModel):
         kept = self._kept()
         found: dict[str, Any] | None = kept["_json"]
         if found is None:
-            found = kept["_json"] = self.model_dump(mode="json", exclude_none=self.json_exclude_none)
+            # Without None fields: an event that leaves a field out and one that sends it null are the same.
+            found = kept["_json"] = self.model_dump(mode="json", exclude_none=True)
         return found
 
     def to_json(self) -> bytes:

@@ -47,14 +47,14 @@ class TouchpointNotice(Struct, kw_only=True, forbid_unknown_fields=True):
         form: dict[str, Any] = msgspec.to_builtins(self)
         for part in ("times", "causation"):
             if form.get(part) is not None:
-                form[part] = _set_fields(form[part])
-        return _set_fields(form)
+                form[part] = _without_nones(form[part])
+        return _without_nones(form)
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self.as_json())
 
 
-def _set_fields(fields: dict[str, Any]) -> dict[str, Any]:
+def _without_nones(fields: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 

@@ -122,8 +122,8 @@ def _minimum(delta: IdentityDelta, subscription: Subscription, consent: dict[str
 
 def _body(delta: IdentityDelta, subscription: Subscription, changes: dict[str, FieldChange],
           profile: dict[str, Any]) -> dict[str, Any]:
-    """The delta as JSON with only ``changes`` and ``profile``, for ``subscription``: the parts a
-    subscription may not see are never converted, once per subscription."""
+    """The delta as JSON for ``subscription``, carrying ``changes`` and ``profile`` in place of its
+    own: what the subscription may not see is never converted."""
     body: dict[str, Any] = msgspec.to_builtins(msgspec.structs.replace(delta, changes=changes, profile=profile))
     body["subscription"] = subscription.name
     return body
